@@ -1,0 +1,678 @@
+//! Arbitration: from a trigger, the target's state and its capacity to one
+//! decision with an absolute desired capacity. Pure: event time comes from
+//! the trigger, so a replay decides exactly as live.
+//!
+//! Decision table, checked in this order:
+//!
+//! | situation                                             | outcome            |
+//! |-------------------------------------------------------|--------------------|
+//! | trigger id already decided                            | `duplicate`        |
+//! | capacity never observed and never commanded           | `unknown_capacity` |
+//! | any up firing: the one asking for most capacity wins  |                    |
+//! |   up cooldown running                                 | `cooldown`         |
+//! |   current >= max (rule max and target max)            | `at_max`           |
+//! |   otherwise                                           | `scale` (clamped)  |
+//! | only down firings: the one removing least wins        |                    |
+//! |   an up firing was seen within the up-signal hold     | `overridden`       |
+//! |   down cooldown, or the last scale-up's cooldown, running | `cooldown`     |
+//! |   current <= min (rule min and target min)            | `at_min`           |
+//! |   otherwise                                           | `scale` (clamped)  |
+//! | the chosen capacity equals the current one            | `no_change`        |
+//!
+//! Up beats down (the safe direction wins), both within one trigger and
+//! across triggers through the up-signal hold. Every action sets its
+//! direction's cooldown to the acting rule's `cooldown`.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::evaluate::human_secs;
+use crate::ids;
+use crate::policy::Target;
+use crate::wire::{CapacityRecord, Command, Decision, Direction, Outcome, RuleFiring, Trigger};
+
+/// How many recent trigger ids a target remembers for de-duplication.
+const RECENT_TRIGGERS: usize = 64;
+
+/// The arbiter's memory of one target, kept in JetStream KV and changed only
+/// by compare-and-set on its revision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetState {
+    /// Commands issued so far; the next command gets `seq + 1`.
+    #[serde(default)]
+    pub seq: u64,
+    /// Desired capacity of the last command.
+    #[serde(default)]
+    pub desired: Option<u32>,
+    /// Event time (ms) until which scale-ups rest.
+    #[serde(default)]
+    pub up_cooldown_until: i64,
+    /// Event time (ms) until which scale-downs rest.
+    #[serde(default)]
+    pub down_cooldown_until: i64,
+    /// Event time (ms) of the last up firing seen, acted on or not.
+    #[serde(default)]
+    pub last_up_signal: Option<i64>,
+    /// Rule of that up firing.
+    #[serde(default)]
+    pub last_up_rule: Option<String>,
+    /// Ids of recently decided triggers.
+    #[serde(default)]
+    pub recent_triggers: VecDeque<String>,
+}
+
+/// A decision, the command it issues (if any), and the state to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The decision, for the audit stream.
+    pub decision: Decision,
+    /// The command to publish, for `scale` outcomes.
+    pub command: Option<Command>,
+    /// The new state; `None` when nothing changed (duplicates).
+    pub state: Option<TargetState>,
+}
+
+/// Settings the arbiter takes from the policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArbiterSettings {
+    /// How long an up firing keeps scale-downs away, ms of event time.
+    pub up_signal_hold_ms: i64,
+}
+
+impl ArbiterSettings {
+    /// An up firing repeats every `max(D, refire)` while its condition holds;
+    /// holding for two of those intervals bridges the gap between repeats.
+    pub fn for_target(target: &Target, refire_secs: u64) -> Self {
+        let longest = target
+            .rules
+            .iter()
+            .filter(|r| r.direction == Direction::Up)
+            .map(|r| r.condition.for_secs.max(refire_secs))
+            .max()
+            .unwrap_or(refire_secs);
+        ArbiterSettings {
+            up_signal_hold_ms: i64::try_from(longest.saturating_mul(2000)).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// The capacity a relative action starts from. The backend's word counts
+/// once it has applied our latest command; before that, the command in flight.
+fn base_capacity(state: &TargetState, observed: Option<&CapacityRecord>) -> Option<u32> {
+    match (observed, state.desired) {
+        (Some(obs), _) if obs.applied_seq >= state.seq => Some(obs.desired),
+        (_, Some(desired)) => Some(desired),
+        (Some(obs), None) => Some(obs.desired),
+        (None, None) => None,
+    }
+}
+
+/// Decides one trigger.
+pub fn decide(
+    target: &Target,
+    settings: ArbiterSettings,
+    state: &TargetState,
+    observed: Option<&CapacityRecord>,
+    trigger: &Trigger,
+) -> Verdict {
+    let ts = trigger.ts;
+    let decision_id = ids::derive("d", &[trigger.id.as_bytes()]);
+    let mut next = state.clone();
+    let ups: Vec<&RuleFiring> = trigger
+        .firings
+        .iter()
+        .filter(|f| f.direction == Direction::Up)
+        .collect();
+    let downs: Vec<&RuleFiring> = trigger
+        .firings
+        .iter()
+        .filter(|f| f.direction == Direction::Down)
+        .collect();
+    let verdict =
+        |outcome: Outcome, firing: Option<&RuleFiring>, from, to, reason: String, state| Verdict {
+            decision: Decision {
+                id: decision_id.clone(),
+                trigger_id: trigger.id.clone(),
+                ts,
+                target: target.name.clone(),
+                outcome,
+                direction: firing.map_or(Direction::None, |f| f.direction),
+                rule: firing.map(|f| f.rule.clone()),
+                from,
+                to,
+                reason,
+            },
+            command: None,
+            state,
+        };
+    if state.recent_triggers.contains(&trigger.id) {
+        return verdict(
+            Outcome::Duplicate,
+            trigger.firings.first(),
+            None,
+            None,
+            format!("trigger {} was already decided", trigger.id),
+            None,
+        );
+    }
+    next.recent_triggers.push_back(trigger.id.clone());
+    while next.recent_triggers.len() > RECENT_TRIGGERS {
+        next.recent_triggers.pop_front();
+    }
+    if let Some(up) = ups.first() {
+        next.last_up_signal = Some(ts);
+        next.last_up_rule = Some(up.rule.clone());
+    }
+    let Some(current) = base_capacity(state, observed) else {
+        let firing = ups.first().or(downs.first()).copied();
+        return verdict(
+            Outcome::UnknownCapacity,
+            firing,
+            None,
+            None,
+            format!(
+                "{}; capacity of {} is not known yet (the actuator has not reported it)",
+                lead(firing),
+                target.name
+            ),
+            Some(next),
+        );
+    };
+    let name = &target.name;
+    // Each firing's proposal: (desired after its own and the target's bounds, its ceiling or floor).
+    let (firing, desired, bound, outcome, why) = if !ups.is_empty() {
+        let (firing, desired, ceiling) = ups
+            .iter()
+            .map(|f| {
+                let ceiling = rule_bound(target, f, true);
+                (*f, f.action.apply(current).min(ceiling), ceiling)
+            })
+            .max_by_key(|(_, desired, _)| *desired)
+            .expect("ups is not empty");
+        if ts < state.up_cooldown_until {
+            let left = remaining(state.up_cooldown_until, ts);
+            (
+                firing,
+                desired,
+                ceiling,
+                Outcome::Cooldown,
+                format!("scale-up is cooling down for another {left}"),
+            )
+        } else if current >= ceiling {
+            (
+                firing,
+                desired,
+                ceiling,
+                Outcome::AtMax,
+                format!("{name} is already at its maximum of {ceiling}"),
+            )
+        } else {
+            (firing, desired, ceiling, Outcome::Scale, String::new())
+        }
+    } else if !downs.is_empty() {
+        let (firing, desired, floor) = downs
+            .iter()
+            .map(|f| {
+                let floor = rule_bound(target, f, false);
+                (*f, f.action.apply(current).max(floor), floor)
+            })
+            .max_by_key(|(_, desired, _)| *desired)
+            .expect("downs is not empty");
+        let up_recent = state
+            .last_up_signal
+            .filter(|up| ts - up < settings.up_signal_hold_ms);
+        if let Some(up_ts) = up_recent {
+            let rule = state.last_up_rule.as_deref().unwrap_or("a scale-up rule");
+            let ago = remaining(ts, up_ts);
+            (
+                firing,
+                desired,
+                floor,
+                Outcome::Overridden,
+                format!("{rule} asked for more capacity {ago} ago and scale-up beats scale-down"),
+            )
+        } else if ts < state.down_cooldown_until {
+            let left = remaining(state.down_cooldown_until, ts);
+            (
+                firing,
+                desired,
+                floor,
+                Outcome::Cooldown,
+                format!("scale-down is cooling down for another {left}"),
+            )
+        } else if ts < state.up_cooldown_until {
+            let left = remaining(state.up_cooldown_until, ts);
+            (
+                firing,
+                desired,
+                floor,
+                Outcome::Cooldown,
+                format!("the last scale-up is still cooling down for another {left}"),
+            )
+        } else if current <= floor {
+            (
+                firing,
+                desired,
+                floor,
+                Outcome::AtMin,
+                format!("{name} is already at its minimum of {floor}"),
+            )
+        } else {
+            (firing, desired, floor, Outcome::Scale, String::new())
+        }
+    } else {
+        return verdict(
+            Outcome::NoChange,
+            None,
+            Some(current),
+            Some(current),
+            "no rule asked for a change".into(),
+            Some(next),
+        );
+    };
+    let lead = lead(Some(firing));
+    let ask = firing.action.describe();
+    if outcome != Outcome::Scale {
+        let reason = format!("{lead}; {ask} suppressed: {why}");
+        return verdict(
+            outcome,
+            Some(firing),
+            Some(current),
+            Some(current),
+            reason,
+            Some(next),
+        );
+    }
+    if desired == current {
+        let reason = format!("{lead}; {ask} leaves {name} at {current}");
+        return verdict(
+            Outcome::NoChange,
+            Some(firing),
+            Some(current),
+            Some(current),
+            reason,
+            Some(next),
+        );
+    }
+    let clamp = if desired != firing.action.apply(current) {
+        let which = if firing.direction == Direction::Up {
+            "max"
+        } else {
+            "min"
+        };
+        format!(", clamped at {which} {bound}")
+    } else {
+        String::new()
+    };
+    let cooldown_secs = target.rule(&firing.rule).map_or(0, |r| r.cooldown_secs);
+    let cooldown_ms = i64::try_from(cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let until = ts.saturating_add(cooldown_ms);
+    match firing.direction {
+        Direction::Up => next.up_cooldown_until = until,
+        _ => next.down_cooldown_until = until,
+    }
+    next.seq = state.seq + 1;
+    next.desired = Some(desired);
+    let reason = format!(
+        "{lead}; scaling {name} from {current} to {desired} ({ask}{clamp}), cooldown {}",
+        human_secs(cooldown_secs)
+    );
+    let command = Command {
+        decision_id: decision_id.clone(),
+        seq: next.seq,
+        ts,
+        target: name.clone(),
+        from: current,
+        desired,
+        rule: Some(firing.rule.clone()),
+        reason: reason.clone(),
+    };
+    let mut v = verdict(
+        Outcome::Scale,
+        Some(firing),
+        Some(current),
+        Some(desired),
+        reason,
+        Some(next),
+    );
+    v.command = Some(command);
+    v
+}
+
+fn lead(firing: Option<&RuleFiring>) -> String {
+    match firing {
+        Some(f) if !f.reason.is_empty() => f.reason.clone(),
+        Some(f) => format!("rule {}", f.rule),
+        None => "no rule".into(),
+    }
+}
+
+/// The ceiling (up) or floor (down) for a firing: the rule's own bound within the target's.
+fn rule_bound(target: &Target, firing: &RuleFiring, up: bool) -> u32 {
+    let rule = target.rule(&firing.rule);
+    if up {
+        rule.and_then(|r| r.max)
+            .map_or(target.max, |m| m.min(target.max))
+    } else {
+        rule.and_then(|r| r.min)
+            .map_or(target.min, |m| m.max(target.min))
+    }
+}
+
+fn remaining(later_ms: i64, earlier_ms: i64) -> String {
+    let ms = later_ms.saturating_sub(earlier_ms).max(0);
+    human_secs(u64::try_from((ms + 999) / 1000).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::from_yaml;
+    use crate::wire::{ScaleAction, TriggerSource};
+
+    const POLICY: &str = r#"
+targets:
+  w: {rules: [q, cpu], min: 2, max: 12, backend: {sim: {initial: 5}}}
+horizontal_scaling_rules:
+  q:
+    scale_up: {condition: "queue_depth > 1000", action: "add 5 workers", cooldown: 120, max_workers: 10}
+    scale_down: {condition: "queue_depth < 100 for 15 minutes", action: "remove 2 workers", cooldown: 600, min_workers: 4}
+  cpu:
+    scale_up: {condition: "avg_cpu > 70% for 2 minutes", action: "add 2 instances", cooldown: 300}
+    scale_down: {condition: "avg_cpu < 30% for 10 minutes", action: "remove 1 instance", cooldown: 600}
+"#;
+
+    fn firing(rule: &str) -> RuleFiring {
+        let (direction, action) = match rule {
+            "q.scale_up" => (Direction::Up, ScaleAction::Add(5)),
+            "q.scale_down" => (Direction::Down, ScaleAction::Remove(2)),
+            "cpu.scale_up" => (Direction::Up, ScaleAction::Add(2)),
+            _ => (Direction::Down, ScaleAction::Remove(1)),
+        };
+        RuleFiring {
+            rule: rule.into(),
+            direction,
+            action,
+            observed: None,
+            threshold: None,
+            condition: String::new(),
+            held_secs: 0,
+            reason: String::new(),
+        }
+    }
+
+    fn trigger(secs: i64, rules: &[&str]) -> Trigger {
+        Trigger {
+            id: format!("t{secs}{}", rules.join("")),
+            ts: secs * 1000,
+            target: "w".into(),
+            source: TriggerSource::Rule,
+            firings: rules.iter().map(|r| firing(r)).collect(),
+        }
+    }
+
+    fn capacity(desired: u32, applied_seq: u64) -> CapacityRecord {
+        CapacityRecord {
+            target: "w".into(),
+            desired,
+            running: None,
+            applied_seq,
+            observed_ms: 0,
+            backend: "sim".into(),
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        state: TargetState,
+        observed: Option<CapacityRecord>,
+        trigger: Trigger,
+        want: (Outcome, Option<u32>),
+        reason_has: &'static str,
+    }
+
+    fn state(f: impl FnOnce(&mut TargetState)) -> TargetState {
+        let mut s = TargetState::default();
+        f(&mut s);
+        s
+    }
+
+    #[test]
+    fn decision_table() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let at = |n| Some(capacity(n, 0));
+        let cases = vec![
+            Case {
+                name: "scale up from observed",
+                state: TargetState::default(),
+                observed: at(5),
+                trigger: trigger(1000, &["q.scale_up"]),
+                want: (Outcome::Scale, Some(10)),
+                reason_has: "from 5 to 10 (add 5), cooldown 2m",
+            },
+            Case {
+                name: "clamped at the rule max",
+                state: TargetState::default(),
+                observed: at(7),
+                trigger: trigger(1000, &["q.scale_up"]),
+                want: (Outcome::Scale, Some(10)),
+                reason_has: "clamped at max 10",
+            },
+            Case {
+                name: "at max",
+                state: TargetState::default(),
+                observed: at(10),
+                trigger: trigger(1000, &["q.scale_up"]),
+                want: (Outcome::AtMax, Some(10)),
+                reason_has: "already at its maximum of 10",
+            },
+            Case {
+                name: "cpu up may go to the target max",
+                state: TargetState::default(),
+                observed: at(11),
+                trigger: trigger(1000, &["cpu.scale_up"]),
+                want: (Outcome::Scale, Some(12)),
+                reason_has: "clamped at max 12",
+            },
+            Case {
+                name: "up cooldown",
+                state: state(|s| s.up_cooldown_until = 1_060_000),
+                observed: at(5),
+                trigger: trigger(1000, &["q.scale_up"]),
+                want: (Outcome::Cooldown, Some(5)),
+                reason_has: "cooling down for another 1m",
+            },
+            Case {
+                name: "largest up wins",
+                state: TargetState::default(),
+                observed: at(3),
+                trigger: trigger(1000, &["cpu.scale_up", "q.scale_up"]),
+                want: (Outcome::Scale, Some(8)),
+                reason_has: "add 5",
+            },
+            Case {
+                name: "up beats down in one trigger",
+                state: TargetState::default(),
+                observed: at(6),
+                trigger: trigger(1000, &["q.scale_down", "cpu.scale_up"]),
+                want: (Outcome::Scale, Some(8)),
+                reason_has: "add 2",
+            },
+            Case {
+                name: "smallest down wins",
+                state: TargetState::default(),
+                observed: at(8),
+                trigger: trigger(1000, &["q.scale_down", "cpu.scale_down"]),
+                want: (Outcome::Scale, Some(7)),
+                reason_has: "remove 1",
+            },
+            Case {
+                name: "down clamped at the rule min",
+                state: TargetState::default(),
+                observed: at(5),
+                trigger: trigger(1000, &["q.scale_down"]),
+                want: (Outcome::Scale, Some(4)),
+                reason_has: "clamped at min 4",
+            },
+            Case {
+                name: "at min",
+                state: TargetState::default(),
+                observed: at(4),
+                trigger: trigger(1000, &["q.scale_down"]),
+                want: (Outcome::AtMin, Some(4)),
+                reason_has: "already at its minimum of 4",
+            },
+            Case {
+                name: "recent up signal overrides down",
+                state: state(|s| {
+                    s.last_up_signal = Some(990_000);
+                    s.last_up_rule = Some("cpu.scale_up".into())
+                }),
+                observed: at(8),
+                trigger: trigger(1000, &["q.scale_down"]),
+                want: (Outcome::Overridden, Some(8)),
+                reason_has: "cpu.scale_up asked for more capacity 10s ago",
+            },
+            Case {
+                name: "old up signal does not",
+                state: state(|s| s.last_up_signal = Some(1000)),
+                observed: at(8),
+                trigger: trigger(1000, &["q.scale_down"]),
+                want: (Outcome::Scale, Some(6)),
+                reason_has: "remove 2",
+            },
+            Case {
+                name: "down cooldown",
+                state: state(|s| s.down_cooldown_until = 1_000_500),
+                observed: at(8),
+                trigger: trigger(1000, &["q.scale_down"]),
+                want: (Outcome::Cooldown, Some(8)),
+                reason_has: "scale-down is cooling down for another 1s",
+            },
+            Case {
+                name: "no down during the last up's cooldown",
+                state: state(|s| s.up_cooldown_until = 1_100_000),
+                observed: at(8),
+                trigger: trigger(1000, &["q.scale_down"]),
+                want: (Outcome::Cooldown, Some(8)),
+                reason_has: "last scale-up is still cooling down",
+            },
+            Case {
+                name: "unknown capacity",
+                state: TargetState::default(),
+                observed: None,
+                trigger: trigger(1000, &["q.scale_up"]),
+                want: (Outcome::UnknownCapacity, None),
+                reason_has: "not known yet",
+            },
+            Case {
+                name: "command in flight is the base",
+                state: state(|s| {
+                    s.seq = 3;
+                    s.desired = Some(9)
+                }),
+                observed: Some(capacity(5, 2)),
+                trigger: trigger(1000, &["cpu.scale_up"]),
+                want: (Outcome::Scale, Some(11)),
+                reason_has: "from 9 to 11",
+            },
+            Case {
+                name: "applied: the backend's word is the base",
+                state: state(|s| {
+                    s.seq = 3;
+                    s.desired = Some(9)
+                }),
+                observed: Some(capacity(6, 3)),
+                trigger: trigger(1000, &["cpu.scale_up"]),
+                want: (Outcome::Scale, Some(8)),
+                reason_has: "from 6 to 8",
+            },
+            Case {
+                name: "duplicate",
+                state: state(|s| s.recent_triggers.push_back("t1000q.scale_up".into())),
+                observed: at(5),
+                trigger: trigger(1000, &["q.scale_up"]),
+                want: (Outcome::Duplicate, None),
+                reason_has: "already decided",
+            },
+        ];
+        for case in cases {
+            let v = decide(
+                target,
+                settings,
+                &case.state,
+                case.observed.as_ref(),
+                &case.trigger,
+            );
+            assert_eq!(
+                (v.decision.outcome, v.decision.to),
+                case.want,
+                "{}: {}",
+                case.name,
+                v.decision.reason
+            );
+            assert!(
+                v.decision.reason.contains(case.reason_has),
+                "{}: {:?}",
+                case.name,
+                v.decision.reason
+            );
+            assert_eq!(
+                v.command.is_some(),
+                case.want.0 == Outcome::Scale,
+                "{}",
+                case.name
+            );
+            if let Some(cmd) = v.command {
+                assert_eq!(
+                    (cmd.desired, cmd.seq, &cmd.decision_id),
+                    (case.want.1.unwrap(), case.state.seq + 1, &v.decision.id)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_second_trigger_inside_the_cooldown_is_suppressed_then_allowed_after() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let first = decide(
+            target,
+            settings,
+            &TargetState::default(),
+            Some(&capacity(2, 0)),
+            &trigger(0, &["q.scale_up"]),
+        );
+        assert_eq!(first.decision.to, Some(7));
+        let state = first.state.unwrap();
+        let observed = capacity(7, 1);
+        let second = decide(
+            target,
+            settings,
+            &state,
+            Some(&observed),
+            &trigger(119, &["q.scale_up"]),
+        );
+        assert_eq!(second.decision.outcome, Outcome::Cooldown);
+        assert!(
+            second.decision.reason.contains("another 1s"),
+            "{}",
+            second.decision.reason
+        );
+        let third = decide(
+            target,
+            settings,
+            &second.state.unwrap(),
+            Some(&observed),
+            &trigger(120, &["q.scale_up"]),
+        );
+        assert_eq!(
+            (third.decision.outcome, third.decision.to),
+            (Outcome::Scale, Some(10))
+        );
+    }
+}

@@ -1,0 +1,567 @@
+//! Event-time rule evaluation: "condition for duration".
+//!
+//! Semantics (the README repeats them for operators):
+//! - Time is the samples' event time (`ts`); the wall clock is used only to
+//!   reject samples stamped too far in the future.
+//! - Each (target, metric) keeps the latest value per instance. A rule's
+//!   aggregate (avg, max, min, sum) is taken over the instances whose latest
+//!   sample is younger than `staleness_secs` at the newest event time; older
+//!   instances expire.
+//! - A condition "holds for D" once it has been true on every evaluation for
+//!   D seconds of event time without a gap longer than `staleness_secs`.
+//! - While it keeps holding, the rule fires again every `max(D, refire_secs)`.
+//! - A sample older than its instance's latest value, or equal to it, changes
+//!   nothing (out of order or duplicate); the clock never moves backwards.
+//!
+//! The same sample stream therefore yields the same triggers whether it is
+//! replayed in one burst or arrives live.
+
+use std::collections::HashMap;
+
+use thiserror::Error;
+
+use crate::ids;
+use crate::policy::{Aggregation, Policy, ThresholdRule};
+use crate::units::Dimension;
+use crate::wire::{RuleFiring, Sample, Trigger, TriggerSource};
+
+/// Why a sample was not evaluated.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum EvalError {
+    /// The sample's target is not in the policy.
+    #[error("no target {0:?} in the policy")]
+    UnknownTarget(String),
+    /// The sample's event time is too far ahead of the receiver's clock.
+    #[error(
+        "sample {metric} at ts {ts} is {ahead_ms} ms ahead of the receiver's clock (limit {limit_ms} ms)"
+    )]
+    FromTheFuture {
+        /// Metric.
+        metric: String,
+        /// Its event time.
+        ts: i64,
+        /// How far ahead.
+        ahead_ms: i64,
+        /// The limit.
+        limit_ms: i64,
+    },
+    /// NaN or infinite.
+    #[error("sample {metric} has a value that is not a finite number")]
+    NotFinite {
+        /// Metric.
+        metric: String,
+    },
+}
+
+/// What happened to one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleEffect {
+    /// Evaluated against its rules.
+    Evaluated,
+    /// No rule uses this metric.
+    Unused,
+    /// Older than (or equal to) what its instance already reported.
+    Stale,
+}
+
+struct RuleSlot {
+    rule: ThresholdRule,
+    /// Event time since which the condition has held.
+    since: Option<i64>,
+    /// Event time of the last evaluation of this rule.
+    last_seen: Option<i64>,
+    /// Event time this rule last fired in the current hold.
+    last_fired: Option<i64>,
+}
+
+#[derive(Default)]
+struct MetricSlot {
+    /// Indexes into the target's rules.
+    rules: Vec<usize>,
+    /// Latest (instance, ts, value) per instance.
+    instances: Vec<(Option<String>, i64, f64)>,
+    /// Newest event time seen for this metric.
+    clock: Option<i64>,
+}
+
+struct TargetSlot {
+    rules: Vec<RuleSlot>,
+    metrics: HashMap<String, MetricSlot>,
+}
+
+/// The evaluator's state for every target of a policy.
+pub struct Evaluator {
+    targets: HashMap<String, TargetSlot>,
+    staleness_ms: i64,
+    skew_ms: i64,
+    refire_ms: i64,
+}
+
+impl Evaluator {
+    /// An evaluator with empty state for every target in `policy`.
+    pub fn new(policy: &Policy) -> Self {
+        let targets = policy
+            .targets
+            .values()
+            .map(|target| {
+                let mut metrics: HashMap<String, MetricSlot> = HashMap::new();
+                for (i, rule) in target.rules.iter().enumerate() {
+                    metrics
+                        .entry(rule.condition.metric.clone())
+                        .or_default()
+                        .rules
+                        .push(i);
+                }
+                let rules = target
+                    .rules
+                    .iter()
+                    .map(|rule| RuleSlot {
+                        rule: rule.clone(),
+                        since: None,
+                        last_seen: None,
+                        last_fired: None,
+                    })
+                    .collect();
+                (target.name.clone(), TargetSlot { rules, metrics })
+            })
+            .collect();
+        let settings = &policy.evaluation;
+        Evaluator {
+            targets,
+            staleness_ms: secs_to_ms(settings.staleness_secs),
+            skew_ms: secs_to_ms(settings.max_future_skew_secs),
+            refire_ms: secs_to_ms(settings.refire_secs),
+        }
+    }
+
+    /// Evaluates one sample of `target` at wall-clock `now_ms`; rules that
+    /// fire at the sample's event time are appended to `firings`.
+    pub fn observe(
+        &mut self,
+        target: &str,
+        sample: &Sample,
+        now_ms: i64,
+        firings: &mut Vec<RuleFiring>,
+    ) -> Result<SampleEffect, EvalError> {
+        let slot = self
+            .targets
+            .get_mut(target)
+            .ok_or_else(|| EvalError::UnknownTarget(target.to_string()))?;
+        if !sample.value.is_finite() {
+            return Err(EvalError::NotFinite {
+                metric: sample.metric.clone(),
+            });
+        }
+        let ahead_ms = sample.ts.saturating_sub(now_ms);
+        if ahead_ms > self.skew_ms {
+            return Err(EvalError::FromTheFuture {
+                metric: sample.metric.clone(),
+                ts: sample.ts,
+                ahead_ms,
+                limit_ms: self.skew_ms,
+            });
+        }
+        let Some(metric) = slot.metrics.get_mut(&sample.metric) else {
+            return Ok(SampleEffect::Unused);
+        };
+        let t = sample.ts;
+        match metric
+            .instances
+            .iter_mut()
+            .find(|(i, _, _)| *i == sample.instance)
+        {
+            Some((_, ts, _)) if *ts >= t => return Ok(SampleEffect::Stale),
+            Some(entry) => {
+                entry.1 = t;
+                entry.2 = sample.value;
+            }
+            None => metric
+                .instances
+                .push((sample.instance.clone(), t, sample.value)),
+        }
+        if metric.clock.is_some_and(|clock| t < clock) {
+            // A late sample from one instance updates that instance's value,
+            // but the clock and the holds do not go back in time.
+            return Ok(SampleEffect::Stale);
+        }
+        metric.clock = Some(t);
+        let horizon = t - self.staleness_ms;
+        metric.instances.retain(|(_, ts, _)| *ts > horizon);
+        for &i in &metric.rules {
+            let rule_slot = &mut slot.rules[i];
+            let value = aggregate(rule_slot.rule.condition.aggregation, &metric.instances);
+            if let Some(firing) = step(rule_slot, value, t, self.staleness_ms, self.refire_ms) {
+                firings.push(firing);
+            }
+        }
+        Ok(SampleEffect::Evaluated)
+    }
+
+    /// Evaluates samples for one target and groups the firings into
+    /// triggers, one per event time at which rules fired. Rejected samples
+    /// are returned with their index so the caller can dead-letter them.
+    pub fn observe_batch(
+        &mut self,
+        target: &str,
+        samples: &[Sample],
+        now_ms: i64,
+    ) -> (Vec<Trigger>, Vec<(usize, EvalError)>) {
+        let mut triggers: Vec<Trigger> = Vec::new();
+        let mut rejected = Vec::new();
+        let mut firings = Vec::new();
+        for (i, sample) in samples.iter().enumerate() {
+            match self.observe(target, sample, now_ms, &mut firings) {
+                Ok(_) if firings.is_empty() => {}
+                Ok(_) => {
+                    let fired = std::mem::take(&mut firings);
+                    match triggers.last_mut().filter(|t| t.ts == sample.ts) {
+                        Some(same_instant) => same_instant.firings.extend(fired),
+                        None => triggers.push(Trigger {
+                            id: String::new(),
+                            ts: sample.ts,
+                            target: target.to_string(),
+                            source: TriggerSource::Rule,
+                            firings: fired,
+                        }),
+                    }
+                }
+                Err(e) => rejected.push((i, e)),
+            }
+        }
+        for trigger in &mut triggers {
+            trigger.id = trigger_id(trigger);
+        }
+        (triggers, rejected)
+    }
+}
+
+/// The deterministic id of a rule trigger: target, event time and rule names.
+pub fn trigger_id(trigger: &Trigger) -> String {
+    let ts = trigger.ts.to_be_bytes();
+    let mut parts: Vec<&[u8]> = vec![trigger.target.as_bytes(), &ts];
+    parts.extend(trigger.firings.iter().map(|f| f.rule.as_bytes()));
+    ids::derive("t", &parts)
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+fn aggregate(aggregation: Aggregation, instances: &[(Option<String>, i64, f64)]) -> Option<f64> {
+    let values = instances.iter().map(|(_, _, v)| *v);
+    match aggregation {
+        _ if instances.is_empty() => None,
+        Aggregation::Avg => Some(values.sum::<f64>() / instances.len() as f64),
+        Aggregation::Sum => Some(values.sum()),
+        Aggregation::Max => values.reduce(f64::max),
+        Aggregation::Min => values.reduce(f64::min),
+    }
+}
+
+/// Advances one rule's hold to event time `t`; returns a firing if it fires.
+fn step(
+    slot: &mut RuleSlot,
+    value: Option<f64>,
+    t: i64,
+    staleness_ms: i64,
+    refire_ms: i64,
+) -> Option<RuleFiring> {
+    let condition = &slot.rule.condition;
+    let gap = slot.last_seen.is_some_and(|seen| t - seen > staleness_ms);
+    slot.last_seen = Some(t);
+    let observed = value.filter(|v| condition.op.holds(*v, condition.threshold));
+    let Some(observed) = observed else {
+        slot.since = None;
+        slot.last_fired = None;
+        return None;
+    };
+    if gap {
+        slot.last_fired = None;
+    }
+    let since = match slot.since {
+        Some(since) if !gap => since,
+        _ => *slot.since.insert(t),
+    };
+    let hold_ms = secs_to_ms(condition.for_secs);
+    let held_ms = t - since;
+    let due = slot
+        .last_fired
+        .is_none_or(|fired| t - fired >= hold_ms.max(refire_ms));
+    if held_ms < hold_ms || !due {
+        return None;
+    }
+    slot.last_fired = Some(t);
+    let held_secs = u64::try_from(held_ms / 1000).unwrap_or(0);
+    Some(RuleFiring {
+        rule: slot.rule.name.clone(),
+        direction: slot.rule.direction,
+        action: slot.rule.action,
+        observed: Some(observed),
+        threshold: Some(condition.threshold),
+        condition: condition.text.clone(),
+        held_secs,
+        reason: firing_reason(&slot.rule, observed, held_secs),
+    })
+}
+
+fn firing_reason(rule: &ThresholdRule, observed: f64, held_secs: u64) -> String {
+    let c = &rule.condition;
+    let dim: Dimension = c.dimension;
+    let held = if c.for_secs == 0 {
+        String::new()
+    } else {
+        format!(" for {}", human_secs(held_secs))
+    };
+    format!(
+        "{agg}_{metric} {value} {op} {threshold}{held} (rule {name}: \"{text}\")",
+        agg = c.aggregation.as_str(),
+        metric = c.metric,
+        value = dim.format(observed),
+        op = c.op.as_str(),
+        threshold = dim.format(c.threshold),
+        name = rule.name,
+        text = c.text,
+    )
+}
+
+/// `90s`, `2m`, `2m30s`, `1h5m`.
+pub fn human_secs(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::from_yaml;
+    use crate::wire::{Direction, ScaleAction};
+
+    const POLICY: &str = r#"
+evaluation: {staleness_secs: 30, max_future_skew_secs: 60, refire_secs: 10}
+metrics: {cpu: {unit: percent}}
+targets:
+  web: {rules: [cpu, queue], min: 1, max: 50, backend: {sim: {initial: 2}}}
+horizontal_scaling_rules:
+  cpu:
+    scale_up: {condition: "avg_cpu > 70% for 60 seconds", action: "add 2 instances"}
+    scale_down: {condition: "max_cpu < 30% for 2 minutes", action: "remove 1 instance"}
+  queue:
+    scale_up: {condition: "queue_depth > 1000 messages", action: "add 5 workers"}
+"#;
+
+    fn evaluator() -> Evaluator {
+        Evaluator::new(&from_yaml(POLICY, "p.yaml").unwrap())
+    }
+
+    fn sample(metric: &str, secs: i64, value: f64, instance: Option<&str>) -> Sample {
+        Sample {
+            metric: metric.into(),
+            value,
+            ts: secs * 1000,
+            instance: instance.map(Into::into),
+        }
+    }
+
+    /// Feeds (secs, instance, value) cpu samples; returns (secs, rule) of each firing.
+    fn run(feed: &[(i64, Option<&str>, f64)]) -> Vec<(i64, String)> {
+        let mut ev = evaluator();
+        let mut out = Vec::new();
+        for (secs, instance, value) in feed {
+            let mut firings = Vec::new();
+            ev.observe(
+                "web",
+                &sample("cpu", *secs, *value, *instance),
+                i64::MAX / 2,
+                &mut firings,
+            )
+            .unwrap();
+            out.extend(firings.into_iter().map(|f| (*secs, f.rule)));
+        }
+        out
+    }
+
+    fn every(from: i64, to: i64, step: i64, value: f64) -> Vec<(i64, Option<&'static str>, f64)> {
+        (from..=to)
+            .step_by(step as usize)
+            .map(|s| (s, None, value))
+            .collect()
+    }
+
+    #[test]
+    fn condition_for_duration_table() {
+        let up = "cpu.scale_up".to_string();
+        let down = "cpu.scale_down".to_string();
+        let cases: Vec<(&str, Vec<(i64, Option<&str>, f64)>, Vec<(i64, String)>)> = vec![
+            (
+                "fires once held for 60s",
+                every(0, 60, 10, 0.9),
+                vec![(60, up.clone())],
+            ),
+            ("not before 60s", every(0, 50, 10, 0.9), vec![]),
+            (
+                "at the threshold does not hold",
+                every(0, 90, 10, 0.7),
+                vec![],
+            ),
+            (
+                "refires every max(D, refire) while holding",
+                every(0, 180, 10, 0.9),
+                vec![(60, up.clone()), (120, up.clone()), (180, up.clone())],
+            ),
+            (
+                "a dip resets the hold",
+                [
+                    every(0, 50, 10, 0.9),
+                    vec![(55, None, 0.5)],
+                    every(60, 110, 10, 0.9),
+                ]
+                .concat(),
+                vec![],
+            ),
+            (
+                "a gap longer than staleness breaks the hold",
+                [every(0, 30, 10, 0.9), every(70, 120, 10, 0.9)].concat(),
+                vec![],
+            ),
+            (
+                "a gap within staleness keeps it",
+                [every(0, 30, 10, 0.9), every(55, 60, 5, 0.9)].concat(),
+                vec![(60, up.clone())],
+            ),
+            (
+                "scale down after 2 minutes low",
+                every(0, 120, 20, 0.1),
+                vec![(120, down.clone())],
+            ),
+        ];
+        for (name, feed, want) in cases {
+            assert_eq!(run(&feed), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn aggregates_across_instances_and_expires_stale_ones() {
+        // a at 90% and b at 40%: avg 65% does not hold; max 90% blocks the down rule.
+        let mut feed = Vec::new();
+        for s in (0..=120).step_by(10) {
+            feed.push((s, Some("a"), 0.9));
+            feed.push((s, Some("b"), 0.4));
+        }
+        assert_eq!(run(&feed), vec![]);
+        // b stops reporting at 0s: after 30s of staleness only a counts, avg 90%.
+        let mut feed = vec![(0, Some("b"), 0.1)];
+        feed.extend((0..=100).step_by(10).map(|s| (s, Some("a"), 0.9)));
+        assert_eq!(
+            run(&feed),
+            vec![(90, "cpu.scale_up".to_string())],
+            "hold starts once b expires at 30+"
+        );
+    }
+
+    #[test]
+    fn out_of_order_and_duplicate_samples_change_nothing() {
+        let mut feed = every(0, 60, 10, 0.9);
+        feed.insert(4, (30, None, 0.1)); // same ts as the instance's latest: a duplicate
+        feed.insert(6, (5, None, 0.1)); // late
+        assert_eq!(run(&feed), vec![(60, "cpu.scale_up".to_string())]);
+    }
+
+    #[test]
+    fn rejects_future_samples_unknown_targets_and_nan() {
+        let mut ev = evaluator();
+        let mut f = Vec::new();
+        let now = 1_000_000;
+        let future = Sample {
+            ts: now + 61_000,
+            ..sample("cpu", 0, 0.5, None)
+        };
+        assert!(matches!(
+            ev.observe("web", &future, now, &mut f),
+            Err(EvalError::FromTheFuture {
+                ahead_ms: 61_000,
+                ..
+            })
+        ));
+        let soon = Sample {
+            ts: now + 59_000,
+            ..future.clone()
+        };
+        assert_eq!(
+            ev.observe("web", &soon, now, &mut f),
+            Ok(SampleEffect::Evaluated)
+        );
+        assert!(matches!(
+            ev.observe("nope", &soon, now, &mut f),
+            Err(EvalError::UnknownTarget(_))
+        ));
+        let nan = Sample {
+            value: f64::NAN,
+            ..soon.clone()
+        };
+        assert!(matches!(
+            ev.observe("web", &nan, now, &mut f),
+            Err(EvalError::NotFinite { .. })
+        ));
+        assert_eq!(
+            ev.observe("web", &sample("disk", 1, 1.0, None), now, &mut f),
+            Ok(SampleEffect::Unused)
+        );
+    }
+
+    #[test]
+    fn batch_groups_firings_by_instant_with_stable_ids_and_reasons() {
+        let samples = vec![
+            sample("queue_depth", 10, 1500.0, None),
+            sample("queue_depth", 11, 900.0, None),
+        ];
+        let (a, rejected) = evaluator().observe_batch("web", &samples, i64::MAX / 2);
+        let (b, _) = evaluator().observe_batch("web", &samples, i64::MAX / 2);
+        assert!(rejected.is_empty());
+        assert_eq!(a, b, "same input, same triggers and ids");
+        assert_eq!(a.len(), 1);
+        let firing = &a[0].firings[0];
+        assert_eq!(
+            (firing.direction, firing.action),
+            (Direction::Up, ScaleAction::Add(5))
+        );
+        assert_eq!(
+            firing.reason,
+            "max_queue_depth 1500 > 1000 (rule queue.scale_up: \"queue_depth > 1000 messages\")"
+        );
+        assert!(a[0].id.starts_with("t-"));
+    }
+
+    #[test]
+    fn replay_in_one_burst_equals_live() {
+        let feed: Vec<Sample> = (0..600)
+            .map(|s| sample("cpu", s, if (s / 100) % 2 == 0 { 0.95 } else { 0.05 }, None))
+            .collect();
+        let (burst, _) = evaluator().observe_batch("web", &feed, i64::MAX / 2);
+        let mut live = evaluator();
+        let mut one_by_one = Vec::new();
+        for s in &feed {
+            one_by_one.extend(live.observe_batch("web", std::slice::from_ref(s), s.ts).0);
+        }
+        assert_eq!(burst, one_by_one);
+        assert!(!burst.is_empty());
+    }
+
+    #[test]
+    fn formats_durations() {
+        for (secs, want) in [
+            (0, "0s"),
+            (90, "1m30s"),
+            (120, "2m"),
+            (3600, "1h"),
+            (3900, "1h5m"),
+        ] {
+            assert_eq!(human_secs(secs), want);
+        }
+    }
+}

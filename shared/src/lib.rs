@@ -1,0 +1,22 @@
+//! NovaCron shared crate: everything the services agree on, and all pure
+//! decision logic. No tokio, no NATS, no AWS in here, so every decision can be
+//! unit-tested and benchmarked with an explicit clock.
+//!
+//! Modules:
+//! - [`subjects`]: NATS subject names and parsers (`nova.metrics.<target>.<metric>`, ...).
+//! - [`ids`]: deterministic ids, so a replayed or duplicated input yields the same id.
+//! - [`units`]: quantities as operators write them (`70%`, `500ms`, `2 minutes`).
+//! - [`wire`]: the messages on the wire (samples, triggers, commands, results, audit).
+//! - [`codec`]: MessagePack (named maps) and JSON encoding of those messages.
+//! - [`policy`]: the policy file model, the runbook rule grammar, and whole-file validation.
+//! - [`evaluate`]: event-time rule evaluation ("condition for duration").
+//! - [`arbitrate`]: cooldowns, bounds and conflict resolution into an absolute desired capacity.
+
+pub mod arbitrate;
+pub mod codec;
+pub mod evaluate;
+pub mod ids;
+pub mod policy;
+pub mod subjects;
+pub mod units;
+pub mod wire;

@@ -1,0 +1,897 @@
+//! Loading and validating a policy file. The YAML is read into a generic
+//! tree first and then walked by hand, so that every problem in the file is
+//! collected (with its path, e.g. `horizontal_scaling_rules.cpu_based.scale_up.condition`)
+//! instead of stopping at the first one as a derived deserializer would.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use super::rule_text::{parse_action, parse_condition};
+use super::{
+    Backend, EcsBackend, EvaluationSettings, LoadCurve, Policy, SimBackend, Target, ThresholdRule,
+};
+use crate::subjects::is_valid_token;
+use crate::units::{self, Unit};
+use crate::wire::{Direction, ScaleAction};
+
+/// One thing wrong in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where in the file, as a dotted path (`targets.api.max`); empty for the whole file.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// A policy file that could not be used.
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid policy; every problem is listed.
+    #[error("{file}: {} problem(s):\n{}", problems.len(), render(file, problems))]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn render(file: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {file}: {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl PolicyError {
+    /// The problems, if the file was readable.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            PolicyError::Read { .. } => &[],
+            PolicyError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+/// Reads and validates a policy file.
+pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    from_yaml(&text, &file)
+}
+
+/// Validates policy YAML; `file` names it in errors.
+pub fn from_yaml(text: &str, file: &str) -> Result<Policy, PolicyError> {
+    let invalid = |problems| PolicyError::Invalid {
+        file: file.to_string(),
+        problems,
+    };
+    let tree: Value = serde_saphyr::from_str(text).map_err(|e| {
+        invalid(vec![Problem {
+            path: String::new(),
+            message: format!("not valid YAML: {e}"),
+        }])
+    })?;
+    let mut walker = Walker::default();
+    let policy = walker.policy(&tree);
+    match policy {
+        Some(policy) if walker.problems.is_empty() => Ok(policy),
+        _ => Err(invalid(walker.problems)),
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "targets",
+    "horizontal_scaling_rules",
+    "metrics",
+    "evaluation",
+];
+const TARGET_KEYS: &[&str] = &["rules", "min", "max", "backend"];
+const RULE_KEYS: &[&str] = &[
+    "condition",
+    "action",
+    "cooldown",
+    "min_instances",
+    "max_instances",
+    "min_workers",
+    "max_workers",
+    "min_replicas",
+    "max_replicas",
+    "min",
+    "max",
+];
+const DEFAULT_COOLDOWN_SECS: u64 = 300;
+
+#[derive(Default)]
+struct Walker {
+    problems: Vec<Problem>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+impl Walker {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn map<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &str,
+        allowed: &[&str],
+    ) -> Option<&'v Map<String, Value>> {
+        let Value::Object(map) = value else {
+            self.problem(path, format!("expected a map, found {}", kind_of(value)));
+            return None;
+        };
+        for key in map.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            let hint = suggest(key, allowed)
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
+            self.problem(
+                &join(path, key),
+                format!(
+                    "unknown field; {hint}expected one of: {}",
+                    allowed.join(", ")
+                ),
+            );
+        }
+        Some(map)
+    }
+
+    fn string<'v>(&mut self, value: &'v Value, path: &str) -> Option<&'v str> {
+        match value {
+            Value::String(s) if !s.trim().is_empty() => Some(s),
+            other => {
+                self.problem(
+                    path,
+                    format!("expected a non-empty string, found {}", kind_of(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, value: &Value, path: &str) -> Option<u32> {
+        match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => Some(n),
+            None => {
+                self.problem(
+                    path,
+                    format!("expected a whole number >= 0, found {}", show(value)),
+                );
+                None
+            }
+        }
+    }
+
+    fn secs(&mut self, value: &Value, path: &str) -> Option<u64> {
+        if let Some(n) = value.as_u64() {
+            return Some(n);
+        }
+        if let Value::String(s) = value {
+            match units::parse_duration_secs(s) {
+                Ok(n) => return Some(n),
+                Err(e) => {
+                    self.problem(path, e.to_string());
+                    return None;
+                }
+            }
+        }
+        self.problem(
+            path,
+            format!(
+                "expected seconds (300) or a duration (\"5 minutes\"), found {}",
+                show(value)
+            ),
+        );
+        None
+    }
+
+    fn positive(&mut self, value: &Value, path: &str) -> Option<f64> {
+        match value.as_f64() {
+            Some(x) if x.is_finite() && x > 0.0 => Some(x),
+            _ => {
+                self.problem(
+                    path,
+                    format!("expected a number > 0, found {}", show(value)),
+                );
+                None
+            }
+        }
+    }
+
+    fn non_negative(&mut self, value: &Value, path: &str) -> Option<f64> {
+        match value.as_f64() {
+            Some(x) if x.is_finite() && x >= 0.0 => Some(x),
+            _ => {
+                self.problem(
+                    path,
+                    format!("expected a number >= 0, found {}", show(value)),
+                );
+                None
+            }
+        }
+    }
+
+    fn policy(&mut self, tree: &Value) -> Option<Policy> {
+        let top = self.map(tree, "", TOP_KEYS)?;
+        let evaluation = top
+            .get("evaluation")
+            .map(|v| self.evaluation(v, "evaluation"))
+            .unwrap_or_default();
+        let mut metric_units = BTreeMap::new();
+        if let Some(metrics) = top.get("metrics") {
+            self.metrics(metrics, &mut metric_units);
+        }
+        let explicit_units = metric_units.clone();
+        // Units written in thresholds (`70%`, `500ms`) tell how to read bare
+        // numbers of the same metric, unless the metrics block says otherwise.
+        if let Some(Value::Object(groups)) = top.get("horizontal_scaling_rules") {
+            for rule in groups
+                .values()
+                .filter_map(Value::as_object)
+                .flat_map(|g| g.values())
+            {
+                if let Some(Ok(c)) = rule
+                    .get("condition")
+                    .and_then(Value::as_str)
+                    .map(|text| parse_condition(text, |_| None))
+                {
+                    if let Some(unit) = c.written_unit {
+                        metric_units.entry(c.metric).or_insert(unit);
+                    }
+                }
+            }
+        }
+        let groups = match top.get("horizontal_scaling_rules") {
+            Some(v) => self.rule_groups(v, &metric_units, &explicit_units),
+            None => BTreeMap::new(),
+        };
+        let mut targets = BTreeMap::new();
+        match top.get("targets") {
+            None => self.problem("targets", "required: bind at least one target to rules"),
+            Some(Value::Object(map)) => {
+                if map.is_empty() {
+                    self.problem("targets", "expected at least one target");
+                }
+                for (name, spec) in map {
+                    if let Some(t) = self.target(name, spec, &groups) {
+                        targets.insert(name.clone(), t);
+                    }
+                }
+            }
+            Some(other) => self.problem(
+                "targets",
+                format!("expected a map of target names, found {}", kind_of(other)),
+            ),
+        }
+        Some(Policy {
+            targets,
+            metric_units,
+            evaluation,
+        })
+    }
+
+    fn evaluation(&mut self, value: &Value, path: &str) -> EvaluationSettings {
+        let mut settings = EvaluationSettings::default();
+        let keys = ["staleness_secs", "max_future_skew_secs", "refire_secs"];
+        if let Some(map) = self.map(value, path, &keys) {
+            let fields: [(&str, &mut u64); 3] = [
+                ("staleness_secs", &mut settings.staleness_secs),
+                ("max_future_skew_secs", &mut settings.max_future_skew_secs),
+                ("refire_secs", &mut settings.refire_secs),
+            ];
+            for (key, slot) in fields {
+                if let Some(v) = map.get(key) {
+                    if let Some(n) = self.secs(v, &join(path, key)) {
+                        *slot = n;
+                    }
+                }
+            }
+        }
+        settings
+    }
+
+    fn metrics(&mut self, value: &Value, units: &mut BTreeMap<String, Unit>) {
+        let Some(map) = value.as_object() else {
+            self.problem(
+                "metrics",
+                format!("expected a map of metric names, found {}", kind_of(value)),
+            );
+            return;
+        };
+        for (metric, spec) in map {
+            let path = join("metrics", metric);
+            let Some(spec) = self.map(spec, &path, &["unit"]) else {
+                continue;
+            };
+            let Some(unit) = spec.get("unit") else {
+                self.problem(
+                    &join(&path, "unit"),
+                    format!("required: one of {}", Unit::NAMES),
+                );
+                continue;
+            };
+            match unit.as_str().and_then(Unit::from_name) {
+                Some(u) => {
+                    units.insert(metric.clone(), u);
+                }
+                None => self.problem(
+                    &join(&path, "unit"),
+                    format!("expected one of {}, found {}", Unit::NAMES, show(unit)),
+                ),
+            }
+        }
+    }
+
+    fn rule_groups(
+        &mut self,
+        value: &Value,
+        units: &BTreeMap<String, Unit>,
+        explicit: &BTreeMap<String, Unit>,
+    ) -> BTreeMap<String, Option<Vec<ThresholdRule>>> {
+        let mut groups = BTreeMap::new();
+        let Some(map) = value.as_object() else {
+            self.problem(
+                "horizontal_scaling_rules",
+                format!("expected a map of rule groups, found {}", kind_of(value)),
+            );
+            return groups;
+        };
+        let mut dimensions: BTreeMap<String, (crate::units::Dimension, String)> = BTreeMap::new();
+        for (metric, unit) in explicit {
+            dimensions.insert(metric.clone(), (unit.dimension(), join("metrics", metric)));
+        }
+        for (group, spec) in map {
+            let path = join("horizontal_scaling_rules", group);
+            let Some(spec) = self.map(spec, &path, &["scale_up", "scale_down"]) else {
+                continue;
+            };
+            if spec.is_empty() {
+                self.problem(&path, "expected scale_up and/or scale_down");
+            }
+            let mut rules = Some(Vec::new());
+            for (key, direction) in [("scale_up", Direction::Up), ("scale_down", Direction::Down)] {
+                let Some(rule) = spec.get(key) else { continue };
+                let rule_path = join(&path, key);
+                let Some(raw) = self.rule(
+                    &format!("{group}.{key}"),
+                    direction,
+                    rule,
+                    &rule_path,
+                    units,
+                ) else {
+                    rules = None;
+                    continue;
+                };
+                {
+                    let metric = raw.condition.metric.clone();
+                    let dim = raw.condition.dimension;
+                    match dimensions.get(&metric) {
+                        Some((seen, where_)) if *seen != dim => self.problem(
+                            &join(&rule_path, "condition"),
+                            format!("metric {metric} is measured as {dim:?} here but as {seen:?} at {where_}"),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            dimensions.insert(metric, (dim, join(&rule_path, "condition")));
+                        }
+                    }
+                    if let Some(rules) = rules.as_mut() {
+                        rules.push(raw);
+                    }
+                }
+            }
+            groups.insert(group.clone(), rules);
+        }
+        groups
+    }
+
+    fn rule(
+        &mut self,
+        name: &str,
+        direction: Direction,
+        value: &Value,
+        path: &str,
+        units: &BTreeMap<String, Unit>,
+    ) -> Option<ThresholdRule> {
+        let map = self.map(value, path, RULE_KEYS)?;
+        let condition = match map.get("condition") {
+            None => {
+                self.problem(
+                    &join(path, "condition"),
+                    "required, e.g. \"avg_cpu > 70% for 2 minutes\"",
+                );
+                None
+            }
+            Some(v) => self.string(v, &join(path, "condition")).and_then(|text| {
+                parse_condition(text, |m| units.get(m).copied())
+                    .map_err(|e| self.problem(&join(path, "condition"), e))
+                    .ok()
+            }),
+        };
+        let action = match map.get("action") {
+            None => {
+                self.problem(&join(path, "action"), "required, e.g. \"add 2 instances\"");
+                None
+            }
+            Some(v) => self.string(v, &join(path, "action")).and_then(|text| {
+                parse_action(text)
+                    .map_err(|e| self.problem(&join(path, "action"), e))
+                    .ok()
+            }),
+        };
+        if let Some(action) = action {
+            let wrong = match (direction, action) {
+                (Direction::Up, ScaleAction::Remove(_)) => Some("scale_up removes instances"),
+                (Direction::Down, ScaleAction::Add(_)) => Some("scale_down adds instances"),
+                _ => None,
+            };
+            if let Some(wrong) = wrong {
+                self.problem(
+                    &join(path, "action"),
+                    format!("{wrong}; expected the action to match the rule's direction"),
+                );
+            }
+        }
+        let cooldown_secs = match map.get("cooldown") {
+            Some(v) => self.secs(v, &join(path, "cooldown")),
+            None => Some(DEFAULT_COOLDOWN_SECS),
+        };
+        let min = self.bound(
+            map,
+            path,
+            &["min_instances", "min_workers", "min_replicas", "min"],
+        );
+        let max = self.bound(
+            map,
+            path,
+            &["max_instances", "max_workers", "max_replicas", "max"],
+        );
+        if let (Some(lo), Some(hi)) = (min, max) {
+            if lo > hi {
+                self.problem(path, format!("minimum {lo} is above maximum {hi}"));
+            }
+        }
+        Some(ThresholdRule {
+            name: name.to_string(),
+            direction,
+            condition: condition?,
+            action: action?,
+            cooldown_secs: cooldown_secs?,
+            min,
+            max,
+        })
+    }
+
+    /// Reads one of several synonymous bound keys (`max_instances`, `max_workers`, ...).
+    fn bound(&mut self, map: &Map<String, Value>, path: &str, keys: &[&str]) -> Option<u32> {
+        let present: Vec<&&str> = keys.iter().filter(|k| map.contains_key(**k)).collect();
+        if present.len() > 1 {
+            let names: Vec<&str> = present.iter().map(|k| **k).collect();
+            self.problem(path, format!("give only one of {}", names.join(", ")));
+        }
+        let key = present.first()?;
+        self.count(&map[**key], &join(path, key))
+    }
+
+    /// Groups map to `None` when one of their rules is invalid: that problem is
+    /// already reported, and bounds derived from a partial group would only
+    /// add noise.
+    fn target(
+        &mut self,
+        name: &str,
+        spec: &Value,
+        groups: &BTreeMap<String, Option<Vec<ThresholdRule>>>,
+    ) -> Option<Target> {
+        let path = join("targets", name);
+        if !is_valid_token(name) {
+            self.problem(&path, "a target name may hold only letters, digits, '-' and '_' (it is used in NATS subjects)");
+        }
+        let map = self.map(spec, &path, TARGET_KEYS)?;
+        let mut rules = Vec::new();
+        let mut rules_complete = true;
+        match map.get("rules") {
+            None => {
+                rules_complete = false;
+                self.problem(
+                    &join(&path, "rules"),
+                    "required: a list of rule groups from horizontal_scaling_rules",
+                );
+            }
+            Some(Value::Array(names)) => {
+                for (i, group) in names.iter().enumerate() {
+                    let item = format!("{}[{i}]", join(&path, "rules"));
+                    let Some(group) = self.string(group, &item) else {
+                        rules_complete = false;
+                        continue;
+                    };
+                    match groups.get(group) {
+                        Some(Some(raw)) => rules.extend(raw.iter().cloned()),
+                        Some(None) => rules_complete = false,
+                        None => {
+                            rules_complete = false;
+                            let known: Vec<&str> = groups.keys().map(String::as_str).collect();
+                            let hint = suggest(group, &known)
+                                .map(|s| format!("did you mean `{s}`? "))
+                                .unwrap_or_default();
+                            self.problem(
+                                &item,
+                                format!(
+                                    "unknown rule group {group:?}; {hint}defined: {}",
+                                    if known.is_empty() {
+                                        "none".to_string()
+                                    } else {
+                                        known.join(", ")
+                                    }
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            Some(other) => {
+                rules_complete = false;
+                self.problem(
+                    &join(&path, "rules"),
+                    format!(
+                        "expected a list of rule group names, found {}",
+                        kind_of(other)
+                    ),
+                );
+            }
+        }
+        let min = match map.get("min") {
+            Some(v) => self.count(v, &join(&path, "min")),
+            None => Some(rules.iter().filter_map(|r| r.min).min().unwrap_or(1)),
+        };
+        let max = match map.get("max") {
+            Some(v) => self.count(v, &join(&path, "max")),
+            None => {
+                let max = rules.iter().filter_map(|r| r.max).max();
+                if max.is_none() && rules_complete {
+                    self.problem(
+                        &join(&path, "max"),
+                        "required when no bound rule sets max_instances",
+                    );
+                }
+                max
+            }
+        };
+        if let (Some(lo), Some(hi)) = (min, max) {
+            if lo > hi {
+                self.problem(&path, format!("min {lo} is above max {hi}"));
+            }
+        }
+        let backend = match map.get("backend") {
+            None => {
+                self.problem(
+                    &join(&path, "backend"),
+                    "required: `ecs: {region, cluster, service}` or `sim: {initial}`",
+                );
+                None
+            }
+            Some(v) => self.backend(v, &join(&path, "backend")),
+        };
+        Some(Target {
+            name: name.to_string(),
+            min: min?,
+            max: max?,
+            rules,
+            backend: backend?,
+        })
+    }
+
+    fn backend(&mut self, value: &Value, path: &str) -> Option<Backend> {
+        let map = self.map(value, path, &["ecs", "sim"])?;
+        if map.len() != 1 {
+            self.problem(path, "expected exactly one of `ecs` or `sim`");
+            return None;
+        }
+        if let Some(ecs) = map.get("ecs") {
+            let path = join(path, "ecs");
+            let m = self.map(
+                ecs,
+                &path,
+                &["region", "cluster", "service", "endpoint_url"],
+            )?;
+            let required = |walker: &mut Self, key: &str| match m.get(key) {
+                Some(v) => walker.string(v, &join(&path, key)).map(str::to_string),
+                None => {
+                    walker.problem(&join(&path, key), "required");
+                    None
+                }
+            };
+            let region = required(self, "region");
+            let cluster = required(self, "cluster");
+            let service = required(self, "service");
+            let endpoint_url = m.get("endpoint_url").and_then(|v| {
+                self.string(v, &join(&path, "endpoint_url"))
+                    .map(str::to_string)
+            });
+            return Some(Backend::Ecs(EcsBackend {
+                region: region?,
+                cluster: cluster?,
+                service: service?,
+                endpoint_url,
+            }));
+        }
+        let path = join(path, "sim");
+        let m = self.map(
+            &map["sim"],
+            &path,
+            &["initial", "warmup_secs", "capacity_per_instance", "load"],
+        )?;
+        let initial = match m.get("initial") {
+            Some(v) => self.count(v, &join(&path, "initial")),
+            None => {
+                self.problem(
+                    &join(&path, "initial"),
+                    "required: the fleet's starting capacity",
+                );
+                None
+            }
+        };
+        let warmup_secs = m
+            .get("warmup_secs")
+            .map_or(Some(30), |v| self.secs(v, &join(&path, "warmup_secs")));
+        let capacity_per_instance = m.get("capacity_per_instance").map_or(Some(100.0), |v| {
+            self.positive(v, &join(&path, "capacity_per_instance"))
+        });
+        let load = match m.get("load") {
+            None => Some(None),
+            Some(v) => self.load(v, &join(&path, "load")).map(Some),
+        };
+        Some(Backend::Sim(SimBackend {
+            initial: initial?,
+            warmup_secs: warmup_secs?,
+            capacity_per_instance: capacity_per_instance?,
+            load: load?,
+        }))
+    }
+
+    fn load(&mut self, value: &Value, path: &str) -> Option<LoadCurve> {
+        let m = self.map(
+            value,
+            path,
+            &[
+                "base_rps",
+                "amplitude_rps",
+                "period_secs",
+                "sample_every_secs",
+            ],
+        )?;
+        let number = |walker: &mut Self, key: &str| match m.get(key) {
+            Some(v) => walker.non_negative(v, &join(path, key)),
+            None => {
+                walker.problem(&join(path, key), "required");
+                None
+            }
+        };
+        let base_rps = number(self, "base_rps");
+        let amplitude_rps = number(self, "amplitude_rps");
+        let period_secs = match m.get("period_secs") {
+            Some(v) => self.secs(v, &join(path, "period_secs")),
+            None => {
+                self.problem(&join(path, "period_secs"), "required");
+                None
+            }
+        };
+        let sample_every_secs = m
+            .get("sample_every_secs")
+            .map_or(Some(5), |v| self.secs(v, &join(path, "sample_every_secs")));
+        Some(LoadCurve {
+            base_rps: base_rps?,
+            amplitude_rps: amplitude_rps?,
+            period_secs: period_secs?.max(1),
+            sample_every_secs: sample_every_secs?.max(1),
+        })
+    }
+}
+
+fn show(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        Value::Number(n) => n.to_string(),
+        other => kind_of(other).to_string(),
+    }
+}
+
+/// The closest allowed word, if it is within two edits.
+fn suggest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|a| (edit_distance(word, a), *a))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diag + usize::from(ca != *cb));
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Aggregation;
+
+    const RUNBOOK: &str = include_str!("../../../deploy/policies/runbook.yaml");
+    const DEMO: &str = include_str!("../../../deploy/policies/demo.yaml");
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match from_yaml(yaml, "p.yaml") {
+            Ok(_) => vec![],
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_runbook_block_loads_as_written() {
+        let policy = from_yaml(RUNBOOK, "runbook.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let api = &policy.targets["api"];
+        assert_eq!(api.rules.len(), 8);
+        assert_eq!((api.min, api.max), (3, 150));
+        let up = api.rule("cpu_based.scale_up").unwrap();
+        assert_eq!(up.condition.aggregation, Aggregation::Avg);
+        assert_eq!(up.condition.threshold, 0.7);
+        assert_eq!(up.condition.for_secs, 120);
+        assert_eq!(up.action, ScaleAction::Add(2));
+        assert_eq!((up.cooldown_secs, up.max), (300, Some(100)));
+        let worker = &policy.targets["worker"];
+        assert_eq!((worker.min, worker.max), (10, 200));
+        assert_eq!(
+            worker.rule("queue_depth.scale_up").unwrap().action,
+            ScaleAction::Add(5)
+        );
+        assert_eq!(policy.metric_unit("cpu"), Unit::Percent);
+        assert_eq!(policy.metric_unit("p99_latency"), Unit::Ms);
+        from_yaml(DEMO, "demo.yaml").unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let broken = RUNBOOK
+            .replace("avg_cpu > 70% for 2 minutes", "avg_cpu > 70% fr 2 minutes")
+            .replace("add 4 instances", "add four instances")
+            .replace("max_workers: 200", "max_wrokers: 200")
+            .replace("[queue_depth]", "[queue_dept]");
+        let got = problems(&broken);
+        let want = [
+            "horizontal_scaling_rules.cpu_based.scale_up.condition: expected `for <duration>`",
+            "horizontal_scaling_rules.latency_based.scale_up.action: expected a whole number",
+            "horizontal_scaling_rules.queue_depth.scale_up.max_wrokers: unknown field; did you mean `max_workers`?",
+            "targets.worker.rules[0]: unknown rule group \"queue_dept\"; did you mean `queue_depth`?",
+        ];
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        let err = from_yaml(&broken, "p.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("p.yaml: 4 problem(s):"), "{err}");
+    }
+
+    #[test]
+    fn table_of_invalid_policies() {
+        let base = "targets:\n  t:\n    rules: [g]\n    backend: {sim: {initial: 1}}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {condition: \"avg_cpu > 70%\", action: \"add 1 instance\", max_instances: 5}\n";
+        let cases = [
+            (
+                base.replace("add 1", "remove 1"),
+                "scale_up.action: scale_up removes instances",
+            ),
+            (
+                base.replace("max_instances: 5", "max_instances: -5"),
+                "max_instances: expected a whole number",
+            ),
+            (
+                base.replace(", max_instances: 5", ""),
+                "targets.t.max: required",
+            ),
+            (
+                base.replace("{sim: {initial: 1}}", "{}"),
+                "targets.t.backend: expected exactly one",
+            ),
+            (
+                base.replace("{sim: {initial: 1}}", "{ecs: {region: r}}"),
+                "targets.t.backend.ecs.cluster: required",
+            ),
+            (
+                base.replace("targets:\n  t:", "targets:\n  t.x:"),
+                "targets.t.x: a target name may hold only",
+            ),
+            (
+                base.replace("cooldown", "x") + "evaluation: {staleness_secs: soon}\n",
+                "evaluation.staleness_secs: expected a duration",
+            ),
+            (
+                format!("{base}metrics: {{cpu: {{unit: ms}}}}\n"),
+                "metric cpu is measured as Ratio here but as Time at metrics.cpu",
+            ),
+            ("targets: [\n".to_string(), "not valid YAML"),
+            (
+                "horizontal_scaling_rules: {}\n".to_string(),
+                "targets: required",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let got = problems(&yaml);
+            assert!(
+                got.iter().any(|g| g.contains(want)),
+                "want {want:?} in {got:#?}"
+            );
+        }
+        assert!(problems(base).is_empty(), "{:?}", problems(base));
+    }
+
+    #[test]
+    fn bare_numbers_follow_the_configured_unit() {
+        let yaml = "metrics: {cpu: {unit: ratio}}\ntargets:\n  t:\n    rules: [g]\n    max: 9\n    backend: {sim: {initial: 1}}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {condition: \"avg_cpu > 0.7\", action: \"add 1 instance\"}\n";
+        let policy = from_yaml(yaml, "p.yaml").unwrap();
+        assert_eq!(policy.targets["t"].rules[0].condition.threshold, 0.7);
+        assert_eq!(policy.metric_unit("cpu"), Unit::Ratio);
+    }
+}

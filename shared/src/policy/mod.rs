@@ -1,0 +1,171 @@
+//! The policy file: which targets exist, which rules scale them, their
+//! bounds and their backend. Loaded from YAML and validated whole, so an
+//! operator sees every problem of a file at once, each with its path.
+//!
+//! - [`rule_text`]: the runbook grammar for conditions and actions.
+//! - [`load`]: YAML to [`Policy`], collecting every [`Problem`].
+
+pub mod load;
+pub mod rule_text;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::Unit;
+use crate::wire::{Direction, ScaleAction};
+pub use load::{PolicyError, Problem, from_yaml, load_file};
+pub use rule_text::{Aggregation, Condition, Op};
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Targets by name.
+    pub targets: BTreeMap<String, Target>,
+    /// Unit publishers use for bare numbers, per metric.
+    pub metric_units: BTreeMap<String, Unit>,
+    /// Event-time evaluation settings.
+    pub evaluation: EvaluationSettings,
+}
+
+impl Policy {
+    /// The unit a bare number of `metric` is in (count when unknown).
+    pub fn metric_unit(&self, metric: &str) -> Unit {
+        self.metric_units
+            .get(metric)
+            .copied()
+            .unwrap_or(Unit::Count)
+    }
+}
+
+/// How the evaluator treats time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationSettings {
+    /// A sample older than this (event time) no longer counts for its
+    /// instance, and a gap this long breaks a "for D" hold.
+    pub staleness_secs: u64,
+    /// Samples stamped further than this ahead of the receiver's clock are rejected.
+    pub max_future_skew_secs: u64,
+    /// While a condition keeps holding, fire again at most this often.
+    pub refire_secs: u64,
+}
+
+impl Default for EvaluationSettings {
+    fn default() -> Self {
+        EvaluationSettings {
+            staleness_secs: 60,
+            max_future_skew_secs: 300,
+            refire_secs: 30,
+        }
+    }
+}
+
+/// One scalable thing: an ECS service, a simulated fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// Name, used in subjects.
+    pub name: String,
+    /// Lowest capacity any decision may set.
+    pub min: u32,
+    /// Highest capacity any decision may set.
+    pub max: u32,
+    /// The rules bound to this target.
+    pub rules: Vec<ThresholdRule>,
+    /// Where capacity is changed.
+    pub backend: Backend,
+}
+
+impl Target {
+    /// The rule with this name, if bound to this target.
+    pub fn rule(&self, name: &str) -> Option<&ThresholdRule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// A "condition for duration: action" rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdRule {
+    /// `<group>.<scale_up|scale_down>`.
+    pub name: String,
+    /// Up for `add`, down for `remove`.
+    pub direction: Direction,
+    /// When it fires.
+    pub condition: Condition,
+    /// What it asks for.
+    pub action: ScaleAction,
+    /// After this rule acts, its direction rests this long (event time).
+    pub cooldown_secs: u64,
+    /// Floor for this rule's scale-downs.
+    pub min: Option<u32>,
+    /// Ceiling for this rule's scale-ups.
+    pub max: Option<u32>,
+}
+
+/// Where a target's capacity lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// An AWS ECS service's desired count.
+    Ecs(EcsBackend),
+    /// A simulated fleet.
+    Sim(SimBackend),
+}
+
+impl Backend {
+    /// `ecs` or `sim`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Ecs(_) => "ecs",
+            Backend::Sim(_) => "sim",
+        }
+    }
+}
+
+/// An ECS service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EcsBackend {
+    /// AWS region.
+    pub region: String,
+    /// Cluster name or ARN.
+    pub cluster: String,
+    /// Service name or ARN.
+    pub service: String,
+    /// Endpoint override (a moto server, a VPC endpoint).
+    pub endpoint_url: Option<String>,
+}
+
+/// A simulated fleet: capacity follows commands after a warm-up delay; it can
+/// emit its own cpu and queue-depth samples from a load curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimBackend {
+    /// Capacity when the fleet is first seen.
+    pub initial: u32,
+    /// Seconds before a new instance counts as running.
+    pub warmup_secs: u64,
+    /// Requests per second one instance serves at 100 % cpu.
+    pub capacity_per_instance: f64,
+    /// The load the fleet emits samples for, if any.
+    pub load: Option<LoadCurve>,
+}
+
+/// A load that rises and falls: `base + amplitude * (1 - cos(2πt/period)) / 2`
+/// requests per second, so it starts at `base` and peaks at `base + amplitude`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadCurve {
+    /// Requests per second at the trough.
+    pub base_rps: f64,
+    /// Extra requests per second at the peak.
+    pub amplitude_rps: f64,
+    /// Seconds from trough to trough.
+    pub period_secs: u64,
+    /// Seconds between emitted samples.
+    pub sample_every_secs: u64,
+}
+
+impl LoadCurve {
+    /// Requests per second at `secs` since the curve started.
+    pub fn rps_at(&self, secs: f64) -> f64 {
+        let phase = std::f64::consts::TAU * secs / self.period_secs.max(1) as f64;
+        self.base_rps + self.amplitude_rps * (1.0 - phase.cos()) / 2.0
+    }
+}

@@ -1,0 +1,477 @@
+//! The messages on the wire. Outside programs publish [`MetricSampleIn`] and
+//! read [`AuditRecord`]; the rest flows between stages. Every struct
+//! tolerates unknown fields, so newer publishers do not break older readers.
+//! The JSON Schemas in `schemas/` describe the same shapes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Scale direction, ordered so that the safest wins a `max`: Down < None < Up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Remove capacity.
+    Down,
+    /// Leave capacity as it is.
+    None,
+    /// Add capacity.
+    Up,
+}
+
+impl Direction {
+    /// `up`, `down` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Down => "down",
+            Direction::None => "none",
+            Direction::Up => "up",
+        }
+    }
+}
+
+/// A sample's value as published: a number in the metric's configured unit,
+/// or a string carrying its own unit (`"70%"`, `"500ms"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SampleValue {
+    /// A number in the unit configured for the metric.
+    Number(f64),
+    /// A number with its unit, e.g. `"70%"`.
+    Text(String),
+}
+
+/// A metric sample as publishers send it on `nova.metrics.<target>.<metric>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSampleIn {
+    /// Metric name; may be omitted when the subject names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// The measured value.
+    pub value: SampleValue,
+    /// Event time in unix milliseconds; receive time when absent.
+    #[serde(
+        default,
+        deserialize_with = "de_opt_millis",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ts: Option<i64>,
+    /// Which instance measured it; samples of one metric from several
+    /// instances are aggregated by the rule (`avg_cpu`, `max_cpu`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Free-form labels, carried but not interpreted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Accepts integer or float milliseconds (Python's `time.time() * 1000` is a float).
+fn de_opt_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Millis {
+        Int(i64),
+        Float(f64),
+    }
+    match Option::<Millis>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Millis::Int(ms)) => Ok(Some(ms)),
+        Some(Millis::Float(ms)) if ms.is_finite() && ms.abs() < 9.0e15 => Ok(Some(ms as i64)),
+        Some(Millis::Float(ms)) => Err(serde::de::Error::custom(format!(
+            "ts {ms} is not a unix time in milliseconds"
+        ))),
+    }
+}
+
+/// A validated sample in canonical units (ratio, seconds, count).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Metric name.
+    pub metric: String,
+    /// Value in the canonical unit of its dimension.
+    pub value: f64,
+    /// Event time, unix milliseconds.
+    pub ts: i64,
+    /// Instance that measured it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// Normalised samples for one target, as ingest publishes them on `nova.samples.<target>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleBatch {
+    /// Target the samples belong to.
+    pub target: String,
+    /// The samples, in the order received.
+    pub samples: Vec<Sample>,
+}
+
+/// A relative or absolute capacity change, as a rule states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleAction {
+    /// Add this many instances.
+    Add(u32),
+    /// Remove this many instances.
+    Remove(u32),
+    /// Set capacity to exactly this many instances.
+    Set(u32),
+}
+
+impl ScaleAction {
+    /// The capacity this action asks for, from `current` (before bounds).
+    pub fn apply(self, current: u32) -> u32 {
+        match self {
+            ScaleAction::Add(n) => current.saturating_add(n),
+            ScaleAction::Remove(n) => current.saturating_sub(n),
+            ScaleAction::Set(n) => n,
+        }
+    }
+
+    /// Operator wording: `add 2`, `remove 1`, `set to 20`.
+    pub fn describe(self) -> String {
+        match self {
+            ScaleAction::Add(n) => format!("add {n}"),
+            ScaleAction::Remove(n) => format!("remove {n}"),
+            ScaleAction::Set(n) => format!("set to {n}"),
+        }
+    }
+}
+
+/// Where a trigger came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerSource {
+    /// A threshold rule held for its duration.
+    Rule,
+    /// An operator's request through `novactl` or the control subjects.
+    Operator,
+}
+
+/// One rule that fired, with what it saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleFiring {
+    /// Rule name, `<group>.<scale_up|scale_down>` for runbook rules.
+    pub rule: String,
+    /// Direction the rule pushes.
+    pub direction: Direction,
+    /// What the rule asks for.
+    pub action: ScaleAction,
+    /// The aggregated value that met the condition, canonical units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    /// The rule's threshold, canonical units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// The rule's condition as written, e.g. `avg_cpu > 70% for 2 minutes`.
+    #[serde(default)]
+    pub condition: String,
+    /// How long the condition has held, seconds of event time.
+    #[serde(default)]
+    pub held_secs: u64,
+    /// Human sentence: what was seen and why it fired.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Rules that fired for one target at one event time: `nova.triggers.<target>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Deterministic id (same inputs, same id), used as `Nats-Msg-Id`.
+    pub id: String,
+    /// Event time of the sample that completed the condition, unix ms.
+    pub ts: i64,
+    /// Target to scale.
+    pub target: String,
+    /// Where the trigger came from.
+    pub source: TriggerSource,
+    /// The rules that fired at this instant; the arbiter resolves them.
+    pub firings: Vec<RuleFiring>,
+}
+
+/// What the arbiter made of a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A command was issued.
+    Scale,
+    /// Not taken: the direction is cooling down.
+    Cooldown,
+    /// Not taken: already at the maximum.
+    AtMax,
+    /// Not taken: already at the minimum.
+    AtMin,
+    /// Not taken: a recent scale-up signal outranks this scale-down.
+    Overridden,
+    /// Not taken: capacity would not change.
+    NoChange,
+    /// Not taken: the target's capacity is not known yet.
+    UnknownCapacity,
+    /// Not taken: this trigger was already decided (redelivery or replica).
+    Duplicate,
+}
+
+impl Outcome {
+    /// The outcome's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Scale => "scale",
+            Outcome::Cooldown => "cooldown",
+            Outcome::AtMax => "at_max",
+            Outcome::AtMin => "at_min",
+            Outcome::Overridden => "overridden",
+            Outcome::NoChange => "no_change",
+            Outcome::UnknownCapacity => "unknown_capacity",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// The arbiter's decision about one trigger, taken or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Deterministic id derived from the trigger id; the command's `Nats-Msg-Id`.
+    pub id: String,
+    /// The trigger decided on.
+    pub trigger_id: String,
+    /// Event time of the decision (the trigger's), unix ms.
+    pub ts: i64,
+    /// Target.
+    pub target: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Direction of the winning firing.
+    pub direction: Direction,
+    /// The winning rule, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Capacity before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u32>,
+    /// Capacity asked for (only meaningful for `scale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u32>,
+    /// One sentence for operators: rule, value, threshold, and what shaped it.
+    pub reason: String,
+}
+
+/// An absolute capacity command on `nova.commands.<target>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// The decision that issued it; also the `Nats-Msg-Id`.
+    pub decision_id: String,
+    /// Per-target sequence number; the actuator never applies an older one.
+    pub seq: u64,
+    /// Event time of the decision, unix ms.
+    pub ts: i64,
+    /// Target.
+    pub target: String,
+    /// Capacity the arbiter believed the target had.
+    pub from: u32,
+    /// Absolute desired capacity.
+    pub desired: u32,
+    /// Rule that caused it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The decision's reason.
+    pub reason: String,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatus {
+    /// The backend accepted the new capacity.
+    Succeeded,
+    /// The backend refused or could not be reached.
+    Failed,
+    /// Not applied: an equal or newer command was already applied.
+    Skipped,
+}
+
+impl ResultStatus {
+    /// The status's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Succeeded => "succeeded",
+            ResultStatus::Failed => "failed",
+            ResultStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// The result of executing a command, on `nova.results.<target>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResult {
+    /// The command's decision id.
+    pub decision_id: String,
+    /// The command's sequence number.
+    pub seq: u64,
+    /// Target.
+    pub target: String,
+    /// Wall-clock time the result was produced, unix ms.
+    pub ts: i64,
+    /// How it ended.
+    pub status: ResultStatus,
+    /// Backend kind (`ecs`, `sim`).
+    pub backend: String,
+    /// Capacity the backend reported before the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u32>,
+    /// Capacity asked for.
+    pub desired: u32,
+    /// Short summary of what the backend answered.
+    pub response: String,
+}
+
+/// Capacity of a target as the actuator last saw it (KV `nova_capacity`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapacityRecord {
+    /// Target.
+    pub target: String,
+    /// Desired capacity set on the backend.
+    pub desired: u32,
+    /// Capacity actually running, when the backend reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
+    /// Highest command sequence applied (0: none yet).
+    #[serde(default)]
+    pub applied_seq: u64,
+    /// Wall-clock time of the observation, unix ms.
+    pub observed_ms: i64,
+    /// Backend kind.
+    pub backend: String,
+}
+
+/// Which stage wrote an audit record or a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The ingest service.
+    Ingest,
+    /// The evaluator service.
+    Evaluator,
+    /// The arbiter service.
+    Arbiter,
+    /// The actuator service.
+    Actuator,
+    /// The audit service.
+    Audit,
+}
+
+impl Stage {
+    /// The stage's subject token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Evaluator => "evaluator",
+            Stage::Arbiter => "arbiter",
+            Stage::Actuator => "actuator",
+            Stage::Audit => "audit",
+        }
+    }
+}
+
+/// What an audit record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A rule fired (evaluator).
+    Trigger,
+    /// A decision, taken or not (arbiter).
+    Decision,
+    /// A command picked up for execution (actuator).
+    Command,
+    /// A command's result (actuator).
+    Result,
+}
+
+/// One audit record on `nova.audit.<stage>.<target>`, kept in stream `NOVA_AUDIT`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Unique, deterministic id (also the `Nats-Msg-Id`).
+    pub id: String,
+    /// Unix ms: event time for triggers and decisions, wall time for actuation.
+    pub ts: i64,
+    /// Stage that wrote it.
+    pub stage: Stage,
+    /// Target.
+    pub target: String,
+    /// Trigger, decision, command or result.
+    pub kind: AuditKind,
+    /// `fired`, a decision [`Outcome`], `executing`, or a [`ResultStatus`].
+    pub outcome: String,
+    /// One sentence for an operator.
+    pub reason: String,
+    /// Rule involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Observed value, canonical units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    /// Threshold, canonical units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Capacity before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u32>,
+    /// Capacity after (asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u32>,
+    /// Trigger id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<String>,
+    /// Decision id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    /// What the backend answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_response: Option<String>,
+}
+
+impl AuditRecord {
+    /// A record with only the required fields set.
+    pub fn new(
+        id: String,
+        ts: i64,
+        stage: Stage,
+        target: &str,
+        kind: AuditKind,
+        outcome: &str,
+        reason: String,
+    ) -> Self {
+        AuditRecord {
+            id,
+            ts,
+            stage,
+            target: target.to_string(),
+            kind,
+            outcome: outcome.to_string(),
+            reason,
+            rule: None,
+            observed: None,
+            threshold: None,
+            from: None,
+            to: None,
+            trigger_id: None,
+            decision_id: None,
+            backend_response: None,
+        }
+    }
+}
+
+/// A message a stage could not use, on `nova.dead.<stage>`, kept in stream `NOVA_DEAD`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Stage that rejected it.
+    pub stage: Stage,
+    /// Subject it arrived on.
+    pub subject: String,
+    /// Why it was rejected.
+    pub reason: String,
+    /// Wall-clock time of rejection, unix ms.
+    pub ts: i64,
+    /// The original payload, byte for byte (or the rejected element of a batch).
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
