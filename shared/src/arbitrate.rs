@@ -60,6 +60,27 @@ pub struct TargetState {
     /// Ids of recently decided triggers.
     #[serde(default)]
     pub recent_triggers: VecDeque<String>,
+    /// The latest decision and its command. The state is stored before they
+    /// are published; if the arbiter dies in between, the redelivered
+    /// trigger finds them here and publishes them again (de-duplicated).
+    #[serde(default)]
+    pub last: Option<LastVerdict>,
+}
+
+/// The latest decision of a target and the command it issued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastVerdict {
+    /// The decision.
+    pub decision: Decision,
+    /// Its command, for `scale` outcomes.
+    pub command: Option<Command>,
+}
+
+impl TargetState {
+    /// The stored verdict of `decision_id`, if it is the latest one.
+    pub fn replay(&self, decision_id: &str) -> Option<&LastVerdict> {
+        self.last.as_ref().filter(|l| l.decision.id == decision_id)
+    }
 }
 
 /// A decision, the command it issues (if any), and the state to store.
@@ -130,21 +151,23 @@ pub fn decide(
         .filter(|f| f.direction == Direction::Down)
         .collect();
     let verdict =
-        |outcome: Outcome, firing: Option<&RuleFiring>, from, to, reason: String, state| Verdict {
-            decision: Decision {
-                id: decision_id.clone(),
-                trigger_id: trigger.id.clone(),
-                ts,
-                target: target.name.clone(),
-                outcome,
-                direction: firing.map_or(Direction::None, |f| f.direction),
-                rule: firing.map(|f| f.rule.clone()),
-                from,
-                to,
-                reason,
-            },
-            command: None,
-            state,
+        |outcome: Outcome, firing: Option<&RuleFiring>, from, to, reason: String, state| {
+            remember(Verdict {
+                decision: Decision {
+                    id: decision_id.clone(),
+                    trigger_id: trigger.id.clone(),
+                    ts,
+                    target: target.name.clone(),
+                    outcome,
+                    direction: firing.map_or(Direction::None, |f| f.direction),
+                    rule: firing.map(|f| f.rule.clone()),
+                    from,
+                    to,
+                    reason,
+                },
+                command: None,
+                state,
+            })
         };
     if state.recent_triggers.contains(&trigger.id) {
         return verdict(
@@ -337,7 +360,18 @@ pub fn decide(
         Some(next),
     );
     v.command = Some(command);
-    v
+    remember(v)
+}
+
+/// Stores the verdict in its own new state, for [`TargetState::replay`].
+fn remember(mut verdict: Verdict) -> Verdict {
+    if let Some(state) = verdict.state.as_mut() {
+        state.last = Some(LastVerdict {
+            decision: verdict.decision.clone(),
+            command: verdict.command.clone(),
+        });
+    }
+    verdict
 }
 
 fn lead(firing: Option<&RuleFiring>) -> String {
@@ -674,5 +708,77 @@ horizontal_scaling_rules:
             (third.decision.outcome, third.decision.to),
             (Outcome::Scale, Some(10))
         );
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn the_stored_state_remembers_the_latest_verdict_for_replay() {
+        let (policy, trigger) = fixture();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let v = decide(
+            target,
+            settings,
+            &TargetState::default(),
+            Some(&capacity(5, 0)),
+            &trigger,
+        );
+        let state = v.state.clone().unwrap();
+        let last = state
+            .replay(&v.decision.id)
+            .expect("latest verdict is stored");
+        assert_eq!((&last.decision, &last.command), (&v.decision, &v.command));
+        let again = decide(target, settings, &state, Some(&capacity(5, 0)), &trigger);
+        assert_eq!(again.decision.outcome, Outcome::Duplicate);
+        assert!(again.state.is_none());
+        assert!(state.replay("d-other").is_none());
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use super::*;
+    use crate::policy::{Policy, from_yaml};
+    use crate::wire::{ScaleAction, TriggerSource};
+
+    pub fn fixture() -> (Policy, Trigger) {
+        let policy = from_yaml(
+            "targets:\n  w: {rules: [q], max: 10, backend: {sim: {initial: 5}}}\nhorizontal_scaling_rules:\n  q:\n    scale_up: {condition: \"queue_depth > 1000\", action: \"add 5 workers\"}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let trigger = Trigger {
+            id: "t-1".into(),
+            ts: 1000,
+            target: "w".into(),
+            source: TriggerSource::Rule,
+            firings: vec![RuleFiring {
+                rule: "q.scale_up".into(),
+                direction: Direction::Up,
+                action: ScaleAction::Add(5),
+                observed: Some(1500.0),
+                threshold: Some(1000.0),
+                condition: "queue_depth > 1000".into(),
+                held_secs: 0,
+                reason: "max_queue_depth 1500 > 1000".into(),
+            }],
+        };
+        (policy, trigger)
+    }
+
+    pub fn capacity(desired: u32, applied_seq: u64) -> CapacityRecord {
+        CapacityRecord {
+            target: "w".into(),
+            desired,
+            running: None,
+            applied_seq,
+            observed_ms: 0,
+            backend: "sim".into(),
+        }
     }
 }

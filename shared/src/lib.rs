@@ -8,6 +8,7 @@
 //! - [`units`]: quantities as operators write them (`70%`, `500ms`, `2 minutes`).
 //! - [`wire`]: the messages on the wire (samples, triggers, commands, results, audit).
 //! - [`codec`]: MessagePack (named maps) and JSON encoding of those messages.
+//! - [`normalise`]: validating a published sample into canonical units.
 //! - [`policy`]: the policy file model, the runbook rule grammar, and whole-file validation.
 //! - [`evaluate`]: event-time rule evaluation ("condition for duration").
 //! - [`arbitrate`]: cooldowns, bounds and conflict resolution into an absolute desired capacity.
@@ -16,6 +17,7 @@ pub mod arbitrate;
 pub mod codec;
 pub mod evaluate;
 pub mod ids;
+pub mod normalise;
 pub mod policy;
 pub mod subjects;
 pub mod units;

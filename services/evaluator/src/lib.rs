@@ -1,1 +1,153 @@
-//! placeholder
+//! Evaluator: turns normalised samples into triggers.
+//!
+//! Subscribes to `nova.samples.*`, runs `nova_shared::evaluate::Evaluator`
+//! (event-time "condition for duration"), and publishes each trigger to
+//! stream `NOVA_TRIGGERS` with its deterministic id as `Nats-Msg-Id`, plus
+//! one `trigger` audit record per rule that fired. Rejected samples (from
+//! the future, unknown target) go to `nova.dead.evaluator`.
+//!
+//! Replicas: every replica may see every sample (plain subscription); they
+//! compute the same triggers with the same ids, and JetStream keeps one.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use nova_runtime::dead::DeadLetters;
+use nova_runtime::publish::{self, Auditor, PublishError};
+use nova_runtime::telemetry::names;
+use nova_shared::codec::{self, Encoding};
+use nova_shared::evaluate::Evaluator;
+use nova_shared::ids;
+use nova_shared::policy::Policy;
+use nova_shared::subjects;
+use nova_shared::wire::{AuditKind, AuditRecord, SampleBatch, Stage, Trigger};
+use thiserror::Error;
+
+/// Evaluator settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The policy.
+    pub policy: Arc<Policy>,
+}
+
+/// The evaluator could not run.
+#[derive(Debug, Error)]
+pub enum EvaluatorError {
+    /// The subscription could not be made.
+    #[error("cannot subscribe to {subject}: {source}")]
+    Subscribe {
+        /// Subject.
+        subject: &'static str,
+        /// Why.
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), EvaluatorError> {
+    let span = tracing::info_span!("evaluator");
+    let _enter = span.enter();
+    let mut subscription = client
+        .subscribe(subjects::SAMPLES_ALL)
+        .await
+        .map_err(|source| EvaluatorError::Subscribe {
+            subject: subjects::SAMPLES_ALL,
+            source,
+        })?;
+    let js = async_nats::jetstream::new(client.clone());
+    let stage = Stage::Evaluator;
+    let dead = DeadLetters::new(js.clone(), stage);
+    let auditor = Auditor::new(js.clone(), stage);
+    let mut evaluator = Evaluator::new(&config.policy);
+    tokio::pin!(shutdown);
+    loop {
+        let message = tokio::select! {
+            _ = &mut shutdown => break,
+            message = subscription.next() => match message {
+                Some(message) => message,
+                None => break,
+            },
+        };
+        let subject = message.subject.as_str();
+        let encoding =
+            Encoding::from_content_type(nova_runtime::content_type(message.headers.as_ref()));
+        let batch: SampleBatch = match codec::decode(&message.payload, encoding) {
+            Ok(batch) => batch,
+            Err(error) => {
+                dead.send(
+                    subject,
+                    format!("not a sample batch: {error}"),
+                    &message.payload,
+                )
+                .await;
+                continue;
+            }
+        };
+        if batch.target != subjects::last_token(subject) {
+            let reason = format!("batch for target {:?} arrived on {subject}", batch.target);
+            dead.send(subject, reason, &message.payload).await;
+            continue;
+        }
+        let (triggers, rejected) =
+            evaluator.observe_batch(&batch.target, &batch.samples, nova_runtime::now_ms());
+        let evaluated = batch.samples.len() - rejected.len();
+        metrics::counter!(names::EVALUATOR_SAMPLES, "effect" => "evaluated")
+            .increment(evaluated as u64);
+        for (index, error) in rejected {
+            metrics::counter!(names::EVALUATOR_SAMPLES, "effect" => "rejected").increment(1);
+            let raw = codec::encode(&batch.samples[index]).unwrap_or_default();
+            dead.send(subject, error.to_string(), &raw).await;
+        }
+        for trigger in triggers {
+            if let Err(error) = emit(&js, &auditor, &trigger).await {
+                // The trigger is lost to this replica only; the condition
+                // keeps holding and fires again after the refire interval.
+                metrics::counter!(names::RETRIES, "stage" => "evaluator").increment(1);
+                tracing::error!(%error, trigger = trigger.id, "cannot publish trigger");
+            }
+        }
+    }
+    let _ = subscription.unsubscribe().await;
+    let _ = client.flush().await;
+    tracing::info!("evaluator stopped");
+    Ok(())
+}
+
+/// Publishes a trigger and its audit records.
+async fn emit(
+    js: &async_nats::jetstream::Context,
+    auditor: &Auditor,
+    trigger: &Trigger,
+) -> Result<(), PublishError> {
+    publish::publish_once(
+        js,
+        subjects::triggers(&trigger.target),
+        &trigger.id,
+        trigger,
+    )
+    .await?;
+    metrics::counter!(names::TRIGGERS, "target" => trigger.target.clone()).increment(1);
+    for firing in &trigger.firings {
+        let id = ids::derive("a", &[trigger.id.as_bytes(), firing.rule.as_bytes()]);
+        let mut record = AuditRecord::new(
+            id,
+            trigger.ts,
+            Stage::Evaluator,
+            &trigger.target,
+            AuditKind::Trigger,
+            "fired",
+            firing.reason.clone(),
+        );
+        record.rule = Some(firing.rule.clone());
+        record.observed = firing.observed;
+        record.threshold = firing.threshold;
+        record.trigger_id = Some(trigger.id.clone());
+        auditor.record(&record).await?;
+    }
+    Ok(())
+}

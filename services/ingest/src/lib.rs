@@ -1,1 +1,161 @@
-//! placeholder
+//! Ingest: the front door. Subscribes to `nova.metrics.>` in a queue group
+//! (ingest is stateless, so replicas simply share the load), validates and
+//! normalises each sample (see `nova_shared::normalise`), and publishes the
+//! accepted samples of each message as one batch on `nova.samples.<target>`.
+//! Every rejected sample goes to `nova.dead.ingest` with its reason; its
+//! neighbours in the same message are still accepted.
+//!
+//! Aggregation across instances happens in the evaluator, on event time,
+//! rather than here: that keeps ingest stateless.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use nova_runtime::dead::DeadLetters;
+use nova_runtime::telemetry::names;
+use nova_shared::codec::{self, Encoding};
+use nova_shared::normalise::normalise;
+use nova_shared::policy::Policy;
+use nova_shared::subjects;
+use nova_shared::wire::{SampleBatch, Stage};
+use thiserror::Error;
+
+/// Ingest settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The policy (targets and metric units).
+    pub policy: Arc<Policy>,
+    /// Queue group shared by ingest replicas.
+    pub queue_group: String,
+}
+
+impl Config {
+    /// Defaults for `policy`.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Config {
+            policy,
+            queue_group: "nova-ingest".into(),
+        }
+    }
+}
+
+/// Ingest could not run.
+#[derive(Debug, Error)]
+pub enum IngestError {
+    /// The subscription could not be made.
+    #[error("cannot subscribe to {subject}: {source}")]
+    Subscribe {
+        /// Subject.
+        subject: &'static str,
+        /// Why.
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+}
+
+/// Runs until `shutdown` completes: stop taking messages, finish the one in
+/// hand, flush.
+pub async fn run(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), IngestError> {
+    let span = tracing::info_span!("ingest");
+    let _enter = span.enter();
+    let mut subscription = client
+        .queue_subscribe(subjects::METRICS_ALL, config.queue_group.clone())
+        .await
+        .map_err(|source| IngestError::Subscribe {
+            subject: subjects::METRICS_ALL,
+            source,
+        })?;
+    let js = async_nats::jetstream::new(client.clone());
+    let dead = DeadLetters::new(js, Stage::Ingest);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            message = subscription.next() => match message {
+                Some(message) => handle(&config.policy, &client, &dead, message).await,
+                None => break,
+            },
+        }
+    }
+    let _ = subscription.unsubscribe().await;
+    let _ = client.flush().await;
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+async fn handle(
+    policy: &Policy,
+    client: &async_nats::Client,
+    dead: &DeadLetters,
+    message: async_nats::Message,
+) {
+    let subject = message.subject.as_str();
+    let Some(parsed) = subjects::parse_metrics(subject) else {
+        dead.send(
+            subject,
+            "expected subject nova.metrics.<target>.<metric>",
+            &message.payload,
+        )
+        .await;
+        return;
+    };
+    let encoding =
+        Encoding::from_content_type(nova_runtime::content_type(message.headers.as_ref()));
+    let decoded = match codec::decode_samples(&message.payload, encoding) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            metrics::counter!(names::INGEST_SAMPLES, "outcome" => "rejected").increment(1);
+            dead.send(
+                subject,
+                format!("not a sample or an array of samples: {error}"),
+                &message.payload,
+            )
+            .await;
+            return;
+        }
+    };
+    let receive_ms = nova_runtime::now_ms();
+    let mut samples = Vec::with_capacity(decoded.len());
+    for element in decoded {
+        let (reason, raw) = match element {
+            Ok(input) => {
+                match normalise(policy, parsed.target, parsed.metric, &input, receive_ms) {
+                    Ok(sample) => {
+                        samples.push(sample);
+                        continue;
+                    }
+                    // The element is re-encoded on its own, so the dead letter
+                    // holds exactly the sample that was refused.
+                    Err(error) => (error.to_string(), codec::encode(&input).unwrap_or_default()),
+                }
+            }
+            Err((error, raw)) => (format!("not a valid sample: {error}"), raw),
+        };
+        metrics::counter!(names::INGEST_SAMPLES, "outcome" => "rejected").increment(1);
+        dead.send(subject, reason, &raw).await;
+    }
+    if samples.is_empty() {
+        return;
+    }
+    metrics::counter!(names::INGEST_SAMPLES, "outcome" => "accepted")
+        .increment(samples.len() as u64);
+    let batch = SampleBatch {
+        target: parsed.target.to_string(),
+        samples,
+    };
+    match codec::encode(&batch) {
+        Ok(payload) => {
+            if let Err(error) = client
+                .publish(subjects::samples(&batch.target), payload.into())
+                .await
+            {
+                tracing::error!(%error, target = batch.target, "cannot forward samples");
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot encode sample batch"),
+    }
+}

@@ -1,1 +1,53 @@
-//! placeholder
+//! What every NovaCron service shares at run time, on top of `nova-shared`:
+//! the NATS side of the wire contract.
+//!
+//! - [`nats`]: connecting, and provisioning the JetStream streams and KV buckets.
+//! - [`publish`]: JetStream publishing with `Nats-Msg-Id` de-duplication, plus audit records.
+//! - [`dead`]: the dead-letter path (`nova.dead.<stage>`), counted and never silent.
+//! - [`kv`]: typed compare-and-set on KV entries.
+//! - [`telemetry`]: metric names, the Prometheus exporter, tracing set-up.
+//! - [`shutdown`]: a cloneable shutdown signal for `run(config, client, shutdown)`.
+//! - [`cli`]: the flags every service binary takes.
+
+pub mod cli;
+pub mod dead;
+pub mod kv;
+pub mod nats;
+pub mod publish;
+pub mod shutdown;
+pub mod telemetry;
+
+/// Wall-clock now, unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The `Content-Type` header of a message, if any.
+pub fn content_type(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
+    headers
+        .and_then(|h| h.get("Content-Type"))
+        .map(|v| v.as_str())
+}
+
+/// An id unique across processes and replicas: `<prefix>-<process token>-<counter>`.
+/// For records that are distinct events even when their content is equal.
+pub fn unique_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TOKEN: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // RandomState is seeded randomly per process: no extra crate for a random token.
+    let token = TOKEN.get_or_init(|| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_i64(now_ms());
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    });
+    format!(
+        "{prefix}-{token:016x}-{}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

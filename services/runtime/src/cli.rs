@@ -1,0 +1,83 @@
+//! Flags every service binary takes, and the start-up they share: logs,
+//! policy, NATS connection, provisioning, metrics exporter.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nova_shared::policy::{self, Policy, PolicyError};
+use thiserror::Error;
+
+use crate::nats::{self, ProvisionError};
+use crate::telemetry::{self, ExporterError};
+
+/// Common service flags (each also read from the environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// NATS server URL.
+    #[arg(long, env = "NOVA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Policy file (YAML).
+    #[arg(long, env = "NOVA_POLICY")]
+    pub policy: PathBuf,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, env = "NOVA_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Replicas of each JetStream stream and bucket (3 on a NATS cluster).
+    #[arg(long, env = "NOVA_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+}
+
+/// Start-up failed.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The policy is unusable.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// NATS could not be reached.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        /// URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// Streams or buckets could not be provisioned.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// The exporter could not start.
+    #[error(transparent)]
+    Exporter(#[from] ExporterError),
+}
+
+/// What a service needs to run.
+pub struct Started {
+    /// The validated policy.
+    pub policy: Arc<Policy>,
+    /// A connected client.
+    pub client: async_nats::Client,
+}
+
+/// Logs, policy, connection, provisioning and exporter, in that order, so a
+/// bad policy fails before anything touches the network.
+pub async fn start(name: &str, args: &CommonArgs) -> Result<Started, StartError> {
+    telemetry::init_tracing();
+    let policy = Arc::new(policy::load_file(&args.policy)?);
+    let client = nats::connect(&args.nats_url, name)
+        .await
+        .map_err(|source| StartError::Connect {
+            url: args.nats_url.clone(),
+            source,
+        })?;
+    nats::provision(
+        &async_nats::jetstream::new(client.clone()),
+        args.stream_replicas,
+    )
+    .await?;
+    if let Some(addr) = args.metrics_addr {
+        telemetry::install_prometheus(addr)?;
+    }
+    tracing::info!(service = name, url = %args.nats_url, targets = policy.targets.len(), "started");
+    Ok(Started { policy, client })
+}

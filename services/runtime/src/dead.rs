@@ -1,0 +1,48 @@
+//! Dead letters: a message a stage cannot use goes to `nova.dead.<stage>`
+//! (kept in stream `NOVA_DEAD`) with the reason, is counted and logged, and
+//! the stage's loop carries on.
+
+use async_nats::jetstream;
+use nova_shared::subjects;
+use nova_shared::wire::{DeadLetter, Stage};
+
+use crate::publish::publish_once;
+use crate::telemetry::names;
+
+/// A stage's dead-letter outlet.
+#[derive(Clone)]
+pub struct DeadLetters {
+    js: jetstream::Context,
+    stage: Stage,
+}
+
+impl DeadLetters {
+    /// The outlet for `stage`.
+    pub fn new(js: jetstream::Context, stage: Stage) -> Self {
+        DeadLetters { js, stage }
+    }
+
+    /// Sends `payload`, received on `subject`, to the dead-letter stream with
+    /// `reason`. Never fails: if even that publish fails, the failure is
+    /// logged and counted separately so it cannot vanish.
+    pub async fn send(&self, subject: &str, reason: impl Into<String>, payload: &[u8]) {
+        let stage = self.stage.as_str();
+        let reason = reason.into();
+        metrics::counter!(names::DEAD_LETTERS, "stage" => stage).increment(1);
+        tracing::warn!(stage, subject, %reason, "dead letter");
+        let letter = DeadLetter {
+            stage: self.stage,
+            subject: subject.to_string(),
+            reason,
+            ts: crate::now_ms(),
+            payload: payload.to_vec(),
+        };
+        // Each rejection is its own record: a random id keeps two identical
+        // bad payloads from being merged by de-duplication.
+        let id = crate::unique_id("dead");
+        if let Err(error) = publish_once(&self.js, subjects::dead(stage), &id, &letter).await {
+            metrics::counter!(names::DEAD_LETTER_FAILURES, "stage" => stage).increment(1);
+            tracing::error!(stage, %error, "could not publish dead letter");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Connecting to NATS and provisioning what the pipeline needs. Every
+//! service provisions on start (idempotently), so any replica may come up
+//! first; `replicas` is 3 on a cluster, 1 on a single server.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use thiserror::Error;
+
+/// Stream of triggers (`nova.triggers.*`), consumed by the arbiter.
+pub const TRIGGERS_STREAM: &str = "NOVA_TRIGGERS";
+/// Stream of commands (`nova.commands.*`), consumed by the actuator.
+pub const COMMANDS_STREAM: &str = "NOVA_COMMANDS";
+/// Stream of actuation results (`nova.results.*`).
+pub const RESULTS_STREAM: &str = "NOVA_RESULTS";
+/// Stream of audit records (`nova.audit.>`).
+pub const AUDIT_STREAM: &str = "NOVA_AUDIT";
+/// Stream of dead letters (`nova.dead.*`).
+pub const DEAD_STREAM: &str = "NOVA_DEAD";
+/// KV bucket of arbiter state per target.
+pub const ARBITER_BUCKET: &str = "nova_arbiter";
+/// KV bucket of observed capacity per target (written by the actuator).
+pub const CAPACITY_BUCKET: &str = "nova_capacity";
+/// KV bucket of simulated fleets (the `sim` backend's state).
+pub const SIM_BUCKET: &str = "nova_sim";
+/// Durable consumer of the arbiter replicas.
+pub const ARBITER_CONSUMER: &str = "arbiter";
+/// Durable consumer of the actuator replicas.
+pub const ACTUATOR_CONSUMER: &str = "actuator";
+
+/// How long JetStream remembers a `Nats-Msg-Id` to drop duplicates.
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Provisioning failed.
+#[derive(Debug, Error)]
+pub enum ProvisionError {
+    /// A stream could not be created or updated.
+    #[error("cannot provision stream {name}: {source}")]
+    Stream {
+        /// The stream.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+    /// A KV bucket could not be created.
+    #[error("cannot provision KV bucket {name}: {source}")]
+    Bucket {
+        /// The bucket.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: jetstream::context::CreateKeyValueError,
+    },
+}
+
+/// Connects with a client name, retrying while the server comes up.
+pub async fn connect(
+    url: &str,
+    name: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+}
+
+fn stream_config(name: &str, subjects: &str, max_age: Duration, replicas: usize) -> stream::Config {
+    stream::Config {
+        name: name.to_string(),
+        subjects: vec![subjects.to_string()],
+        max_age,
+        duplicate_window: DEDUPE_WINDOW,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// Creates (or updates) every stream and bucket. Safe to call from many
+/// services and replicas at once.
+pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
+    use nova_shared::subjects as s;
+    let day = Duration::from_secs(86_400);
+    let streams: [(&'static str, &str, Duration); 5] = [
+        (TRIGGERS_STREAM, s::TRIGGERS_ALL, day),
+        (COMMANDS_STREAM, s::COMMANDS_ALL, 7 * day),
+        (RESULTS_STREAM, s::RESULTS_ALL, 7 * day),
+        (AUDIT_STREAM, s::AUDIT_ALL, 30 * day),
+        (DEAD_STREAM, s::DEAD_ALL, 7 * day),
+    ];
+    for (name, subjects, max_age) in streams {
+        let config = stream_config(name, subjects, max_age, replicas);
+        // create_or_update keeps replicas and limits in step with this code.
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|source| ProvisionError::Stream { name, source })?;
+    }
+    for (name, history) in [(ARBITER_BUCKET, 5), (CAPACITY_BUCKET, 5), (SIM_BUCKET, 1)] {
+        js.create_or_update_key_value(kv::Config {
+            bucket: name.to_string(),
+            history,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| ProvisionError::Bucket { name, source })?;
+    }
+    Ok(())
+}

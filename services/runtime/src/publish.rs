@@ -1,0 +1,91 @@
+//! Publishing to JetStream with a `Nats-Msg-Id`, so a message published twice
+//! (by a redelivery, a restarted service or a second replica) is stored once.
+
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use nova_shared::codec::{self, CodecError};
+use nova_shared::subjects;
+use nova_shared::wire::{AuditRecord, Stage};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::telemetry::names;
+
+/// A JetStream publish that failed.
+#[derive(Debug, Error)]
+pub enum PublishError {
+    /// The message could not be encoded.
+    #[error("cannot encode message for {subject}: {source}")]
+    Encode {
+        /// Subject.
+        subject: String,
+        /// Why.
+        #[source]
+        source: CodecError,
+    },
+    /// The server did not take it.
+    #[error("cannot publish to {subject}: {source}")]
+    Send {
+        /// Subject.
+        subject: String,
+        /// Why.
+        #[source]
+        source: jetstream::context::PublishError,
+    },
+}
+
+/// Publishes `value` as MessagePack with `Nats-Msg-Id: msg_id` and waits for the stream's ack.
+/// Returns true when the stream already had a message with that id.
+pub async fn publish_once<T: Serialize>(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: &str,
+    value: &T,
+) -> Result<bool, PublishError> {
+    let ack = send_once(js, subject.clone(), msg_id, value).await?;
+    let ack = ack
+        .await
+        .map_err(|source| PublishError::Send { subject, source })?;
+    Ok(ack.duplicate)
+}
+
+/// Like [`publish_once`], but returns the pending ack so several publishes
+/// can be in flight at once.
+pub async fn send_once<T: Serialize>(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: &str,
+    value: &T,
+) -> Result<PublishAckFuture, PublishError> {
+    let payload = codec::encode(value).map_err(|source| PublishError::Encode {
+        subject: subject.clone(),
+        source,
+    })?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", msg_id);
+    headers.insert("Content-Type", codec::CONTENT_TYPE_MSGPACK);
+    js.publish_with_headers(subject.clone(), headers, payload.into())
+        .await
+        .map_err(|source| PublishError::Send { subject, source })
+}
+
+/// Writes a stage's audit records to `nova.audit.<stage>.<target>`.
+#[derive(Clone)]
+pub struct Auditor {
+    js: jetstream::Context,
+    stage: Stage,
+}
+
+impl Auditor {
+    /// An auditor for `stage`.
+    pub fn new(js: jetstream::Context, stage: Stage) -> Self {
+        Auditor { js, stage }
+    }
+
+    /// Publishes one record (its id is the `Nats-Msg-Id`).
+    pub async fn record(&self, record: &AuditRecord) -> Result<(), PublishError> {
+        let subject = subjects::audit(self.stage.as_str(), &record.target);
+        publish_once(&self.js, subject, &record.id, record).await?;
+        metrics::counter!(names::AUDIT_PUBLISHED, "stage" => self.stage.as_str()).increment(1);
+        Ok(())
+    }
+}

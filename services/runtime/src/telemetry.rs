@@ -1,0 +1,63 @@
+//! Metrics and logs. Metric names live in [`names`] only; labels are bounded
+//! (stage, outcome, and target names from the policy).
+
+use std::net::SocketAddr;
+
+use thiserror::Error;
+
+/// Every metric name, `nova_<name>_<unit>[_total]`.
+pub mod names {
+    /// Samples ingest accepted or rejected, by `outcome`.
+    pub const INGEST_SAMPLES: &str = "nova_ingest_samples_total";
+    /// Messages sent to a dead-letter subject, by `stage`.
+    pub const DEAD_LETTERS: &str = "nova_dead_letters_total";
+    /// Dead letters that could not even be published, by `stage`.
+    pub const DEAD_LETTER_FAILURES: &str = "nova_dead_letter_failures_total";
+    /// Samples the evaluator saw, by `effect` (evaluated, unused, stale, rejected).
+    pub const EVALUATOR_SAMPLES: &str = "nova_evaluator_samples_total";
+    /// Triggers published, by `target`.
+    pub const TRIGGERS: &str = "nova_triggers_total";
+    /// Arbiter decisions, by `outcome`.
+    pub const DECISIONS: &str = "nova_decisions_total";
+    /// Commands executed, by `status`.
+    pub const COMMANDS: &str = "nova_commands_total";
+    /// Backend call duration, by `backend`.
+    pub const BACKEND_CALL_SECONDS: &str = "nova_backend_call_seconds";
+    /// Audit records published, by `stage`.
+    pub const AUDIT_PUBLISHED: &str = "nova_audit_published_total";
+    /// Audit records seen by the audit service, by `stage` and `outcome`.
+    pub const AUDIT_RECORDS: &str = "nova_audit_records_total";
+    /// KV compare-and-set conflicts, by `bucket`.
+    pub const KV_CONFLICTS: &str = "nova_kv_conflicts_total";
+    /// Messages whose handling failed and will be retried, by `stage`.
+    pub const RETRIES: &str = "nova_retries_total";
+}
+
+/// The metrics exporter could not start.
+#[derive(Debug, Error)]
+#[error("cannot start the Prometheus exporter on {addr}: {reason}")]
+pub struct ExporterError {
+    addr: SocketAddr,
+    reason: String,
+}
+
+/// Serves `/metrics` on `addr`. Call once per process, inside a tokio runtime.
+pub fn install_prometheus(addr: SocketAddr) -> Result<(), ExporterError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| ExporterError {
+            addr,
+            reason: e.to_string(),
+        })
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Safe to call twice.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
