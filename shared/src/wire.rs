@@ -475,3 +475,15 @@ pub struct DeadLetter {
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
+
+/// A query to the audit service on `nova.ctl.audit` (request/reply); the
+/// reply is a list of [`AuditRecord`], oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// Only records about this target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// At most this many of the newest records (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}

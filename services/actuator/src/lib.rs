@@ -1,1 +1,399 @@
-//! placeholder
+//! Actuator: changes real capacity.
+//!
+//! - [`backend`]: the backend of each target (ECS or simulated).
+//! - [`ecs`]: AWS ECS through DescribeServices / UpdateService.
+//! - [`sim`]: the simulated fleet and its load generator.
+//!
+//! On start, and every `observe_every`, the actuator reads each target's
+//! capacity from its backend into KV `nova_capacity`, which the arbiter uses
+//! as the base for relative actions. It consumes stream `NOVA_COMMANDS`
+//! through the durable consumer `actuator` and, per command:
+//! 1. skips it if the target's `applied_seq` already covers it (a
+//!    redelivery, or an older command overtaken by a newer one);
+//! 2. audits `executing`, calls the backend, records the new capacity and
+//!    `applied_seq` by compare-and-set;
+//! 3. publishes the result to `NOVA_RESULTS` and audits it;
+//! 4. only then acks the command. A failed backend call is retried with
+//!    back-off; after the last attempt the result is `failed`.
+
+pub mod backend;
+pub mod ecs;
+pub mod sim;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull, kv::Store};
+use futures_util::StreamExt;
+use nova_runtime::dead::DeadLetters;
+use nova_runtime::kv::{self, KvError};
+use nova_runtime::nats::{ACTUATOR_CONSUMER, CAPACITY_BUCKET, COMMANDS_STREAM, SIM_BUCKET};
+use nova_runtime::publish::{self, Auditor, PublishError};
+use nova_runtime::telemetry::names;
+use nova_shared::codec::{self, Encoding};
+use nova_shared::ids;
+use nova_shared::policy::Policy;
+use nova_shared::subjects;
+use nova_shared::wire::{
+    ActionResult, AuditKind, AuditRecord, CapacityRecord, Command, ResultStatus, Stage,
+};
+use thiserror::Error;
+
+use crate::backend::{Backend, Observation};
+
+/// Actuator settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The policy (targets and their backends).
+    pub policy: Arc<Policy>,
+    /// Durable consumer name shared by the replicas.
+    pub consumer: String,
+    /// How often to re-read every target's capacity from its backend.
+    pub observe_every: Duration,
+    /// Deliveries of one command before its failure is final.
+    pub max_attempts: i64,
+    /// Time limit of one backend API call.
+    pub call_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for `policy`.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Config {
+            policy,
+            consumer: ACTUATOR_CONSUMER.into(),
+            observe_every: Duration::from_secs(15),
+            max_attempts: 3,
+            call_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The actuator could not start.
+#[derive(Debug, Error)]
+pub enum ActuatorError {
+    /// The command stream is missing.
+    #[error("cannot open stream {COMMANDS_STREAM}: {0}")]
+    Stream(#[source] jetstream::context::GetStreamError),
+    /// The consumer could not be created.
+    #[error("cannot create consumer {name}: {source}")]
+    Consumer {
+        /// Consumer name.
+        name: String,
+        /// Why.
+        #[source]
+        source: jetstream::stream::ConsumerError,
+    },
+    /// Messages could not be pulled.
+    #[error("cannot pull commands: {0}")]
+    Pull(#[source] jetstream::consumer::StreamError),
+    /// A KV bucket is missing.
+    #[error("cannot open KV bucket {bucket}: {source}")]
+    Bucket {
+        /// Bucket.
+        bucket: &'static str,
+        /// Why.
+        #[source]
+        source: jetstream::context::KeyValueError,
+    },
+}
+
+#[derive(Debug, Error)]
+enum StepError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+struct Actuator {
+    js: jetstream::Context,
+    backends: HashMap<String, Backend>,
+    capacities: Store,
+    dead: DeadLetters,
+    auditor: Auditor,
+    max_attempts: i64,
+}
+
+/// Runs until `shutdown` completes; the command in hand is finished first.
+pub async fn run(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ActuatorError> {
+    let span = tracing::info_span!("actuator");
+    let _enter = span.enter();
+    let js = jetstream::new(client.clone());
+    let bucket = |name: &'static str| {
+        let js = js.clone();
+        async move {
+            js.get_key_value(name)
+                .await
+                .map_err(|source| ActuatorError::Bucket {
+                    bucket: name,
+                    source,
+                })
+        }
+    };
+    let capacities = bucket(CAPACITY_BUCKET).await?;
+    let sim_states = bucket(SIM_BUCKET).await?;
+    let stream = js
+        .get_stream(COMMANDS_STREAM)
+        .await
+        .map_err(ActuatorError::Stream)?;
+    let consumer = stream
+        .get_or_create_consumer(
+            &config.consumer,
+            pull::Config {
+                durable_name: Some(config.consumer.clone()),
+                ack_wait: config.call_timeout * 3,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|source| ActuatorError::Consumer {
+            name: config.consumer.clone(),
+            source,
+        })?;
+    let actuator = Actuator {
+        backends: backend::build_all(&config.policy, &sim_states, config.call_timeout).await,
+        capacities,
+        dead: DeadLetters::new(js.clone(), Stage::Actuator),
+        auditor: Auditor::new(js.clone(), Stage::Actuator),
+        js,
+        max_attempts: config.max_attempts,
+    };
+    let mut messages = consumer.messages().await.map_err(ActuatorError::Pull)?;
+    let mut observe = tokio::time::interval(config.observe_every);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = observe.tick() => actuator.observe_all().await,
+            message = messages.next() => match message {
+                Some(Ok(message)) => actuator.handle(message).await,
+                Some(Err(error)) => tracing::warn!(%error, "command stream hiccup"),
+                None => break,
+            },
+        }
+    }
+    tracing::info!("actuator stopped");
+    Ok(())
+}
+
+impl Actuator {
+    /// Reads every backend's capacity into KV, keeping `applied_seq`.
+    async fn observe_all(&self) {
+        for (target, backend) in &self.backends {
+            match backend.observe().await {
+                Ok(obs) => {
+                    if let Err(error) = self
+                        .record_capacity(target, backend.kind(), obs, None)
+                        .await
+                    {
+                        tracing::warn!(%error, target, "cannot record capacity");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, target, "cannot observe capacity"),
+            }
+        }
+    }
+
+    async fn record_capacity(
+        &self,
+        target: &str,
+        kind: &str,
+        obs: Observation,
+        applied: Option<u64>,
+    ) -> Result<CapacityRecord, KvError> {
+        kv::modify(&self.capacities, target, |old: Option<CapacityRecord>| {
+            let previous_seq = old.map_or(0, |r| r.applied_seq);
+            CapacityRecord {
+                target: target.to_string(),
+                desired: obs.desired,
+                running: obs.running,
+                applied_seq: applied.map_or(previous_seq, |seq| seq.max(previous_seq)),
+                observed_ms: nova_runtime::now_ms(),
+                backend: kind.to_string(),
+            }
+        })
+        .await
+    }
+
+    async fn handle(&self, message: jetstream::Message) {
+        let subject = message.subject.to_string();
+        let encoding =
+            Encoding::from_content_type(nova_runtime::content_type(message.headers.as_ref()));
+        let command: Command = match codec::decode(&message.payload, encoding) {
+            Ok(command) => command,
+            Err(error) => {
+                return self
+                    .reject(&message, &subject, format!("not a command: {error}"))
+                    .await;
+            }
+        };
+        if command.target != subjects::last_token(&subject) {
+            let reason = format!(
+                "command for target {:?} arrived on {subject}",
+                command.target
+            );
+            return self.reject(&message, &subject, reason).await;
+        }
+        let Some(backend) = self.backends.get(&command.target) else {
+            let reason = format!("no target {:?} in the policy", command.target);
+            return self.reject(&message, &subject, reason).await;
+        };
+        let attempt = message.info().map_or(1, |info| info.delivered);
+        match self.execute(backend, &command, attempt).await {
+            Ok(true) => ack(&message, AckKind::Ack).await,
+            Ok(false) => {
+                let delay = Duration::from_millis(500 * 2u64.pow(attempt.clamp(1, 8) as u32));
+                ack(&message, AckKind::Nak(Some(delay))).await;
+            }
+            Err(error) => {
+                metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
+                tracing::warn!(%error, decision = command.decision_id, "will retry command");
+                ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+        }
+    }
+
+    async fn reject(&self, message: &jetstream::Message, subject: &str, reason: String) {
+        self.dead.send(subject, reason, &message.payload).await;
+        ack(message, AckKind::Term).await;
+    }
+
+    /// Executes one command. `Ok(true)`: done, ack. `Ok(false)`: the backend
+    /// failed and another attempt is due.
+    async fn execute(
+        &self,
+        backend: &Backend,
+        command: &Command,
+        attempt: i64,
+    ) -> Result<bool, StepError> {
+        let kind = backend.kind();
+        let known = kv::load::<CapacityRecord>(&self.capacities, &command.target).await?;
+        if let Some(applied) = known
+            .as_ref()
+            .map(|v| v.value.applied_seq)
+            .filter(|seq| *seq >= command.seq)
+        {
+            let response = format!(
+                "skipped: command {} is not newer than the applied command {applied}",
+                command.seq
+            );
+            self.finish(command, kind, ResultStatus::Skipped, None, response)
+                .await?;
+            return Ok(true);
+        }
+        let mut record = self.record(
+            command,
+            AuditKind::Command,
+            "executing",
+            command.reason.clone(),
+        );
+        record.from = Some(command.from);
+        record.to = Some(command.desired);
+        self.auditor.record(&record).await?;
+        match backend.set_desired(command.desired).await {
+            Ok((obs, response)) => {
+                let from = known.map(|v| v.value.desired);
+                self.record_capacity(&command.target, kind, obs, Some(command.seq))
+                    .await?;
+                self.finish(command, kind, ResultStatus::Succeeded, from, response)
+                    .await?;
+                Ok(true)
+            }
+            Err(error) if attempt < self.max_attempts => {
+                metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
+                tracing::warn!(%error, attempt, decision = command.decision_id, "backend call failed, will retry");
+                Ok(false)
+            }
+            Err(error) => {
+                // Record what the backend really has, and mark the command
+                // as settled, so the arbiter's next base is the truth and not
+                // the capacity that never came.
+                if let Ok(obs) = backend.observe().await {
+                    self.record_capacity(&command.target, kind, obs, Some(command.seq))
+                        .await?;
+                }
+                let response = format!("failed after {attempt} attempts: {error}");
+                self.finish(command, kind, ResultStatus::Failed, None, response)
+                    .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        command: &Command,
+        kind: AuditKind,
+        outcome: &str,
+        reason: String,
+    ) -> AuditRecord {
+        let mut record = AuditRecord::new(
+            ids::derive("a", &[command.decision_id.as_bytes(), outcome.as_bytes()]),
+            nova_runtime::now_ms(),
+            Stage::Actuator,
+            &command.target,
+            kind,
+            outcome,
+            reason,
+        );
+        record.rule = command.rule.clone();
+        record.decision_id = Some(command.decision_id.clone());
+        record
+    }
+
+    async fn finish(
+        &self,
+        command: &Command,
+        kind: &str,
+        status: ResultStatus,
+        from: Option<u32>,
+        response: String,
+    ) -> Result<(), PublishError> {
+        let result = ActionResult {
+            decision_id: command.decision_id.clone(),
+            seq: command.seq,
+            target: command.target.clone(),
+            ts: nova_runtime::now_ms(),
+            status,
+            backend: kind.to_string(),
+            from,
+            desired: command.desired,
+            response: response.clone(),
+        };
+        let id = ids::derive("r", &[command.decision_id.as_bytes()]);
+        publish::publish_once(&self.js, subjects::results(&command.target), &id, &result).await?;
+        let reason = match status {
+            ResultStatus::Succeeded => format!(
+                "{} now at desired {}: {response}",
+                command.target, command.desired
+            ),
+            ResultStatus::Skipped => format!("{} left alone: {response}", command.target),
+            ResultStatus::Failed => format!("{} not changed: {response}", command.target),
+        };
+        let mut record = self.record(command, AuditKind::Result, status.as_str(), reason);
+        record.from = from;
+        record.to = Some(command.desired);
+        record.backend_response = Some(response);
+        self.auditor.record(&record).await?;
+        metrics::counter!(names::COMMANDS, "status" => status.as_str()).increment(1);
+        tracing::info!(
+            target = command.target,
+            status = status.as_str(),
+            desired = command.desired,
+            "command done"
+        );
+        Ok(())
+    }
+}
+
+async fn ack(message: &jetstream::Message, kind: AckKind) {
+    if let Err(error) = message.ack_with(kind).await {
+        tracing::warn!(%error, "ack failed");
+    }
+}

@@ -1,1 +1,224 @@
-//! placeholder
+//! Audit: the record keeper.
+//!
+//! Every stage publishes its records to `nova.audit.<stage>.<target>`;
+//! stream `NOVA_AUDIT` keeps them (provisioned by every service). This
+//! service reads the stream with an ordered consumer, checks each record
+//! against the wire contract (a malformed one goes to `nova.dead.audit`),
+//! counts records per stage and outcome, keeps the newest in memory, and
+//! answers `nova.ctl.audit` queries (see `AuditQuery`). Replicas each read
+//! the whole stream and answer in a queue group.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull},
+};
+use futures_util::StreamExt;
+use nova_runtime::dead::DeadLetters;
+use nova_runtime::nats::AUDIT_STREAM;
+use nova_runtime::telemetry::names;
+use nova_shared::codec::{self, Encoding};
+use nova_shared::subjects;
+use nova_shared::wire::{AuditQuery, AuditRecord, Stage};
+use thiserror::Error;
+
+/// The control subject of audit queries.
+pub const QUERY_VERB: &str = "audit";
+
+/// Audit settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Newest records kept in memory for queries.
+    pub keep: usize,
+    /// On start, read back this much history.
+    pub replay: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            keep: 10_000,
+            replay: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The audit service could not run.
+#[derive(Debug, Error)]
+pub enum AuditError {
+    /// The audit stream is missing.
+    #[error("cannot open stream {AUDIT_STREAM}: {0}")]
+    Stream(#[source] jetstream::context::GetStreamError),
+    /// The reader could not be created.
+    #[error("cannot read stream {AUDIT_STREAM}: {0}")]
+    Consumer(#[source] jetstream::stream::ConsumerError),
+    /// Messages could not be pulled.
+    #[error("cannot pull audit records: {0}")]
+    Pull(#[source] jetstream::consumer::StreamError),
+    /// The query subscription could not be made.
+    #[error("cannot subscribe to queries: {0}")]
+    Subscribe(#[source] async_nats::SubscribeError),
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AuditError> {
+    let span = tracing::info_span!("audit");
+    let _enter = span.enter();
+    let js = jetstream::new(client.clone());
+    let dead = DeadLetters::new(js.clone(), Stage::Audit);
+    let stream = js
+        .get_stream(AUDIT_STREAM)
+        .await
+        .map_err(AuditError::Stream)?;
+    let since = time::OffsetDateTime::now_utc() - config.replay;
+    let reader = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartTime { start_time: since },
+            ..Default::default()
+        })
+        .await
+        .map_err(AuditError::Consumer)?;
+    let mut records = reader.messages().await.map_err(AuditError::Pull)?;
+    let mut queries = client
+        .queue_subscribe(subjects::control(QUERY_VERB), "nova-audit".into())
+        .await
+        .map_err(AuditError::Subscribe)?;
+    let mut kept: VecDeque<AuditRecord> = VecDeque::with_capacity(config.keep.min(10_000));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            message = records.next() => match message {
+                Some(Ok(message)) => {
+                    match codec::decode::<AuditRecord>(&message.payload, Encoding::from_content_type(nova_runtime::content_type(message.headers.as_ref()))) {
+                        Ok(record) => {
+                            metrics::counter!(names::AUDIT_RECORDS, "stage" => record.stage.as_str(), "outcome" => record.outcome.clone()).increment(1);
+                            if kept.len() == config.keep {
+                                kept.pop_front();
+                            }
+                            kept.push_back(record);
+                        }
+                        Err(error) => dead.send(&message.subject, format!("not an audit record: {error}"), &message.payload).await,
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(%error, "audit stream hiccup"),
+                None => break,
+            },
+            request = queries.next() => match request {
+                Some(request) => answer(&client, &dead, &kept, request).await,
+                None => break,
+            },
+        }
+    }
+    let _ = queries.unsubscribe().await;
+    tracing::info!("audit stopped");
+    Ok(())
+}
+
+async fn answer(
+    client: &async_nats::Client,
+    dead: &DeadLetters,
+    kept: &VecDeque<AuditRecord>,
+    request: async_nats::Message,
+) {
+    let Some(reply) = request.reply.clone() else {
+        dead.send(
+            &request.subject,
+            "audit query without a reply subject",
+            &request.payload,
+        )
+        .await;
+        return;
+    };
+    let encoding =
+        Encoding::from_content_type(nova_runtime::content_type(request.headers.as_ref()));
+    let query: AuditQuery = if request.payload.is_empty() {
+        AuditQuery::default()
+    } else {
+        match codec::decode(&request.payload, encoding) {
+            Ok(query) => query,
+            Err(error) => {
+                dead.send(
+                    &request.subject,
+                    format!("not an audit query: {error}"),
+                    &request.payload,
+                )
+                .await;
+                return;
+            }
+        }
+    };
+    let matches = select(kept, &query);
+    match codec::encode(&matches) {
+        Ok(payload) => {
+            if let Err(error) = client.publish(reply, payload.into()).await {
+                tracing::warn!(%error, "cannot answer audit query");
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot encode audit answer"),
+    }
+}
+
+/// The newest `limit` records matching the query, oldest first.
+pub fn select(kept: &VecDeque<AuditRecord>, query: &AuditQuery) -> Vec<AuditRecord> {
+    let limit = query.limit.unwrap_or(50);
+    let mut newest: Vec<AuditRecord> = kept
+        .iter()
+        .rev()
+        .filter(|r| query.target.as_ref().is_none_or(|t| *t == r.target))
+        .take(limit)
+        .cloned()
+        .collect();
+    newest.reverse();
+    newest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nova_shared::wire::AuditKind;
+
+    #[test]
+    fn select_takes_the_newest_matching_records_in_order() {
+        let kept: VecDeque<AuditRecord> = (0..10)
+            .map(|i| {
+                AuditRecord::new(
+                    format!("a{i}"),
+                    i,
+                    Stage::Arbiter,
+                    if i % 2 == 0 { "web" } else { "db" },
+                    AuditKind::Decision,
+                    "scale",
+                    String::new(),
+                )
+            })
+            .collect();
+        let ids = |q: AuditQuery| {
+            select(&kept, &q)
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(AuditQuery {
+                target: Some("web".into()),
+                limit: Some(2)
+            }),
+            ["a6", "a8"]
+        );
+        assert_eq!(
+            ids(AuditQuery {
+                target: None,
+                limit: Some(3)
+            }),
+            ["a7", "a8", "a9"]
+        );
+        assert_eq!(ids(AuditQuery::default()).len(), 10);
+    }
+}

@@ -1,1 +1,311 @@
-fn main() {}
+//! `novactl`: the operator's command line.
+//!
+//! - `run`: every stage in one process (the same `run` functions the
+//!   separate binaries call), plus the simulated fleets' load, printing the
+//!   audit stream live.
+//! - `audit tail`: read the audit stream.
+//! - `policy validate`: check a policy file and list every problem.
+
+mod format;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull},
+};
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+use nova_runtime::cli::{CommonArgs, start};
+use nova_runtime::nats::AUDIT_STREAM;
+use nova_runtime::shutdown;
+use nova_shared::codec::{self, Encoding};
+use nova_shared::policy;
+use nova_shared::subjects;
+use nova_shared::wire::AuditRecord;
+
+#[derive(Parser)]
+#[command(version, about = "NovaCron autoscaler control")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ingest, evaluator, arbiter, actuator and audit in this process.
+    Run {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Do not publish the simulated fleets' load.
+        #[arg(long)]
+        no_sim_load: bool,
+        /// Do not print audit records.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Read the audit stream.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Work with policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the newest records, then (with --follow) new ones as they come.
+    Tail {
+        /// NATS server URL.
+        #[arg(long, env = "NOVA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Only records about this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// How many past records to print first.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        last: u64,
+        /// Keep printing new records until Ctrl-C.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print each record as one JSON line instead of a sentence.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file; prints every problem with its path and exits 1 if any.
+    Validate {
+        /// The policy file.
+        file: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Run {
+            common,
+            no_sim_load,
+            quiet,
+        } => run_all(common, no_sim_load, quiet).await?,
+        Command::Audit {
+            command:
+                AuditCommand::Tail {
+                    nats_url,
+                    target,
+                    last,
+                    follow,
+                    json,
+                },
+        } => tail(&nats_url, target.as_deref(), last, follow, json).await?,
+        Command::Policy {
+            command: PolicyCommand::Validate { file },
+        } => return Ok(validate(&file)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    match policy::load_file(file) {
+        Ok(policy) => {
+            println!("{}: ok", file.display());
+            for target in policy.targets.values() {
+                println!(
+                    "  target {} ({}, min {}, max {}): {} rule(s)",
+                    target.name,
+                    target.backend.kind(),
+                    target.min,
+                    target.max,
+                    target.rules.len()
+                );
+                for rule in &target.rules {
+                    println!(
+                        "    {}: \"{}\" -> {}, cooldown {}s",
+                        rule.name,
+                        rule.condition.text,
+                        rule.action.describe(),
+                        rule.cooldown_secs
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_all(common: CommonArgs, no_sim_load: bool, quiet: bool) -> anyhow::Result<()> {
+    let started = start("novactl-run", &common).await?;
+    let (policy, client) = (started.policy, started.client);
+    let signal = shutdown::on_ctrl_c();
+    if !quiet {
+        let mut audit = client.subscribe(subjects::AUDIT_ALL).await?;
+        let stop = signal.signal();
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    message = audit.next() => match message {
+                        Some(message) => match codec::decode::<AuditRecord>(&message.payload, Encoding::MsgPack) {
+                            Ok(record) => println!("{}", format::line(&record)),
+                            Err(error) => eprintln!("unreadable audit record on {}: {error}", message.subject),
+                        },
+                        None => break,
+                    },
+                }
+            }
+        });
+    }
+    let load = (!no_sim_load).then(|| {
+        tokio::spawn(nova_actuator::sim::run_load(
+            policy.clone(),
+            client.clone(),
+            signal.signal(),
+        ))
+    });
+    eprintln!(
+        "novactl: running {} target(s) from {}; Ctrl-C stops",
+        policy.targets.len(),
+        common.policy.display()
+    );
+    let (ingest, evaluator, arbiter, actuator, audit) = tokio::join!(
+        tokio::spawn(nova_ingest::run(
+            nova_ingest::Config::new(policy.clone()),
+            client.clone(),
+            signal.signal()
+        )),
+        tokio::spawn(nova_evaluator::run(
+            nova_evaluator::Config {
+                policy: policy.clone()
+            },
+            client.clone(),
+            signal.signal()
+        )),
+        tokio::spawn(nova_arbiter::run(
+            nova_arbiter::Config::new(policy.clone()),
+            client.clone(),
+            signal.signal()
+        )),
+        tokio::spawn(nova_actuator::run(
+            nova_actuator::Config::new(policy.clone()),
+            client.clone(),
+            signal.signal()
+        )),
+        tokio::spawn(nova_audit::run(
+            nova_audit::Config::default(),
+            client.clone(),
+            signal.signal()
+        )),
+    );
+    ingest??;
+    evaluator??;
+    arbiter??;
+    actuator??;
+    audit??;
+    if let Some(load) = load {
+        load.await??;
+    }
+    client.drain().await?;
+    eprintln!("novactl: stopped");
+    Ok(())
+}
+
+async fn tail(
+    url: &str,
+    target: Option<&str>,
+    last: u64,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    nova_runtime::telemetry::init_tracing();
+    let client = nova_runtime::nats::connect(url, "novactl-audit-tail").await?;
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream(AUDIT_STREAM).await?;
+    let filter = target.map_or_else(
+        || subjects::AUDIT_ALL.to_string(),
+        |t| subjects::audit("*", t),
+    );
+    let info = stream.info().await?.clone();
+    // Start `last` messages back; with a target filter that is an upper
+    // bound on how far back to look, then we keep only the newest `last`.
+    let first = info
+        .state
+        .last_sequence
+        .saturating_sub(if target.is_some() {
+            last.max(1) * 64
+        } else {
+            last
+        })
+        + 1;
+    let reader = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: first.max(1),
+            },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = reader.messages().await?;
+    let mut backlog: std::collections::VecDeque<AuditRecord> = Default::default();
+    let print = |record: &AuditRecord| {
+        if json {
+            println!("{}", serde_json::to_string(record).unwrap_or_default());
+        } else {
+            println!("{}", format::line(record));
+        }
+    };
+    let mut caught_up = info.state.messages == 0;
+    let stop = shutdown::ctrl_c_or_term();
+    tokio::pin!(stop);
+    loop {
+        if caught_up && !follow {
+            break;
+        }
+        let message = tokio::select! {
+            _ = &mut stop => break,
+            message = messages.next() => message,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)), if !caught_up => {
+                // Nothing more arrived: the filtered history is exhausted.
+                caught_up = true;
+                backlog.drain(..).for_each(|r| print(&r));
+                continue;
+            }
+        };
+        let Some(message) = message else { break };
+        let message = message?;
+        let record: AuditRecord = match codec::decode(&message.payload, Encoding::MsgPack) {
+            Ok(record) => record,
+            Err(error) => {
+                eprintln!("unreadable audit record on {}: {error}", message.subject);
+                continue;
+            }
+        };
+        let pending = message.info().map_or(0, |i| i.pending);
+        if caught_up {
+            print(&record);
+        } else {
+            backlog.push_back(record);
+            if backlog.len() as u64 > last {
+                backlog.pop_front();
+            }
+            if pending == 0 {
+                caught_up = true;
+                backlog.drain(..).for_each(|r| print(&r));
+            }
+        }
+    }
+    Ok(())
+}

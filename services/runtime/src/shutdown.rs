@@ -61,3 +61,13 @@ pub async fn ctrl_c_or_term() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// A shutdown that fires on Ctrl-C or SIGTERM (spawns a task; call inside a runtime).
+pub fn on_ctrl_c() -> Shutdown {
+    let (trigger, signal) = channel();
+    tokio::spawn(async move {
+        ctrl_c_or_term().await;
+        trigger.trigger();
+    });
+    signal
+}

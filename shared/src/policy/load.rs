@@ -443,6 +443,9 @@ impl Walker {
         path: &str,
         units: &BTreeMap<String, Unit>,
     ) -> Option<ThresholdRule> {
+        // A rule with any problem (even an unknown key such as a misspelt
+        // max_workers) is left out, so no bound is derived from half a rule.
+        let problems_before = self.problems.len();
         let map = self.map(value, path, RULE_KEYS)?;
         let condition = match map.get("condition") {
             None => {
@@ -500,6 +503,9 @@ impl Walker {
             if lo > hi {
                 self.problem(path, format!("minimum {lo} is above maximum {hi}"));
             }
+        }
+        if self.problems.len() > problems_before {
+            return None;
         }
         Some(ThresholdRule {
             name: name.to_string(),
