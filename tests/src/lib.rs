@@ -1,1 +1,463 @@
-//! placeholder
+//! End-to-end test harness: real servers, started per test, killed on drop.
+//!
+//! - [`NatsServer`]: `nats-server -js -p -1` with a temp store; the port is
+//!   read from the server's own log line.
+//! - [`MotoServer`]: moto's AWS server on a free port, for ECS.
+//! - [`Pipeline`]: the five services in this process, each on its own NATS
+//!   connection and with its own shutdown, so a test can stop and restart one.
+//! - [`AuditReader`]: waits for audit records on stream `NOVA_AUDIT`.
+//! - [`within`]: every wait has a deadline.
+//!
+//! Tools are found through `NOVA_NATS_SERVER` / `NOVA_MOTO_SERVER`, then the
+//! project's `.venv/bin` (made by `scripts/setup-tools.sh`), then `PATH`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use aws_credential_types::Credentials;
+use futures_util::StreamExt;
+use nova_runtime::shutdown::{self, ShutdownTrigger};
+use nova_shared::codec::{self, Encoding};
+use nova_shared::policy::Policy;
+use nova_shared::wire::{AuditRecord, Stage};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Runs `future` with a deadline; a timeout fails the test naming `what`.
+pub async fn within<T>(what: &str, limit: Duration, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Finds an external tool: `$env_var`, then `.venv/bin/<name>`, then `PATH`.
+pub fn tool(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        return PathBuf::from(path);
+    }
+    let venv = workspace_root().join(".venv/bin").join(name);
+    if venv.exists() {
+        return venv;
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.exists())
+        })
+        .unwrap_or_else(|| panic!("{name} not found: run scripts/setup-tools.sh or set {env_var}"))
+}
+
+/// Spawns `command`, reads its stderr until a line contains `marker`, and
+/// returns the child plus the text after the marker on that line. The rest
+/// of stderr is drained in the background so the child never blocks.
+async fn spawn_until(mut command: Command, what: &str, marker: &'static str) -> (Child, String) {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let found = within(what, WAIT, async {
+        let mut seen = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(at) = line.find(marker) {
+                return line[at + marker.len()..].trim().to_string();
+            }
+            seen.push(line);
+        }
+        panic!(
+            "{what} exited before saying {marker:?}:\n{}",
+            seen.join("\n")
+        );
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, found)
+}
+
+/// A JetStream-enabled nats-server on a free loopback port, killed on drop.
+pub struct NatsServer {
+    _child: Child,
+    _store: tempfile::TempDir,
+    /// `nats://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl NatsServer {
+    /// Starts a server and waits until it accepts clients.
+    pub async fn start() -> NatsServer {
+        let store = tempfile::tempdir().expect("temp dir");
+        let mut command = Command::new(tool("nats-server", "NOVA_NATS_SERVER"));
+        command
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(store.path());
+        let (child, address) = spawn_until(
+            command,
+            "nats-server",
+            "Listening for client connections on",
+        )
+        .await;
+        NatsServer {
+            _child: child,
+            _store: store,
+            url: format!("nats://{address}"),
+        }
+    }
+
+    /// A connected client with the streams and buckets provisioned.
+    pub async fn client(&self) -> async_nats::Client {
+        let client = within(
+            "NATS connect",
+            WAIT,
+            nova_runtime::nats::connect(&self.url, "test"),
+        )
+        .await
+        .expect("connect");
+        within(
+            "provisioning",
+            WAIT,
+            nova_runtime::nats::provision(&jetstream::new(client.clone()), 1),
+        )
+        .await
+        .expect("provision");
+        client
+    }
+}
+
+/// moto's AWS server on a free loopback port, killed on drop.
+pub struct MotoServer {
+    _child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl MotoServer {
+    /// Starts moto and waits until it serves.
+    pub async fn start() -> MotoServer {
+        let mut command = Command::new(tool("moto_server", "NOVA_MOTO_SERVER"));
+        command.args(["-H", "127.0.0.1", "-p", "0"]);
+        let (child, endpoint) = spawn_until(command, "moto_server", "Running on ").await;
+        MotoServer {
+            _child: child,
+            endpoint,
+        }
+    }
+
+    /// Credentials moto accepts.
+    pub fn credentials() -> Credentials {
+        Credentials::new("testing", "testing", None, None, "moto")
+    }
+
+    /// An ECS client for this server.
+    pub async fn ecs(&self) -> aws_sdk_ecs::Client {
+        let config = aws_sdk_ecs::Config::builder()
+            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Self::credentials())
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .build();
+        aws_sdk_ecs::Client::from_conf(config)
+    }
+
+    /// Creates a cluster, a task definition and a service with `desired` tasks.
+    pub async fn ecs_service(
+        &self,
+        cluster: &str,
+        service: &str,
+        desired: i32,
+    ) -> aws_sdk_ecs::Client {
+        let ecs = self.ecs().await;
+        ecs.create_cluster()
+            .cluster_name(cluster)
+            .send()
+            .await
+            .expect("create cluster");
+        self.ecs_service_in_cluster(cluster, service, desired).await
+    }
+
+    /// Creates a task definition and a service in an existing cluster.
+    pub async fn ecs_service_in_cluster(
+        &self,
+        cluster: &str,
+        service: &str,
+        desired: i32,
+    ) -> aws_sdk_ecs::Client {
+        let ecs = self.ecs().await;
+        let container = aws_sdk_ecs::types::ContainerDefinition::builder()
+            .name("app")
+            .image("busybox")
+            .memory(128)
+            .build();
+        ecs.register_task_definition()
+            .family(service)
+            .container_definitions(container)
+            .send()
+            .await
+            .expect("register task definition");
+        ecs.create_service()
+            .cluster(cluster)
+            .service_name(service)
+            .task_definition(service)
+            .desired_count(desired)
+            .send()
+            .await
+            .expect("create service");
+        ecs
+    }
+}
+
+/// The desired count of an ECS service.
+pub async fn ecs_desired(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str) -> i32 {
+    let out = ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .expect("describe services");
+    out.services()[0].desired_count()
+}
+
+/// The five services running in this process.
+pub struct Pipeline {
+    url: String,
+    policy: Arc<Policy>,
+    running: HashMap<&'static str, (ShutdownTrigger, JoinHandle<()>)>,
+}
+
+/// Every stage, in pipeline order.
+pub const STAGES: [Stage; 5] = [
+    Stage::Ingest,
+    Stage::Evaluator,
+    Stage::Arbiter,
+    Stage::Actuator,
+    Stage::Audit,
+];
+
+impl Pipeline {
+    /// Starts every stage against `nats`.
+    pub async fn start(nats: &NatsServer, policy: Arc<Policy>) -> Pipeline {
+        let mut pipeline = Pipeline {
+            url: nats.url.clone(),
+            policy,
+            running: HashMap::new(),
+        };
+        for stage in STAGES {
+            pipeline.start_stage(stage).await;
+        }
+        pipeline
+    }
+
+    /// Starts one stage on a connection of its own.
+    pub async fn start_stage(&mut self, stage: Stage) {
+        let client = within(
+            "NATS connect",
+            WAIT,
+            nova_runtime::nats::connect(&self.url, stage.as_str()),
+        )
+        .await
+        .expect("connect");
+        let (trigger, signal) = shutdown::channel();
+        let policy = self.policy.clone();
+        let signal = signal.signal();
+        let handle = match stage {
+            Stage::Ingest => tokio::spawn(async move {
+                nova_ingest::run(nova_ingest::Config::new(policy), client, signal)
+                    .await
+                    .expect("ingest");
+            }),
+            Stage::Evaluator => tokio::spawn(async move {
+                nova_evaluator::run(nova_evaluator::Config { policy }, client, signal)
+                    .await
+                    .expect("evaluator");
+            }),
+            Stage::Arbiter => tokio::spawn(async move {
+                nova_arbiter::run(nova_arbiter::Config::new(policy), client, signal)
+                    .await
+                    .expect("arbiter");
+            }),
+            Stage::Actuator => tokio::spawn(async move {
+                let mut config = nova_actuator::Config::new(policy);
+                config.aws_credentials = Some(MotoServer::credentials());
+                nova_actuator::run(config, client, signal)
+                    .await
+                    .expect("actuator");
+            }),
+            Stage::Audit => tokio::spawn(async move {
+                nova_audit::run(nova_audit::Config::default(), client, signal)
+                    .await
+                    .expect("audit");
+            }),
+        };
+        self.running.insert(stage.as_str(), (trigger, handle));
+        self.wait_ready(stage).await;
+    }
+
+    /// Waits until `stage` answers its ping, i.e. its input is subscribed.
+    pub async fn wait_ready(&self, stage: Stage) {
+        let client = within(
+            "NATS connect",
+            WAIT,
+            nova_runtime::nats::connect(&self.url, "ping"),
+        )
+        .await
+        .expect("connect");
+        let subject = nova_runtime::ping::subject(stage);
+        within(
+            &format!("{} to answer its ping", stage.as_str()),
+            WAIT,
+            async {
+                // "No responders" comes back at once while the stage is starting;
+                // ask again until it answers.
+                while client.request(subject.clone(), "".into()).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Stops one stage and waits for it to finish its work in hand.
+    pub async fn stop_stage(&mut self, stage: Stage) {
+        let (trigger, handle) = self
+            .running
+            .remove(stage.as_str())
+            .expect("stage is running");
+        trigger.trigger();
+        within("a stage to stop", WAIT, handle)
+            .await
+            .expect("stage task");
+    }
+
+    /// Stops every stage.
+    pub async fn stop(mut self) {
+        for stage in STAGES {
+            self.stop_stage(stage).await;
+        }
+    }
+}
+
+/// Reads the audit stream from its start, in order.
+pub struct AuditReader {
+    messages: jetstream::consumer::pull::Ordered,
+    /// Every record read so far.
+    pub seen: Vec<AuditRecord>,
+}
+
+impl AuditReader {
+    /// A reader of every record of the stream.
+    pub async fn new(client: &async_nats::Client) -> AuditReader {
+        let js = jetstream::new(client.clone());
+        let stream = js
+            .get_stream(nova_runtime::nats::AUDIT_STREAM)
+            .await
+            .expect("audit stream");
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .expect("audit reader");
+        AuditReader {
+            messages: consumer.messages().await.expect("audit messages"),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the next record matching `wanted` (all records read on the
+    /// way are kept in `seen`).
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&AuditRecord) -> bool,
+    ) -> AuditRecord {
+        let seen = &mut self.seen;
+        let messages = &mut self.messages;
+        within(what, WAIT, async {
+            loop {
+                let message = messages
+                    .next()
+                    .await
+                    .expect("audit stream open")
+                    .expect("audit message");
+                let record: AuditRecord = codec::decode(&message.payload, Encoding::MsgPack)
+                    .expect("audit record decodes");
+                seen.push(record.clone());
+                if wanted(&record) {
+                    return record;
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Publishes a payload, MessagePack or JSON (with the `Content-Type` header).
+pub async fn publish(client: &async_nats::Client, subject: String, payload: Vec<u8>, json: bool) {
+    let mut headers = async_nats::HeaderMap::new();
+    if json {
+        headers.insert("Content-Type", codec::CONTENT_TYPE_JSON);
+    }
+    client
+        .publish_with_headers(subject, headers, payload.into())
+        .await
+        .expect("publish");
+    client.flush().await.expect("flush");
+}
+
+/// Every message currently in a stream, decoded.
+pub async fn stream_messages<T: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    stream: &str,
+) -> Vec<T> {
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream(stream).await.expect("stream");
+    let count = stream.info().await.expect("stream info").state.messages;
+    if count == 0 {
+        return Vec::new();
+    }
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig::default())
+        .await
+        .expect("reader");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::new();
+    within("stream contents", WAIT, async {
+        while (out.len() as u64) < count {
+            let message = messages.next().await.expect("open").expect("message");
+            out.push(codec::decode(&message.payload, Encoding::MsgPack).expect("decodes"));
+        }
+    })
+    .await;
+    out
+}

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::Store;
+use aws_credential_types::Credentials;
 use nova_shared::policy::{Backend as BackendSpec, Policy};
 use thiserror::Error;
 
@@ -90,6 +91,7 @@ pub async fn build_all(
     policy: &Policy,
     sim_states: &Store,
     call_timeout: Duration,
+    credentials: Option<&Credentials>,
 ) -> HashMap<String, Backend> {
     let mut ecs_clients: HashMap<(String, Option<String>), aws_sdk_ecs::Client> = HashMap::new();
     let mut backends = HashMap::new();
@@ -104,6 +106,7 @@ pub async fn build_all(
                             &spec.region,
                             spec.endpoint_url.as_deref(),
                             call_timeout,
+                            credentials,
                         )
                         .await;
                         ecs_clients.insert(key, client.clone());

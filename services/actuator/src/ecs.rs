@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, timeout::TimeoutConfig};
+use aws_credential_types::Credentials;
 use aws_sdk_ecs::error::DisplayErrorContext;
 use aws_smithy_http_client::tls;
 use nova_shared::policy::EcsBackend;
@@ -11,11 +12,12 @@ use nova_shared::policy::EcsBackend;
 use crate::backend::{BackendError, Observation};
 
 /// An AWS ECS client for a region, optionally at another endpoint (moto, a
-/// VPC endpoint). Credentials come from the standard AWS chain.
+/// VPC endpoint). Credentials come from the standard AWS chain unless given.
 pub async fn client(
     region: &str,
     endpoint_url: Option<&str>,
     call_timeout: Duration,
+    credentials: Option<&Credentials>,
 ) -> aws_sdk_ecs::Client {
     // ring-based rustls, the same crypto async-nats uses: one TLS stack to build.
     let http = aws_smithy_http_client::Builder::new()
@@ -33,6 +35,9 @@ pub async fn client(
         );
     if let Some(url) = endpoint_url {
         loader = loader.endpoint_url(url);
+    }
+    if let Some(credentials) = credentials {
+        loader = loader.credentials_provider(credentials.clone());
     }
     aws_sdk_ecs::Client::new(&loader.load().await)
 }

@@ -55,6 +55,9 @@ pub struct Config {
     pub max_attempts: i64,
     /// Time limit of one backend API call.
     pub call_timeout: Duration,
+    /// AWS credentials to use instead of the standard chain (environment,
+    /// profile, instance role); for embedding and tests.
+    pub aws_credentials: Option<aws_credential_types::Credentials>,
 }
 
 impl Config {
@@ -66,6 +69,7 @@ impl Config {
             observe_every: Duration::from_secs(15),
             max_attempts: 3,
             call_timeout: Duration::from_secs(20),
+            aws_credentials: None,
         }
     }
 }
@@ -88,6 +92,9 @@ pub enum ActuatorError {
     /// Messages could not be pulled.
     #[error("cannot pull commands: {0}")]
     Pull(#[source] jetstream::consumer::StreamError),
+    /// The control subscription could not be made.
+    #[error("cannot subscribe to pings: {0}")]
+    Subscribe(#[source] async_nats::SubscribeError),
     /// A KV bucket is missing.
     #[error("cannot open KV bucket {bucket}: {source}")]
     Bucket {
@@ -157,7 +164,13 @@ pub async fn run(
             source,
         })?;
     let actuator = Actuator {
-        backends: backend::build_all(&config.policy, &sim_states, config.call_timeout).await,
+        backends: backend::build_all(
+            &config.policy,
+            &sim_states,
+            config.call_timeout,
+            config.aws_credentials.as_ref(),
+        )
+        .await,
         capacities,
         dead: DeadLetters::new(js.clone(), Stage::Actuator),
         auditor: Auditor::new(js.clone(), Stage::Actuator),
@@ -165,7 +178,14 @@ pub async fn run(
         max_attempts: config.max_attempts,
     };
     let mut messages = consumer.messages().await.map_err(ActuatorError::Pull)?;
-    let mut observe = tokio::time::interval(config.observe_every);
+    // Capacity first: the arbiter needs it before it can decide anything.
+    actuator.observe_all().await;
+    let _ping = nova_runtime::ping::respond(&client, Stage::Actuator)
+        .await
+        .map_err(ActuatorError::Subscribe)?;
+    // The first observation ran above; the next is one period away.
+    let first = tokio::time::Instant::now() + config.observe_every;
+    let mut observe = tokio::time::interval_at(first, config.observe_every);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -80,6 +80,9 @@ pub enum ArbiterError {
     /// Messages could not be pulled.
     #[error("cannot pull triggers: {0}")]
     Pull(#[source] jetstream::consumer::StreamError),
+    /// The control subscription could not be made.
+    #[error("cannot subscribe to pings: {0}")]
+    Subscribe(#[source] async_nats::SubscribeError),
     /// A KV bucket is missing.
     #[error("cannot open KV bucket {bucket}: {source}")]
     Bucket {
@@ -158,6 +161,9 @@ pub async fn run(
         max_attempts: config.max_attempts,
     };
     let mut messages = consumer.messages().await.map_err(ArbiterError::Pull)?;
+    let _ping = nova_runtime::ping::respond(&client, Stage::Arbiter)
+        .await
+        .map_err(ArbiterError::Subscribe)?;
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {

@@ -89,6 +89,9 @@ pub async fn run(
         .queue_subscribe(subjects::control(QUERY_VERB), "nova-audit".into())
         .await
         .map_err(AuditError::Subscribe)?;
+    let _ping = nova_runtime::ping::respond(&client, Stage::Audit)
+        .await
+        .map_err(AuditError::Subscribe)?;
     let mut kept: VecDeque<AuditRecord> = VecDeque::with_capacity(config.keep.min(10_000));
     tokio::pin!(shutdown);
     loop {

@@ -64,6 +64,12 @@ pub async fn run(
     let dead = DeadLetters::new(js.clone(), stage);
     let auditor = Auditor::new(js.clone(), stage);
     let mut evaluator = Evaluator::new(&config.policy);
+    let _ping = nova_runtime::ping::respond(&client, stage)
+        .await
+        .map_err(|source| EvaluatorError::Subscribe {
+            subject: "nova.ctl.ping.evaluator",
+            source,
+        })?;
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {

@@ -71,6 +71,12 @@ pub async fn run(
         })?;
     let js = async_nats::jetstream::new(client.clone());
     let dead = DeadLetters::new(js, Stage::Ingest);
+    let _ping = nova_runtime::ping::respond(&client, Stage::Ingest)
+        .await
+        .map_err(|source| IngestError::Subscribe {
+            subject: "nova.ctl.ping.ingest",
+            source,
+        })?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -1,6 +1,7 @@
 //! What every NovaCron service shares at run time, on top of `nova-shared`:
 //! the NATS side of the wire contract.
 //!
+//! - [`ping`]: `nova.ctl.ping.<stage>`, answered once a service is listening.
 //! - [`nats`]: connecting, and provisioning the JetStream streams and KV buckets.
 //! - [`publish`]: JetStream publishing with `Nats-Msg-Id` de-duplication, plus audit records.
 //! - [`dead`]: the dead-letter path (`nova.dead.<stage>`), counted and never silent.
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod dead;
 pub mod kv;
 pub mod nats;
+pub mod ping;
 pub mod publish;
 pub mod shutdown;
 pub mod telemetry;

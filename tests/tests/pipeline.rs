@@ -1,0 +1,372 @@
+//! The five-stage pipeline end to end: real nats-server, ECS on moto.
+
+use std::sync::Arc;
+
+use nova_e2e::{
+    AuditReader, MotoServer, NatsServer, Pipeline, WAIT, ecs_desired, publish, stream_messages,
+    within,
+};
+use nova_runtime::nats::{CAPACITY_BUCKET, COMMANDS_STREAM, RESULTS_STREAM};
+use nova_shared::codec;
+use nova_shared::policy::{Policy, from_yaml};
+use nova_shared::subjects;
+use nova_shared::wire::{ActionResult, AuditKind, AuditRecord, CapacityRecord, Command, Stage};
+use serde_json::json;
+
+const CLUSTER: &str = "novacron-cluster";
+const RUNBOOK: &str = include_str!("../../deploy/policies/runbook.yaml");
+
+/// The runbook policy, its ECS services pointed at moto.
+fn runbook_policy(endpoint: &str) -> Arc<Policy> {
+    let yaml = RUNBOOK
+        .replace(
+            "service: novacron-api }",
+            &format!("service: novacron-api, endpoint_url: \"{endpoint}\" }}"),
+        )
+        .replace(
+            "service: novacron-worker }",
+            &format!("service: novacron-worker, endpoint_url: \"{endpoint}\" }}"),
+        );
+    Arc::new(from_yaml(&yaml, "runbook.yaml").expect("runbook policy"))
+}
+
+struct World {
+    _moto: MotoServer,
+    nats: NatsServer,
+    client: async_nats::Client,
+    ecs: aws_sdk_ecs::Client,
+    pipeline: Pipeline,
+    audit: AuditReader,
+    /// Event time of the scenario's start, unix ms (a few minutes ago, so a
+    /// whole rule duration fits before "now").
+    t0: i64,
+}
+
+/// Both runbook services at 5 tasks on moto, the pipeline running and the
+/// actuator's first capacity observation stored.
+async fn world() -> World {
+    let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
+    let ecs = moto.ecs_service(CLUSTER, "novacron-worker", 5).await;
+    moto.ecs_service_in_cluster(CLUSTER, "novacron-api", 5)
+        .await;
+    let client = nats.client().await;
+    let audit = AuditReader::new(&client).await;
+    let pipeline = Pipeline::start(&nats, runbook_policy(&moto.endpoint)).await;
+    for target in ["worker", "api"] {
+        wait_capacity(&client, target, 5).await;
+    }
+    World {
+        _moto: moto,
+        nats,
+        client,
+        ecs,
+        pipeline,
+        audit,
+        t0: nova_runtime::now_ms() - 200_000,
+    }
+}
+
+/// Waits until the actuator has recorded `desired` for `target`.
+async fn wait_capacity(client: &async_nats::Client, target: &str, desired: u32) {
+    use futures_util::StreamExt;
+    let js = async_nats::jetstream::new(client.clone());
+    let store = js
+        .get_key_value(CAPACITY_BUCKET)
+        .await
+        .expect("capacity bucket");
+    let mut watch = store.watch_with_history(target).await.expect("watch");
+    within(
+        &format!("capacity of {target} to be {desired}"),
+        WAIT,
+        async {
+            while let Some(entry) = watch.next().await {
+                let entry = entry.expect("entry");
+                let record: CapacityRecord =
+                    codec::decode(&entry.value, codec::Encoding::MsgPack).expect("capacity record");
+                if record.desired == desired {
+                    return;
+                }
+            }
+        },
+    )
+    .await;
+}
+
+fn queue_depth(value: f64, ts: i64) -> Vec<u8> {
+    let sample = json!({"value": value, "ts": ts});
+    rmp_serde::to_vec_named(&sample).expect("encode")
+}
+
+fn kinds(records: &[AuditRecord], target: &str) -> Vec<(AuditKind, String)> {
+    records
+        .iter()
+        .filter(|r| r.target == target)
+        .map(|r| (r.kind, r.outcome.clone()))
+        .collect()
+}
+
+fn is_result(target: &'static str) -> impl Fn(&AuditRecord) -> bool {
+    move |r| r.target == target && r.kind == AuditKind::Result
+}
+
+fn is_decision(target: &'static str, outcome: &'static str) -> impl Fn(&AuditRecord) -> bool {
+    move |r| r.target == target && r.kind == AuditKind::Decision && r.outcome == outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_in_msgpack_scales_an_ecs_service_from_5_to_10_with_an_audit_trail() {
+    let mut w = world().await;
+    publish(
+        &w.client,
+        subjects::metrics("worker", "queue_depth"),
+        queue_depth(1500.0, w.t0),
+        false,
+    )
+    .await;
+    let result = w
+        .audit
+        .wait_for("the worker's result", is_result("worker"))
+        .await;
+    assert_eq!(result.outcome, "succeeded", "{}", result.reason);
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
+    assert_eq!(
+        kinds(&w.audit.seen, "worker"),
+        [
+            (AuditKind::Trigger, "fired".to_string()),
+            (AuditKind::Decision, "scale".to_string()),
+            (AuditKind::Command, "executing".to_string()),
+            (AuditKind::Result, "succeeded".to_string()),
+        ]
+    );
+    let decision = w
+        .audit
+        .seen
+        .iter()
+        .find(|r| r.kind == AuditKind::Decision)
+        .expect("decision");
+    assert_eq!(
+        decision.reason,
+        "max_queue_depth 1500 > 1000 (rule queue_depth.scale_up: \"queue_depth > 1000 messages\"); \
+         scaling worker from 5 to 10 (add 5), cooldown 2m"
+    );
+    assert_eq!(
+        (decision.from, decision.to, decision.observed),
+        (Some(5), Some(10), Some(1500.0))
+    );
+    assert!(
+        result
+            .backend_response
+            .as_deref()
+            .unwrap_or("")
+            .contains("desiredCount 5 -> 10"),
+        "{result:?}"
+    );
+    // The ids tie the records together: trigger -> decision -> command -> result.
+    let trigger = &w.audit.seen[0];
+    assert_eq!(decision.trigger_id, trigger.trigger_id);
+    assert_eq!(result.decision_id, decision.decision_id);
+    w.pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_samples_in_json_held_for_two_minutes_scale_the_same_way() {
+    let mut w = world().await;
+    // Two instances at 85% and 75% (avg 80% > 70%) every 10 s of event time
+    // for 2 minutes, published in one burst: event time, not arrival, decides.
+    for step in 0..=12 {
+        let ts = w.t0 + step * 10_000;
+        let batch = json!([
+            {"value": 85, "ts": ts, "instance": "i-a"},
+            {"value": "75%", "ts": ts, "instance": "i-b"},
+        ]);
+        publish(
+            &w.client,
+            subjects::metrics("api", "cpu"),
+            serde_json::to_vec(&batch).unwrap(),
+            true,
+        )
+        .await;
+    }
+    let result = w.audit.wait_for("the api's result", is_result("api")).await;
+    assert_eq!(result.outcome, "succeeded", "{}", result.reason);
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-api").await, 7);
+    let trigger = w
+        .audit
+        .seen
+        .iter()
+        .find(|r| r.kind == AuditKind::Trigger)
+        .expect("trigger");
+    assert_eq!(
+        trigger.ts,
+        w.t0 + 120_000,
+        "fires when the 2 minutes are complete"
+    );
+    assert!(
+        trigger.reason.starts_with("avg_cpu 80% > 70% for 2m"),
+        "{}",
+        trigger.reason
+    );
+    assert_eq!(kinds(&w.audit.seen, "api").len(), 4);
+    w.pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_trigger_inside_the_cooldown_is_audited_and_not_executed() {
+    let mut w = world().await;
+    let subject = subjects::metrics("worker", "queue_depth");
+    publish(&w.client, subject.clone(), queue_depth(1500.0, w.t0), false).await;
+    w.audit
+        .wait_for("the first result", is_result("worker"))
+        .await;
+    // 30 s later (event time) the rule fires again; its cooldown is 120 s.
+    publish(
+        &w.client,
+        subject,
+        queue_depth(1800.0, w.t0 + 30_000),
+        false,
+    )
+    .await;
+    let suppressed = w
+        .audit
+        .wait_for("a cooldown decision", is_decision("worker", "cooldown"))
+        .await;
+    assert!(
+        suppressed
+            .reason
+            .ends_with("add 5 suppressed: scale-up is cooling down for another 1m30s"),
+        "{}",
+        suppressed.reason
+    );
+    assert_eq!((suppressed.from, suppressed.to), (Some(10), Some(10)));
+    let commands: Vec<Command> = stream_messages(&w.client, COMMANDS_STREAM).await;
+    assert_eq!(commands.len(), 1, "one command, so one ECS UpdateService");
+    let results: Vec<ActionResult> = stream_messages(&w.client, RESULTS_STREAM).await;
+    assert_eq!(results.len(), 1);
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
+    w.pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_are_dead_lettered_with_a_reason_and_the_pipeline_keeps_working() {
+    use futures_util::StreamExt;
+    let mut w = world().await;
+    let mut dead = w
+        .client
+        .subscribe(subjects::dead("ingest"))
+        .await
+        .expect("subscribe");
+    w.client.flush().await.expect("flush");
+    let subject = subjects::metrics("worker", "queue_depth");
+    publish(
+        &w.client,
+        subject.clone(),
+        b"\xc1 not msgpack".to_vec(),
+        false,
+    )
+    .await;
+    publish(&w.client, subject.clone(), br#"{"ts": 5}"#.to_vec(), true).await;
+    publish(
+        &w.client,
+        subject.clone(),
+        br#"[{"value": "lots"}, {"value": 1}]"#.to_vec(),
+        true,
+    )
+    .await;
+    publish(
+        &w.client,
+        subjects::metrics("nope", "queue_depth"),
+        queue_depth(1.0, w.t0),
+        false,
+    )
+    .await;
+    let mut reasons = Vec::new();
+    within("four dead letters", WAIT, async {
+        while reasons.len() < 4 {
+            let message = dead.next().await.expect("dead letter");
+            let letter: nova_shared::wire::DeadLetter =
+                codec::decode(&message.payload, codec::Encoding::MsgPack)
+                    .expect("dead letter decodes");
+            assert_eq!(letter.stage, Stage::Ingest);
+            reasons.push((letter.subject, letter.reason, letter.payload));
+        }
+    })
+    .await;
+    let want = [
+        ("nova.metrics.worker.queue_depth", "invalid MessagePack"),
+        ("nova.metrics.worker.queue_depth", "missing field `value`"),
+        (
+            "nova.metrics.worker.queue_depth",
+            "metric queue_depth: expected a number with an optional unit",
+        ),
+        (
+            "nova.metrics.nope.queue_depth",
+            "no target \"nope\" in the policy",
+        ),
+    ];
+    for ((subject, reason, _), (want_subject, want_reason)) in reasons.iter().zip(want) {
+        assert_eq!(subject, want_subject);
+        assert!(
+            reason.contains(want_reason),
+            "{reason:?} should contain {want_reason:?}"
+        );
+    }
+    assert_eq!(
+        reasons[0].2, b"\xc1 not msgpack",
+        "the original bytes are kept"
+    );
+    // The good sample beside the bad one was accepted (stamped with its
+    // receive time), and the loop goes on: a later sample scales.
+    publish(
+        &w.client,
+        subject,
+        queue_depth(1500.0, nova_runtime::now_ms()),
+        false,
+    )
+    .await;
+    let result = w
+        .audit
+        .wait_for("a result after the bad input", is_result("worker"))
+        .await;
+    assert_eq!(result.outcome, "succeeded");
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
+    w.pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arbiter_restarted_mid_cooldown_still_honours_it() {
+    let mut w = world().await;
+    let subject = subjects::metrics("worker", "queue_depth");
+    publish(&w.client, subject.clone(), queue_depth(1500.0, w.t0), false).await;
+    w.audit
+        .wait_for("the first result", is_result("worker"))
+        .await;
+    w.pipeline.stop_stage(Stage::Arbiter).await;
+    // The trigger arrives while no arbiter runs; the stream keeps it.
+    publish(
+        &w.client,
+        subject,
+        queue_depth(1500.0, w.t0 + 60_000),
+        false,
+    )
+    .await;
+    w.audit
+        .wait_for("the second trigger", |r| {
+            r.kind == AuditKind::Trigger && r.ts == w.t0 + 60_000
+        })
+        .await;
+    w.pipeline.start_stage(Stage::Arbiter).await;
+    let suppressed = w
+        .audit
+        .wait_for("a cooldown decision", is_decision("worker", "cooldown"))
+        .await;
+    assert!(
+        suppressed.reason.contains("cooling down for another 1m"),
+        "{}",
+        suppressed.reason
+    );
+    let commands: Vec<Command> = stream_messages(&w.client, COMMANDS_STREAM).await;
+    assert_eq!(commands.len(), 1);
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
+    let _ = &w.nats;
+    w.pipeline.stop().await;
+}
