@@ -397,7 +397,8 @@ horizontal_scaling_rules:
     fn condition_for_duration_table() {
         let up = "cpu.scale_up".to_string();
         let down = "cpu.scale_down".to_string();
-        let cases: Vec<(&str, Vec<(i64, Option<&str>, f64)>, Vec<(i64, String)>)> = vec![
+        type Feed<'a> = Vec<(i64, Option<&'a str>, f64)>;
+        let cases: Vec<(&str, Feed, Vec<(i64, String)>)> = vec![
             (
                 "fires once held for 60s",
                 every(0, 60, 10, 0.9),

@@ -52,7 +52,7 @@ pub enum Backend {
     /// An ECS service.
     Ecs(EcsService),
     /// A simulated fleet.
-    Sim(SimFleet),
+    Sim(Box<SimFleet>),
 }
 
 impl Backend {
@@ -115,11 +115,11 @@ pub async fn build_all(
                 };
                 Backend::Ecs(EcsService::new(client, spec))
             }
-            BackendSpec::Sim(spec) => Backend::Sim(SimFleet::new(
+            BackendSpec::Sim(spec) => Backend::Sim(Box::new(SimFleet::new(
                 sim_states.clone(),
                 &target.name,
                 spec.clone(),
-            )),
+            ))),
         };
         backends.insert(target.name.clone(), backend);
     }

@@ -284,10 +284,9 @@ impl Walker {
                     .get("condition")
                     .and_then(Value::as_str)
                     .map(|text| parse_condition(text, |_| None))
+                    && let Some(unit) = c.written_unit
                 {
-                    if let Some(unit) = c.written_unit {
-                        metric_units.entry(c.metric).or_insert(unit);
-                    }
+                    metric_units.entry(c.metric).or_insert(unit);
                 }
             }
         }
@@ -330,10 +329,10 @@ impl Walker {
                 ("refire_secs", &mut settings.refire_secs),
             ];
             for (key, slot) in fields {
-                if let Some(v) = map.get(key) {
-                    if let Some(n) = self.secs(v, &join(path, key)) {
-                        *slot = n;
-                    }
+                if let Some(v) = map.get(key)
+                    && let Some(n) = self.secs(v, &join(path, key))
+                {
+                    *slot = n;
                 }
             }
         }
@@ -499,10 +498,10 @@ impl Walker {
             path,
             &["max_instances", "max_workers", "max_replicas", "max"],
         );
-        if let (Some(lo), Some(hi)) = (min, max) {
-            if lo > hi {
-                self.problem(path, format!("minimum {lo} is above maximum {hi}"));
-            }
+        if let (Some(lo), Some(hi)) = (min, max)
+            && lo > hi
+        {
+            self.problem(path, format!("minimum {lo} is above maximum {hi}"));
         }
         if self.problems.len() > problems_before {
             return None;
@@ -612,10 +611,10 @@ impl Walker {
                 max
             }
         };
-        if let (Some(lo), Some(hi)) = (min, max) {
-            if lo > hi {
-                self.problem(&path, format!("min {lo} is above max {hi}"));
-            }
+        if let (Some(lo), Some(hi)) = (min, max)
+            && lo > hi
+        {
+            self.problem(&path, format!("min {lo} is above max {hi}"));
         }
         let backend = match map.get("backend") {
             None => {

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's tests: installs the tools they need (nats-server, moto, the
+# Python clients) into .venv, runs every Rust test (each end-to-end test
+# starts its own nats-server and moto), then the outside-program check.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/lib.sh"
+"$root/scripts/setup-tools.sh"
+ensure_cargo
+cargo test --manifest-path "$root/Cargo.toml" --workspace --locked
+"$root/.venv/bin/python" "$root/scripts/check_schemas.py" --self-test
+"$root/scripts/outside-check.sh"
