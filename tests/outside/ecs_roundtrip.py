@@ -7,9 +7,11 @@ contract in the README (nats-py, msgpack, boto3, jsonschema).
 
 `setup` creates the runbook's ECS services at 5 tasks; `check` waits for the
 five stages to answer their pings, publishes queue-depth samples for target
-`worker`, follows the audit stream until the command's result, checks the
-records against schemas/audit-record.schema.json, and checks that ECS now
-wants 10 tasks. It ends with a line "N passed, N failed".
+`worker` (and one malformed payload), follows the audit stream until the
+command's result, checks that ECS now wants 10 tasks, and checks every real
+message it can see (samples, triggers, commands, results, audit records, dead
+letters, capacity records) against its schema in schemas/. It ends with a
+line "N passed, N failed".
 """
 
 import argparse
@@ -37,6 +39,33 @@ def ecs(moto: str):
 
 def desired(client, service: str) -> int:
     return client.describe_services(cluster=CLUSTER, services=[service])["services"][0]["desiredCount"]
+
+
+async def stream_contents(js, subject: str) -> list:
+    """Every message on `subject` in its stream, decoded."""
+    sub = await js.subscribe(subject, ordered_consumer=True)
+    out = []
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=1)
+        except NatsTimeout:
+            break
+        out.append(msgpack.unpackb(msg.data))
+        if msg.metadata.num_pending == 0:
+            break
+    await sub.unsubscribe()
+    return out
+
+
+def as_json(value):
+    """What a JSON tool sees: MessagePack binary becomes a list of byte values."""
+    if isinstance(value, (bytes, bytearray)):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: as_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_json(v) for v in value]
+    return value
 
 
 def setup(moto: str) -> None:
@@ -77,8 +106,12 @@ async def check(nats_url: str, moto: str) -> int:
 
     js = nc.jetstream()
     sub = await js.subscribe("nova.audit.*.worker", ordered_consumer=True)
+    batches = await nc.subscribe("nova.samples.worker")
     sample = {"value": 1500, "ts": int(time.time() * 1000), "instance": "queue-1"}
-    await nc.publish("nova.metrics.worker.queue_depth", msgpack.packb(sample))
+    published = [sample, [sample | {"instance": "queue-2"}, {"value": "1.2e3", "instance": "queue-3"}]]
+    await nc.publish("nova.metrics.worker.queue_depth", msgpack.packb(published[0]))
+    await nc.publish("nova.metrics.worker.queue_depth", b'{"value": "lots"}', headers={"Content-Type": "application/json"})
+    await nc.publish("nova.metrics.worker.queue_depth", msgpack.packb(published[1]))
     await nc.flush()
 
     records = []
@@ -101,6 +134,27 @@ async def check(nats_url: str, moto: str) -> int:
         print("  decision:", next((r["reason"] for r in records if r["kind"] == "decision"), "none"))
     expect("ECS service now wants 10", desired(client, "novacron-worker") == 10,
            f"desiredCount is {desired(client, 'novacron-worker')}")
+
+    # Every kind of message, as any reader would see it, against its schema.
+    seen = {
+        "metric-sample": published,
+        "sample-batch": [msgpack.unpackb((await batches.next_msg(timeout=5)).data)],
+        "trigger": await stream_contents(js, "nova.triggers.worker"),
+        "command": await stream_contents(js, "nova.commands.worker"),
+        "action-result": await stream_contents(js, "nova.results.worker"),
+        "audit-record": await stream_contents(js, "nova.audit.>"),
+        "dead-letter": await stream_contents(js, "nova.dead.>"),
+        "capacity-record": [msgpack.unpackb((await (await js.key_value("nova_capacity")).get("worker")).value)],
+    }
+    for name, messages in seen.items():
+        schema = json.loads((ROOT / f"schemas/{name}.schema.json").read_text())
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = [f"{list(e.absolute_path)}: {e.message}" for m in messages for e in validator.iter_errors(as_json(m))]
+        expect(f"{len(messages)} real {name} message(s) match schemas/{name}.schema.json",
+               bool(messages) and not errors, "; ".join(errors[:5]) or "none seen")
+    dead = seen["dead-letter"]
+    expect("the malformed sample was dead-lettered with its reason",
+           any("lots" in d["reason"] or "expected a number" in d["reason"] for d in dead), str(dead))
     await nc.close()
     passed = sum(results)
     print(f"outside: {passed} passed, {len(results) - passed} failed")

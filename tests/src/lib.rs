@@ -403,7 +403,7 @@ impl AuditReader {
     ) -> AuditRecord {
         let seen = &mut self.seen;
         let messages = &mut self.messages;
-        within(what, WAIT, async {
+        let found = tokio::time::timeout(WAIT, async {
             loop {
                 let message = messages
                     .next()
@@ -418,7 +418,30 @@ impl AuditReader {
                 }
             }
         })
-        .await
+        .await;
+        match found {
+            Ok(record) => record,
+            Err(_) => {
+                let trail: Vec<String> = self
+                    .seen
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "  {} {} {:?} {}: {}",
+                            r.ts,
+                            r.stage.as_str(),
+                            r.kind,
+                            r.outcome,
+                            r.reason
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "timed out after {WAIT:?} waiting for {what}; audit so far:\n{}",
+                    trail.join("\n")
+                );
+            }
+        }
     }
 }
 

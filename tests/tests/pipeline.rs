@@ -315,11 +315,14 @@ async fn malformed_payloads_are_dead_lettered_with_a_reason_and_the_pipeline_kee
         "the original bytes are kept"
     );
     // The good sample beside the bad one was accepted (stamped with its
-    // receive time), and the loop goes on: a later sample scales.
+    // receive time), and the loop goes on: a later sample scales. It comes
+    // from another instance: one from the same instance stamped in the same
+    // millisecond would rightly count as a duplicate.
+    let later = json!({"value": 1500, "ts": nova_runtime::now_ms(), "instance": "queue-2"});
     publish(
         &w.client,
         subject,
-        queue_depth(1500.0, nova_runtime::now_ms()),
+        rmp_serde::to_vec_named(&later).unwrap(),
         false,
     )
     .await;

@@ -24,12 +24,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::pull, kv::Store};
+use async_nats::jetstream::{self, AckKind, kv::Store};
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
 use nova_runtime::kv::{self, KvError};
 use nova_runtime::nats::{ACTUATOR_CONSUMER, CAPACITY_BUCKET, COMMANDS_STREAM, SIM_BUCKET};
 use nova_runtime::publish::{self, Auditor, PublishError};
+use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec::{self, Encoding};
 use nova_shared::ids;
@@ -74,38 +75,6 @@ impl Config {
     }
 }
 
-/// The actuator could not start.
-#[derive(Debug, Error)]
-pub enum ActuatorError {
-    /// The command stream is missing.
-    #[error("cannot open stream {COMMANDS_STREAM}: {0}")]
-    Stream(#[source] jetstream::context::GetStreamError),
-    /// The consumer could not be created.
-    #[error("cannot create consumer {name}: {source}")]
-    Consumer {
-        /// Consumer name.
-        name: String,
-        /// Why.
-        #[source]
-        source: jetstream::stream::ConsumerError,
-    },
-    /// Messages could not be pulled.
-    #[error("cannot pull commands: {0}")]
-    Pull(#[source] jetstream::consumer::StreamError),
-    /// The control subscription could not be made.
-    #[error("cannot subscribe to pings: {0}")]
-    Subscribe(#[source] async_nats::SubscribeError),
-    /// A KV bucket is missing.
-    #[error("cannot open KV bucket {bucket}: {source}")]
-    Bucket {
-        /// Bucket.
-        bucket: &'static str,
-        /// Why.
-        #[source]
-        source: jetstream::context::KeyValueError,
-    },
-}
-
 #[derive(Debug, Error)]
 enum StepError {
     #[error(transparent)]
@@ -128,41 +97,19 @@ pub async fn run(
     config: Config,
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ActuatorError> {
+) -> Result<(), SetupError> {
     let span = tracing::info_span!("actuator");
     let _enter = span.enter();
     let js = jetstream::new(client.clone());
-    let bucket = |name: &'static str| {
-        let js = js.clone();
-        async move {
-            js.get_key_value(name)
-                .await
-                .map_err(|source| ActuatorError::Bucket {
-                    bucket: name,
-                    source,
-                })
-        }
-    };
-    let capacities = bucket(CAPACITY_BUCKET).await?;
-    let sim_states = bucket(SIM_BUCKET).await?;
-    let stream = js
-        .get_stream(COMMANDS_STREAM)
-        .await
-        .map_err(ActuatorError::Stream)?;
-    let consumer = stream
-        .get_or_create_consumer(
-            &config.consumer,
-            pull::Config {
-                durable_name: Some(config.consumer.clone()),
-                ack_wait: config.call_timeout * 3,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|source| ActuatorError::Consumer {
-            name: config.consumer.clone(),
-            source,
-        })?;
+    let capacities = setup::bucket(&js, CAPACITY_BUCKET).await?;
+    let sim_states = setup::bucket(&js, SIM_BUCKET).await?;
+    let mut messages = setup::durable_messages(
+        &js,
+        COMMANDS_STREAM,
+        &config.consumer,
+        config.call_timeout * 3,
+    )
+    .await?;
     let actuator = Actuator {
         backends: backend::build_all(
             &config.policy,
@@ -177,12 +124,9 @@ pub async fn run(
         js,
         max_attempts: config.max_attempts,
     };
-    let mut messages = consumer.messages().await.map_err(ActuatorError::Pull)?;
     // Capacity first: the arbiter needs it before it can decide anything.
     actuator.observe_all().await;
-    let _ping = nova_runtime::ping::respond(&client, Stage::Actuator)
-        .await
-        .map_err(ActuatorError::Subscribe)?;
+    let _ping = setup::ping(&client, Stage::Actuator).await?;
     // The first observation ran above; the next is one period away.
     let first = tokio::time::Instant::now() + config.observe_every;
     let mut observe = tokio::time::interval_at(first, config.observe_every);

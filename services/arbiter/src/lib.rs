@@ -20,12 +20,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::pull, kv::Store};
+use async_nats::jetstream::{self, AckKind, kv::Store};
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
 use nova_runtime::kv::{self, KvError};
 use nova_runtime::nats::{ARBITER_BUCKET, ARBITER_CONSUMER, CAPACITY_BUCKET, TRIGGERS_STREAM};
 use nova_runtime::publish::{self, Auditor, PublishError};
+use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::arbitrate::{self, ArbiterSettings, TargetState};
 use nova_shared::codec::{self, Encoding};
@@ -62,38 +63,6 @@ impl Config {
     }
 }
 
-/// The arbiter could not start.
-#[derive(Debug, Error)]
-pub enum ArbiterError {
-    /// The trigger stream is missing.
-    #[error("cannot open stream {TRIGGERS_STREAM}: {0}")]
-    Stream(#[source] jetstream::context::GetStreamError),
-    /// The consumer could not be created.
-    #[error("cannot create consumer {name}: {source}")]
-    Consumer {
-        /// Consumer name.
-        name: String,
-        /// Why.
-        #[source]
-        source: jetstream::stream::ConsumerError,
-    },
-    /// Messages could not be pulled.
-    #[error("cannot pull triggers: {0}")]
-    Pull(#[source] jetstream::consumer::StreamError),
-    /// The control subscription could not be made.
-    #[error("cannot subscribe to pings: {0}")]
-    Subscribe(#[source] async_nats::SubscribeError),
-    /// A KV bucket is missing.
-    #[error("cannot open KV bucket {bucket}: {source}")]
-    Bucket {
-        /// Bucket.
-        bucket: &'static str,
-        /// Why.
-        #[source]
-        source: jetstream::context::KeyValueError,
-    },
-}
-
 /// Deciding one trigger failed; it will be retried.
 #[derive(Debug, Error)]
 enum DecideError {
@@ -118,52 +87,22 @@ pub async fn run(
     config: Config,
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ArbiterError> {
+) -> Result<(), SetupError> {
     let span = tracing::info_span!("arbiter");
     let _enter = span.enter();
     let js = jetstream::new(client.clone());
-    let stream = js
-        .get_stream(TRIGGERS_STREAM)
-        .await
-        .map_err(ArbiterError::Stream)?;
-    let consumer = stream
-        .get_or_create_consumer(
-            &config.consumer,
-            pull::Config {
-                durable_name: Some(config.consumer.clone()),
-                ack_wait: config.ack_wait,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|source| ArbiterError::Consumer {
-            name: config.consumer.clone(),
-            source,
-        })?;
-    let bucket = |name: &'static str| {
-        let js = js.clone();
-        async move {
-            js.get_key_value(name)
-                .await
-                .map_err(|source| ArbiterError::Bucket {
-                    bucket: name,
-                    source,
-                })
-        }
-    };
+    let mut messages =
+        setup::durable_messages(&js, TRIGGERS_STREAM, &config.consumer, config.ack_wait).await?;
     let arbiter = Arbiter {
         policy: config.policy.clone(),
-        states: bucket(ARBITER_BUCKET).await?,
-        capacities: bucket(CAPACITY_BUCKET).await?,
+        states: setup::bucket(&js, ARBITER_BUCKET).await?,
+        capacities: setup::bucket(&js, CAPACITY_BUCKET).await?,
         dead: DeadLetters::new(js.clone(), Stage::Arbiter),
         auditor: Auditor::new(js.clone(), Stage::Arbiter),
         js,
         max_attempts: config.max_attempts,
     };
-    let mut messages = consumer.messages().await.map_err(ArbiterError::Pull)?;
-    let _ping = nova_runtime::ping::respond(&client, Stage::Arbiter)
-        .await
-        .map_err(ArbiterError::Subscribe)?;
+    let _ping = setup::ping(&client, Stage::Arbiter).await?;
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {

@@ -18,11 +18,11 @@ use async_nats::jetstream::{
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
 use nova_runtime::nats::AUDIT_STREAM;
+use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec::{self, Encoding};
 use nova_shared::subjects;
 use nova_shared::wire::{AuditQuery, AuditRecord, Stage};
-use thiserror::Error;
 
 /// The control subject of audit queries.
 pub const QUERY_VERB: &str = "audit";
@@ -45,29 +45,12 @@ impl Default for Config {
     }
 }
 
-/// The audit service could not run.
-#[derive(Debug, Error)]
-pub enum AuditError {
-    /// The audit stream is missing.
-    #[error("cannot open stream {AUDIT_STREAM}: {0}")]
-    Stream(#[source] jetstream::context::GetStreamError),
-    /// The reader could not be created.
-    #[error("cannot read stream {AUDIT_STREAM}: {0}")]
-    Consumer(#[source] jetstream::stream::ConsumerError),
-    /// Messages could not be pulled.
-    #[error("cannot pull audit records: {0}")]
-    Pull(#[source] jetstream::consumer::StreamError),
-    /// The query subscription could not be made.
-    #[error("cannot subscribe to queries: {0}")]
-    Subscribe(#[source] async_nats::SubscribeError),
-}
-
 /// Runs until `shutdown` completes.
 pub async fn run(
     config: Config,
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), AuditError> {
+) -> Result<(), SetupError> {
     let span = tracing::info_span!("audit");
     let _enter = span.enter();
     let js = jetstream::new(client.clone());
@@ -75,7 +58,10 @@ pub async fn run(
     let stream = js
         .get_stream(AUDIT_STREAM)
         .await
-        .map_err(AuditError::Stream)?;
+        .map_err(|source| SetupError::Stream {
+            stream: AUDIT_STREAM,
+            source,
+        })?;
     let since = time::OffsetDateTime::now_utc() - config.replay;
     let reader = stream
         .create_consumer(pull::OrderedConfig {
@@ -83,15 +69,18 @@ pub async fn run(
             ..Default::default()
         })
         .await
-        .map_err(AuditError::Consumer)?;
-    let mut records = reader.messages().await.map_err(AuditError::Pull)?;
-    let mut queries = client
-        .queue_subscribe(subjects::control(QUERY_VERB), "nova-audit".into())
-        .await
-        .map_err(AuditError::Subscribe)?;
-    let _ping = nova_runtime::ping::respond(&client, Stage::Audit)
-        .await
-        .map_err(AuditError::Subscribe)?;
+        .map_err(|source| SetupError::Consumer {
+            stream: AUDIT_STREAM,
+            consumer: "ordered reader".into(),
+            source,
+        })?;
+    let mut records = reader.messages().await.map_err(|source| SetupError::Pull {
+        stream: AUDIT_STREAM,
+        source,
+    })?;
+    let mut queries =
+        setup::subscribe(&client, &subjects::control(QUERY_VERB), Some("nova-audit")).await?;
+    let _ping = setup::ping(&client, Stage::Audit).await?;
     let mut kept: VecDeque<AuditRecord> = VecDeque::with_capacity(config.keep.min(10_000));
     tokio::pin!(shutdown);
     loop {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
 use nova_runtime::publish::{self, Auditor, PublishError};
+use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec::{self, Encoding};
 use nova_shared::evaluate::Evaluator;
@@ -21,7 +22,6 @@ use nova_shared::ids;
 use nova_shared::policy::Policy;
 use nova_shared::subjects;
 use nova_shared::wire::{AuditKind, AuditRecord, SampleBatch, Stage, Trigger};
-use thiserror::Error;
 
 /// Evaluator settings.
 #[derive(Debug, Clone)]
@@ -30,46 +30,21 @@ pub struct Config {
     pub policy: Arc<Policy>,
 }
 
-/// The evaluator could not run.
-#[derive(Debug, Error)]
-pub enum EvaluatorError {
-    /// The subscription could not be made.
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        /// Subject.
-        subject: &'static str,
-        /// Why.
-        #[source]
-        source: async_nats::SubscribeError,
-    },
-}
-
 /// Runs until `shutdown` completes.
 pub async fn run(
     config: Config,
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), EvaluatorError> {
+) -> Result<(), SetupError> {
     let span = tracing::info_span!("evaluator");
     let _enter = span.enter();
-    let mut subscription = client
-        .subscribe(subjects::SAMPLES_ALL)
-        .await
-        .map_err(|source| EvaluatorError::Subscribe {
-            subject: subjects::SAMPLES_ALL,
-            source,
-        })?;
+    let mut subscription = setup::subscribe(&client, subjects::SAMPLES_ALL, None).await?;
     let js = async_nats::jetstream::new(client.clone());
     let stage = Stage::Evaluator;
     let dead = DeadLetters::new(js.clone(), stage);
     let auditor = Auditor::new(js.clone(), stage);
     let mut evaluator = Evaluator::new(&config.policy);
-    let _ping = nova_runtime::ping::respond(&client, stage)
-        .await
-        .map_err(|source| EvaluatorError::Subscribe {
-            subject: "nova.ctl.ping.evaluator",
-            source,
-        })?;
+    let _ping = setup::ping(&client, stage).await?;
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {

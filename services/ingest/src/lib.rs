@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
+use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec::{self, Encoding};
 use nova_shared::normalise::normalise;
 use nova_shared::policy::Policy;
 use nova_shared::subjects;
 use nova_shared::wire::{SampleBatch, Stage};
-use thiserror::Error;
 
 /// Ingest settings.
 #[derive(Debug, Clone)]
@@ -39,44 +39,20 @@ impl Config {
     }
 }
 
-/// Ingest could not run.
-#[derive(Debug, Error)]
-pub enum IngestError {
-    /// The subscription could not be made.
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        /// Subject.
-        subject: &'static str,
-        /// Why.
-        #[source]
-        source: async_nats::SubscribeError,
-    },
-}
-
 /// Runs until `shutdown` completes: stop taking messages, finish the one in
 /// hand, flush.
 pub async fn run(
     config: Config,
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), IngestError> {
+) -> Result<(), SetupError> {
     let span = tracing::info_span!("ingest");
     let _enter = span.enter();
-    let mut subscription = client
-        .queue_subscribe(subjects::METRICS_ALL, config.queue_group.clone())
-        .await
-        .map_err(|source| IngestError::Subscribe {
-            subject: subjects::METRICS_ALL,
-            source,
-        })?;
+    let mut subscription =
+        setup::subscribe(&client, subjects::METRICS_ALL, Some(&config.queue_group)).await?;
     let js = async_nats::jetstream::new(client.clone());
     let dead = DeadLetters::new(js, Stage::Ingest);
-    let _ping = nova_runtime::ping::respond(&client, Stage::Ingest)
-        .await
-        .map_err(|source| IngestError::Subscribe {
-            subject: "nova.ctl.ping.ingest",
-            source,
-        })?;
+    let _ping = setup::ping(&client, Stage::Ingest).await?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

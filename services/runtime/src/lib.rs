@@ -3,6 +3,7 @@
 //!
 //! - [`ping`]: `nova.ctl.ping.<stage>`, answered once a service is listening.
 //! - [`nats`]: connecting, and provisioning the JetStream streams and KV buckets.
+//! - [`setup`]: opening consumers, buckets and subscriptions; [`setup::SetupError`].
 //! - [`publish`]: JetStream publishing with `Nats-Msg-Id` de-duplication, plus audit records.
 //! - [`dead`]: the dead-letter path (`nova.dead.<stage>`), counted and never silent.
 //! - [`kv`]: typed compare-and-set on KV entries.
@@ -16,6 +17,7 @@ pub mod kv;
 pub mod nats;
 pub mod ping;
 pub mod publish;
+pub mod setup;
 pub mod shutdown;
 pub mod telemetry;
 
