@@ -251,7 +251,7 @@ pub async fn ecs_desired(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str
 pub struct Pipeline {
     url: String,
     policy: Arc<Policy>,
-    running: HashMap<&'static str, (ShutdownTrigger, JoinHandle<()>)>,
+    running: HashMap<&'static str, Vec<(ShutdownTrigger, JoinHandle<()>)>>,
 }
 
 /// Every stage, in pipeline order.
@@ -277,7 +277,8 @@ impl Pipeline {
         pipeline
     }
 
-    /// Starts one stage on a connection of its own.
+    /// Starts one more replica of a stage, on a connection of its own, and
+    /// waits until every replica of that stage answers its ping.
     pub async fn start_stage(&mut self, stage: Stage) {
         let client = within(
             "NATS connect",
@@ -318,12 +319,15 @@ impl Pipeline {
                     .expect("audit");
             }),
         };
-        self.running.insert(stage.as_str(), (trigger, handle));
-        self.wait_ready(stage).await;
+        let replicas = self.running.entry(stage.as_str()).or_default();
+        replicas.push((trigger, handle));
+        let count = replicas.len();
+        self.wait_ready(stage, count).await;
     }
 
-    /// Waits until `stage` answers its ping, i.e. its input is subscribed.
-    pub async fn wait_ready(&self, stage: Stage) {
+    /// Waits until `replicas` distinct replicas of `stage` answer its ping,
+    /// i.e. their inputs are subscribed.
+    pub async fn wait_ready(&self, stage: Stage, replicas: usize) {
         let client = within(
             "NATS connect",
             WAIT,
@@ -333,29 +337,48 @@ impl Pipeline {
         .expect("connect");
         let subject = nova_runtime::ping::subject(stage);
         within(
-            &format!("{} to answer its ping", stage.as_str()),
+            &format!("{replicas} {} replica(s) to answer", stage.as_str()),
             WAIT,
             async {
-                // "No responders" comes back at once while the stage is starting;
-                // ask again until it answers.
-                while client.request(subject.clone(), "".into()).await.is_err() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                let inbox = client.new_inbox();
+                let mut replies = client.subscribe(inbox.clone()).await.expect("subscribe");
+                let mut seen = std::collections::HashSet::new();
+                while seen.len() < replicas {
+                    client
+                        .publish_with_reply(subject.clone(), inbox.clone(), "".into())
+                        .await
+                        .expect("ping");
+                    // Collect what answers within a moment, then ask again: a
+                    // replica that is still starting answers a later round.
+                    let round = tokio::time::sleep(Duration::from_millis(50));
+                    tokio::pin!(round);
+                    loop {
+                        tokio::select! {
+                            _ = &mut round => break,
+                            reply = replies.next() => match reply {
+                                Some(reply) => { seen.insert(reply.payload); }
+                                None => break,
+                            },
+                        }
+                    }
                 }
             },
         )
         .await;
     }
 
-    /// Stops one stage and waits for it to finish its work in hand.
+    /// Stops every replica of a stage and waits for each to finish its work in hand.
     pub async fn stop_stage(&mut self, stage: Stage) {
-        let (trigger, handle) = self
+        let replicas = self
             .running
             .remove(stage.as_str())
             .expect("stage is running");
-        trigger.trigger();
-        within("a stage to stop", WAIT, handle)
-            .await
-            .expect("stage task");
+        for (trigger, handle) in replicas {
+            trigger.trigger();
+            within("a stage to stop", WAIT, handle)
+                .await
+                .expect("stage task");
+        }
     }
 
     /// Stops every stage.

@@ -373,3 +373,46 @@ async fn an_arbiter_restarted_mid_cooldown_still_honours_it() {
     let _ = &w.nats;
     w.pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_of_every_stage_act_once() {
+    use nova_shared::wire::Trigger;
+    let mut w = world().await;
+    for stage in nova_e2e::STAGES {
+        w.pipeline.start_stage(stage).await;
+    }
+    // Both evaluators see the sample and publish the same trigger id; both
+    // arbiters and both actuators compete for the streams.
+    publish(
+        &w.client,
+        subjects::metrics("worker", "queue_depth"),
+        queue_depth(1500.0, w.t0),
+        false,
+    )
+    .await;
+    let result = w
+        .audit
+        .wait_for("the worker's result", is_result("worker"))
+        .await;
+    assert_eq!(result.outcome, "succeeded", "{}", result.reason);
+    let triggers: Vec<Trigger> =
+        stream_messages(&w.client, nova_runtime::nats::TRIGGERS_STREAM).await;
+    assert_eq!(
+        triggers.len(),
+        1,
+        "the second evaluator's copy is de-duplicated"
+    );
+    let commands: Vec<Command> = stream_messages(&w.client, COMMANDS_STREAM).await;
+    assert_eq!(commands.len(), 1);
+    let results: Vec<ActionResult> = stream_messages(&w.client, RESULTS_STREAM).await;
+    assert_eq!(results.len(), 1);
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
+    w.pipeline.stop().await;
+    let records: Vec<AuditRecord> =
+        stream_messages(&w.client, nova_runtime::nats::AUDIT_STREAM).await;
+    assert_eq!(
+        kinds(&records, "worker").len(),
+        4,
+        "one record per stage, not per replica"
+    );
+}

@@ -229,7 +229,7 @@ async fn tail(
     follow: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    nova_runtime::telemetry::init_tracing();
+    nova_runtime::telemetry::init_tracing_at("warn");
     let client = nova_runtime::nats::connect(url, "novactl-audit-tail").await?;
     let js = jetstream::new(client.clone());
     let mut stream = js.get_stream(AUDIT_STREAM).await?;

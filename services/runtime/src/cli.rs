@@ -14,7 +14,7 @@ use crate::telemetry::{self, ExporterError};
 /// Common service flags (each also read from the environment).
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// NATS server URL.
+    /// NATS server URL; a cluster's servers comma-separated.
     #[arg(long, env = "NOVA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// Policy file (YAML).
@@ -35,14 +35,8 @@ pub enum StartError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     /// NATS could not be reached.
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        /// URL.
-        url: String,
-        /// Why.
-        #[source]
-        source: async_nats::ConnectError,
-    },
+    #[error(transparent)]
+    Connect(#[from] nats::ConnectError),
     /// Streams or buckets could not be provisioned.
     #[error(transparent)]
     Provision(#[from] ProvisionError),
@@ -64,12 +58,7 @@ pub struct Started {
 pub async fn start(name: &str, args: &CommonArgs) -> Result<Started, StartError> {
     telemetry::init_tracing();
     let policy = Arc::new(policy::load_file(&args.policy)?);
-    let client = nats::connect(&args.nats_url, name)
-        .await
-        .map_err(|source| StartError::Connect {
-            url: args.nats_url.clone(),
-            source,
-        })?;
+    let client = nats::connect(&args.nats_url, name).await?;
     nats::provision(
         &async_nats::jetstream::new(client.clone()),
         args.stream_replicas,

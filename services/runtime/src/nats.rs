@@ -54,17 +54,51 @@ pub enum ProvisionError {
     },
 }
 
-/// Connects with a client name, retrying while the server comes up.
-pub async fn connect(
-    url: &str,
-    name: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
+/// Connects with a client name, retrying while the server comes up. `url`
+/// may list several servers of a cluster, comma-separated; the client picks
+/// one and fails over to the others.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
+    let servers = url
+        .split(',')
+        .map(|one| one.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ConnectError::Url {
+            url: url.to_string(),
+            source,
+        })?;
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(servers)
         .await
+        .map_err(|source| ConnectError::Connect {
+            url: url.to_string(),
+            source,
+        })
+}
+
+/// Connecting failed.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    /// The URL (list) does not parse.
+    #[error("invalid NATS URL {url:?}: {source}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No server could be reached.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
 }
 
 fn stream_config(name: &str, subjects: &str, max_age: Duration, replicas: usize) -> stream::Config {

@@ -22,7 +22,8 @@ pub fn subject(stage: Stage) -> String {
 }
 
 /// Flushes (so every subscription made so far is registered), then answers
-/// pings for `stage` with the stage name.
+/// pings for `stage` with `<stage> <instance id>`, so a caller that collects
+/// every reply can count the replicas that are listening.
 pub async fn respond(
     client: &async_nats::Client,
     stage: Stage,
@@ -32,12 +33,11 @@ pub async fn respond(
         tracing::warn!(%error, "flush before answering pings failed");
     }
     let client = client.clone();
+    let answer = format!("{} {}", stage.as_str(), crate::unique_id("instance"));
     Ok(PingResponder(tokio::spawn(async move {
         while let Some(ping) = pings.next().await {
             if let Some(reply) = ping.reply {
-                let _ = client
-                    .publish(reply, stage.as_str().as_bytes().to_vec().into())
-                    .await;
+                let _ = client.publish(reply, answer.clone().into()).await;
             }
         }
     })))

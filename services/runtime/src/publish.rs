@@ -42,10 +42,20 @@ pub async fn publish_once<T: Serialize>(
     value: &T,
 ) -> Result<bool, PublishError> {
     let ack = send_once(js, subject.clone(), msg_id, value).await?;
-    let ack = ack
-        .await
-        .map_err(|source| PublishError::Send { subject, source })?;
-    Ok(ack.duplicate)
+    match ack.await {
+        Ok(ack) => Ok(ack.duplicate),
+        // On a cluster, a second publisher of the same id while the first is
+        // still being stored gets this conflict: the message is stored once,
+        // which is what a de-duplicated publish wants.
+        Err(error) if is_duplicate_in_process(&error) => Ok(true),
+        Err(source) => Err(PublishError::Send { subject, source }),
+    }
+}
+
+fn is_duplicate_in_process(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| e.error_code() == jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
 }
 
 /// Like [`publish_once`], but returns the pending ack so several publishes

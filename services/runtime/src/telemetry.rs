@@ -54,8 +54,13 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<(), ExporterError> {
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`). Safe to call twice.
 pub fn init_tracing() {
+    init_tracing_at("info");
+}
+
+/// Like [`init_tracing`] with another default level (`warn` for a CLI).
+pub fn init_tracing_at(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
