@@ -1,83 +1,443 @@
-"""Checks documents against the project's JSON Schemas.
+#!/usr/bin/env python3
+"""Checks documents against NovaCron's JSON Schemas (draft 2020-12).
 
-    check_schemas.py SCHEMA_FILE FILE...   validate JSON or JSON Lines files
-    check_schemas.py --self-test           every schema is a valid draft 2020-12
-                                           schema, the policies in deploy/policies
-                                           pass policy.schema.json, and known-bad
-                                           documents fail
+    check_schemas.py SCHEMA_FILE [FILE...]   validate each FILE against SCHEMA_FILE:
+                                             a JSON document, or JSON Lines (one
+                                             document per line), or YAML (.yaml/.yml,
+                                             needs PyYAML); no FILE or "-" reads stdin
+    check_schemas.py --self-test             every schema in schemas/ is a valid,
+                                             documented draft 2020-12 schema that
+                                             accepts its examples (also with unknown
+                                             fields), rejects known-bad documents,
+                                             and the policies in deploy/policies/
+                                             pass policy.schema.json
 
-Prints every error with its JSON path; exits 1 if there is any.
+Prints every error as `file[:line]: $.json.path: message`, then a summary
+line. Exits 0 when everything is valid, 1 when anything is not, 2 on a usage
+error. Needs the jsonschema package (scripts/requirements-tools.txt; it is in
+the project's .venv).
 """
 
+import copy
 import json
 import pathlib
+import re
 import sys
 
-import jsonschema
-import yaml
+try:
+    import jsonschema
+    from jsonschema.exceptions import best_match
+except ImportError:  # pragma: no cover - depends on the interpreter
+    sys.exit("check_schemas.py needs the jsonschema package: use .venv/bin/python "
+             "or pip install -r scripts/requirements-tools.txt")
+
+try:
+    import yaml
+except ImportError:  # PyYAML is optional: only YAML input needs it
+    yaml = None
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
+POLICIES = ROOT / "deploy" / "policies"
+ID_BASE = "https://novacron.dev/schemas/"
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+Validator = jsonschema.Draft202012Validator
+MAX_MESSAGE = 300
 
 
-def validator(schema_path: pathlib.Path) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
+class ParseError(Exception):
+    """A document that could not be read at all."""
 
 
-def documents(path: pathlib.Path):
-    text = path.read_text()
-    try:
-        yield path.name, json.loads(text)
-    except json.JSONDecodeError:
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                yield f"{path.name}:{number}", json.loads(line)
+# ---------------------------------------------------------------- reading
 
 
-def errors(check, where: str, document) -> list:
-    return [f"{where}: {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-            for e in check.iter_errors(document)]
+def _no_constants(name):
+    # Python's json reads NaN and Infinity; JSON (and NovaCron's decoders) do not.
+    raise ValueError(f"{name} is not valid JSON")
 
 
-def self_test() -> list:
-    problems = []
-    for schema in sorted(SCHEMAS.glob("*.schema.json")):
+def _loads(text: str):
+    return json.loads(text, parse_constant=_no_constants)
+
+
+def documents(name: str, text: str, yaml_hint: bool = False):
+    """(where, document or ParseError) for every document in `text`."""
+    if yaml_hint:
+        if yaml is None:
+            return [(name, ParseError("PyYAML is not installed, cannot read YAML"))]
         try:
-            jsonschema.Draft202012Validator.check_schema(json.loads(schema.read_text()))
-        except jsonschema.SchemaError as e:
-            problems.append(f"{schema.name}: not a valid schema: {e.message}")
-    policy = validator(SCHEMAS / "policy.schema.json")
-    for path in sorted((ROOT / "deploy/policies").glob("*.yaml")):
-        problems += errors(policy, path.name, yaml.safe_load(path.read_text()))
-    bad = {
-        "policy.schema.json": {"targets": {"t": {"rules": [], "backend": {}, "extra": 1}}},
-        "metric-sample.schema.json": {"metric": "cpu"},
-        "audit-record.schema.json": {"id": "a", "ts": 1, "stage": "nowhere", "target": "t", "kind": "decision", "outcome": "scale", "reason": "r"},
-        "command.schema.json": {"decision_id": "d", "seq": 1, "ts": 1, "target": "t", "from": 1, "desired": -2, "reason": "r"},
-    }
-    for name, document in bad.items():
-        if not errors(validator(SCHEMAS / name), "bad", document):
-            problems.append(f"{name}: accepted a document it should reject: {document}")
-    good_with_extra = {"value": "70%", "future_field": True}
-    problems += errors(validator(SCHEMAS / "metric-sample.schema.json"), "unknown fields are fine", good_with_extra)
-    return problems
+            docs = [d for d in yaml.safe_load_all(text)]
+        except yaml.YAMLError as e:
+            return [(name, ParseError(f"not valid YAML: {e}"))]
+        if not docs:
+            return [(name, ParseError("empty: no YAML document"))]
+        if len(docs) == 1:
+            return [(name, docs[0])]
+        return [(f"{name} (document {i})", d) for i, d in enumerate(docs, 1)]
+    if not text.strip():
+        return [(name, ParseError("empty: no JSON document"))]
+    try:
+        return [(name, _loads(text))]
+    except ValueError as whole:
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        try:
+            _loads(lines[0][1])
+        except ValueError:
+            # Not JSON Lines either: report the whole-file error (it has line and column).
+            return [(name, ParseError(f"not valid JSON: {whole}"))]
+        out = []
+        for number, line in lines:
+            where = f"{name}:{number}"
+            try:
+                out.append((where, _loads(line)))
+            except ValueError as e:
+                out.append((where, ParseError(f"not valid JSON: {e}")))
+        return out
+
+
+def read_file(arg: str):
+    if arg == "-":
+        return documents("<stdin>", sys.stdin.read())
+    path = pathlib.Path(arg)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return [(arg, ParseError(f"cannot read: {e}"))]
+    return documents(arg, text, yaml_hint=path.suffix.lower() in (".yaml", ".yml"))
+
+
+# ---------------------------------------------------------------- checking
+
+
+def _short(message: str) -> str:
+    """Long messages (they quote the instance, or a pattern) lose their middle."""
+    if len(message) <= MAX_MESSAGE:
+        return message
+    half = MAX_MESSAGE // 2
+    return f"{message[:half]} ... {message[-half:]}"
+
+
+def _closest(error):
+    """Of a failed oneOf/anyOf, the alternative's error most worth showing:
+    not a bare type mismatch when another alternative got further."""
+    specific = [c for c in error.context if not (c.validator == "type" and not c.relative_path)]
+    return best_match(specific or error.context)
+
+
+def errors(validator, where: str, document) -> list:
+    """Every schema error of one document, one line each."""
+    if isinstance(document, ParseError):
+        return [f"{where}: {document}"]
+    out = []
+    for e in sorted(validator.iter_errors(document), key=lambda e: (list(map(str, e.absolute_path)), e.message)):
+        line = f"{where}: {e.json_path}: {_short(e.message)}"
+        if e.context:  # oneOf / anyOf: say which alternative came closest and why it failed
+            closest = _closest(e)
+            line += f" (closest: {closest.json_path}: {_short(closest.message)})"
+        out.append(line)
+    return out
+
+
+def load_schema(path: pathlib.Path, label: str = ""):
+    """(validator, None) or (None, problem)."""
+    label = label or str(path)
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return None, f"{label}: cannot read schema: {e}"
+    try:
+        Validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        return None, f"{label}: not a valid draft 2020-12 schema: {e.json_path}: {_short(e.message)}"
+    return Validator(schema), None
+
+
+def check_files(schema_arg: str, files: list) -> int:
+    validator, problem = load_schema(pathlib.Path(schema_arg))
+    if problem:
+        print(problem)
+        return 1
+    docs = [d for f in (files or ["-"]) for d in read_file(f)]
+    problems = [p for where, doc in docs for p in errors(validator, where, doc)]
+    for p in problems:
+        print(p)
+    bad = sum(1 for where, doc in docs if errors(validator, where, doc))
+    print(f"check_schemas: {len(docs)} document(s) in {len(files) or 1} file(s) against {schema_arg}: "
+          + ("ok" if not problems else f"{bad} invalid, {len(problems)} error(s)"))
+    return 1 if problems else 0
+
+
+# ---------------------------------------------------------------- self-test
+
+EXPECTED = [
+    "policy", "metric-sample", "sample-batch", "trigger", "command", "action-result",
+    "audit-record", "dead-letter", "capacity-record", "audit-query",
+]
+
+UNKNOWN = {"x_future_field": {"nested": [1, "two", None]}}
+# Values whose objects are closed or typed maps, where an unknown key would be wrong.
+CLOSED_KEYS = {"action", "labels", "payload"}
+
+
+def with_unknown_fields(doc):
+    """`doc` with an unknown field added to every open object in it."""
+    if isinstance(doc, list):
+        return [with_unknown_fields(d) for d in doc]
+    if isinstance(doc, dict):
+        out = {k: (v if k in CLOSED_KEYS else with_unknown_fields(v)) for k, v in doc.items()}
+        out.update(copy.deepcopy(UNKNOWN))
+        return out
+    return doc
+
+
+def walk(schema, path="#"):
+    """(path, subschema) for every subschema, skipping data keywords."""
+    if isinstance(schema, dict):
+        yield path, schema
+        for key, value in schema.items():
+            if key in ("examples", "enum", "const", "default"):
+                continue
+            if key in ("properties", "$defs", "patternProperties", "dependentSchemas") and isinstance(value, dict):
+                for name, sub in value.items():
+                    yield from walk(sub, f"{path}/{key}/{name}")
+            else:
+                yield from walk(value, f"{path}/{key}")
+    elif isinstance(schema, list):
+        for i, sub in enumerate(schema):
+            yield from walk(sub, f"{path}/{i}")
+
+
+SAMPLE = {"value": "70%", "ts": 1764370000000, "instance": "web-1"}
+TRIGGER = {"id": "t-1", "ts": 1764370000000, "target": "api", "source": "rule",
+           "firings": [{"rule": "cpu_based.scale_up", "direction": "up", "action": {"add": 2}}]}
+COMMAND = {"decision_id": "d-1", "seq": 1, "ts": 1, "target": "t", "from": 1, "desired": 2, "reason": "r"}
+RESULT = {"decision_id": "d-1", "seq": 1, "target": "t", "ts": 1, "status": "succeeded", "backend": "sim",
+          "desired": 2, "response": "ok"}
+AUDIT = {"id": "a-1", "ts": 1, "stage": "arbiter", "target": "t", "kind": "decision", "outcome": "scale", "reason": "r"}
+DEAD = {"stage": "ingest", "subject": "nova.metrics.t.cpu", "reason": "r", "ts": 1, "payload": [1, 2, 255]}
+CAPACITY = {"target": "t", "desired": 3, "observed_ms": 1, "backend": "sim"}
+
+
+def policy(up_condition="avg_cpu > 70% for 2 minutes", up_action="add 2 instances",
+           down_action="remove 1 instance", cooldown=300, rule_extra=None, target_extra=None,
+           backend=None, top_extra=None, target_name="web"):
+    up = {"condition": up_condition, "action": up_action, "cooldown": cooldown, "max_instances": 10}
+    up.update(rule_extra or {})
+    target = {"rules": ["cpu_based"], "backend": {"sim": {"initial": 2}} if backend is None else backend}
+    target.update(target_extra or {})
+    doc = {"targets": {target_name: target},
+           "horizontal_scaling_rules": {"cpu_based": {
+               "scale_up": up,
+               "scale_down": {"condition": "avg_cpu < 30% for 10 minutes", "action": down_action}}}}
+    doc.update(top_extra or {})
+    return doc
+
+
+def with_(base, **changes):
+    doc = copy.deepcopy(base)
+    doc.update(changes)
+    return doc
+
+
+def without(base, key):
+    return {k: v for k, v in base.items() if k != key}
+
+
+# (schema, label, document, should it be valid?)
+CASES = [
+    # metric samples: what ingest accepts, and what it dead-letters
+    ("metric-sample", "bare number", {"value": 0.7}, True),
+    ("metric-sample", "unit after a space", {"value": " 70 % "}, True),
+    ("metric-sample", "exponent and unit", {"value": "1e3ms", "metric": "p99_latency"}, True),
+    ("metric-sample", "float ts, nulls read as absent", {"value": 5, "ts": 1.7e12 + 0.5, "instance": None, "metric": None}, True),
+    ("metric-sample", "empty array", [], True),
+    ("metric-sample", "no value", {"metric": "cpu"}, False),
+    ("metric-sample", "value not a quantity", {"value": "lots"}, False),
+    ("metric-sample", "unit ingest does not know", {"value": "70 percent"}, False),
+    ("metric-sample", "boolean value", {"value": True}, False),
+    ("metric-sample", "ts as text", with_(SAMPLE, ts="yesterday"), False),
+    ("metric-sample", "float ts out of range", with_(SAMPLE, ts=1.0e16), False),
+    ("metric-sample", "metric not a subject token", with_(SAMPLE, metric="a.b"), False),
+    ("metric-sample", "label value not a string", with_(SAMPLE, labels={"az": 1}), False),
+    ("metric-sample", "one bad element in an array", [SAMPLE, {"value": "lots"}], False),
+    # sample batches
+    ("sample-batch", "canonical value is a number", {"target": "t", "samples": [{"metric": "cpu", "value": "0.7", "ts": 1}]}, False),
+    ("sample-batch", "sample without ts", {"target": "t", "samples": [{"metric": "cpu", "value": 0.7}]}, False),
+    ("sample-batch", "fractional ts", {"target": "t", "samples": [{"metric": "cpu", "value": 0.7, "ts": 1.5}]}, False),
+    # triggers
+    ("trigger", "set to 0", with_(TRIGGER, firings=[{"rule": "r", "direction": "down", "action": {"set": 0}}]), True),
+    ("trigger", "action with two tags", with_(TRIGGER, firings=[{"rule": "r", "direction": "up", "action": {"add": 2, "set": 3}}]), False),
+    ("trigger", "unknown action tag", with_(TRIGGER, firings=[{"rule": "r", "direction": "up", "action": {"grow": 2}}]), False),
+    ("trigger", "action as text", with_(TRIGGER, firings=[{"rule": "r", "direction": "up", "action": "add 2"}]), False),
+    ("trigger", "negative add", with_(TRIGGER, firings=[{"rule": "r", "direction": "up", "action": {"add": -1}}]), False),
+    ("trigger", "no firings", with_(TRIGGER, firings=[]), False),
+    ("trigger", "unknown direction", with_(TRIGGER, firings=[{"rule": "r", "direction": "sideways", "action": {"add": 1}}]), False),
+    ("trigger", "unknown source", with_(TRIGGER, source="cron"), False),
+    # commands, results, capacity
+    ("command", "negative desired", with_(COMMAND, desired=-2), False),
+    ("command", "seq as text", with_(COMMAND, seq="7"), False),
+    ("command", "no from", without(COMMAND, "from"), False),
+    ("command", "desired beyond u32", with_(COMMAND, desired=2**32), False),
+    ("action-result", "unknown status", with_(RESULT, status="done"), False),
+    ("action-result", "no response", without(RESULT, "response"), False),
+    ("capacity-record", "fractional desired", with_(CAPACITY, desired=1.5), False),
+    ("capacity-record", "no observed_ms", without(CAPACITY, "observed_ms"), False),
+    # audit records
+    ("audit-record", "unknown stage", with_(AUDIT, stage="nowhere"), False),
+    ("audit-record", "decision outcome on a trigger", with_(AUDIT, kind="trigger"), False),
+    ("audit-record", "trigger outcome on a decision", with_(AUDIT, outcome="fired"), False),
+    ("audit-record", "executing command", with_(AUDIT, stage="actuator", kind="command", outcome="executing"), True),
+    ("audit-record", "result with a decision outcome", with_(AUDIT, stage="actuator", kind="result"), False),
+    ("audit-record", "no reason", without(AUDIT, "reason"), False),
+    # dead letters
+    ("dead-letter", "payload as a string", with_(DEAD, payload="eyJ2YWx1ZSI6ICJsb3RzIn0="), True),
+    ("dead-letter", "byte above 255", with_(DEAD, payload=[256]), False),
+    ("dead-letter", "payload as a number", with_(DEAD, payload=5), False),
+    ("dead-letter", "unknown stage", with_(DEAD, stage="elsewhere"), False),
+    # audit queries
+    ("audit-query", "nulls read as absent", {"target": None, "limit": None}, True),
+    ("audit-query", "negative limit", {"limit": -1}, False),
+    ("audit-query", "limit as text", {"limit": "ten"}, False),
+    ("audit-query", "target as a number", {"target": 5}, False),
+    # policies: the rule grammar of shared/src/policy/rule_text.rs
+    *[("policy", f"condition {c!r}", policy(up_condition=c), True) for c in [
+        "avg_cpu > 70% for 2 minutes", "avg_memory > 80% for 3 minutes",
+        "requests_per_instance > 1000 for 1 minute", "p99_latency > 500ms for 2 minutes",
+        "queue_depth > 1000 messages", "sum_queue_depth >= 10 for 30s", "avg_mem <= 0.4",
+        "max_cpu>0.7", "queue_depth > 1e3 messages for 1.5 minutes", "avg_cpu > 70% for 0"]],
+    *[("policy", f"condition {c!r}", policy(up_condition=c), False) for c in [
+        "avg_cpu >> 70%", "avg_cpu 70%", "avg_cpu > seventy", "avg_cpu > 70% fr 2 minutes",
+        "avg_cpu > 70% for 2 fortnights", "avg cpu > 70%", "> 70%", "avg_cpu > 70 %", ""]],
+    *[("policy", f"action {a!r}", policy(up_action=a), True) for a in [
+        "add 2 instances", "add 5 workers", "set to 20 instances", "set to 0", "  add 1   replica  "]],
+    *[("policy", f"action {a!r}", policy(up_action=a), False) for a in [
+        "add two instances", "add 0 instances", "add 2 potatoes", "double it", "add 2", "remove 1 instance"]],
+    ("policy", "scale_down action 'add 1 instance'", policy(down_action="add 1 instance"), False),
+    ("policy", "scale_down action 'remove -1 instance'", policy(down_action="remove -1 instance"), False),
+    *[("policy", f"cooldown {d!r}", policy(cooldown=d), True) for d in [
+        0, 300, "2 minutes", "1 minute", "90 seconds", "1 hour", "30s", "5m", "1.5 minutes", "0"]],
+    *[("policy", f"cooldown {d!r}", policy(cooldown=d), False) for d in [
+        "2 fortnights", "minutes", "soon", "5", -5, 1.5, True]],
+    ("policy", "unknown top-level key", policy(top_extra={"rules": {}}), False),
+    ("policy", "no targets", without(policy(), "targets"), False),
+    ("policy", "empty targets", with_(policy(), targets={}), False),
+    ("policy", "target name with a dot", policy(target_name="t.x"), False),
+    ("policy", "misspelt target key", policy(target_extra={"mx": 9}), False),
+    ("policy", "target bounds", policy(target_extra={"min": 2, "max": 20}), True),
+    ("policy", "negative target max", policy(target_extra={"max": -1}), False),
+    ("policy", "misspelt rule key", policy(rule_extra={"max_wrokers": 200}), False),
+    ("policy", "two max bounds on a rule", policy(rule_extra={"max_workers": 200}), False),
+    ("policy", "empty backend", policy(backend={}), False),
+    ("policy", "two backends", policy(backend={"sim": {"initial": 1}, "ecs": {"region": "r", "cluster": "c", "service": "s"}}), False),
+    ("policy", "ecs backend", policy(backend={"ecs": {"region": "us-east-1", "cluster": "c", "service": "s", "endpoint_url": "http://127.0.0.1:5000"}}), True),
+    ("policy", "ecs without cluster", policy(backend={"ecs": {"region": "r", "service": "s"}}), False),
+    ("policy", "ecs with empty region", policy(backend={"ecs": {"region": " ", "cluster": "c", "service": "s"}}), False),
+    ("policy", "sim with load", policy(backend={"sim": {"initial": 2, "warmup_secs": "10s", "capacity_per_instance": 50.5,
+                                                        "load": {"base_rps": 120, "amplitude_rps": 1000, "period_secs": "8 minutes"}}}), True),
+    ("policy", "sim load without period", policy(backend={"sim": {"initial": 2, "load": {"base_rps": 1, "amplitude_rps": 1}}}), False),
+    ("policy", "sim capacity_per_instance 0", policy(backend={"sim": {"initial": 2, "capacity_per_instance": 0}}), False),
+    ("policy", "sim without initial", policy(backend={"sim": {"warmup_secs": 10}}), False),
+    ("policy", "metric unit", policy(top_extra={"metrics": {"cpu": {"unit": "ratio"}}}), True),
+    ("policy", "unknown metric unit", policy(top_extra={"metrics": {"cpu": {"unit": "furlongs"}}}), False),
+    ("policy", "evaluation settings", policy(top_extra={"evaluation": {"staleness_secs": "1 minute", "refire_secs": 10}}), True),
+    ("policy", "evaluation staleness 'soon'", policy(top_extra={"evaluation": {"staleness_secs": "soon"}}), False),
+    ("policy", "unknown evaluation key", policy(top_extra={"evaluation": {"stale": 5}}), False),
+    ("policy", "empty rule group", policy(top_extra={"horizontal_scaling_rules": {"g": {}}}), False),
+]
+
+
+def self_test() -> tuple:
+    problems, checks = [], 0
+    validators = {}
+    files = sorted(SCHEMAS.glob("*.schema.json"))
+    missing = sorted(set(EXPECTED) - {f.name.removesuffix(".schema.json") for f in files})
+    problems += [f"schemas/{m}.schema.json: missing" for m in missing]
+    readme = (SCHEMAS / "README.md").read_text() if (SCHEMAS / "README.md").exists() else ""
+    for path in files:
+        name = path.name
+        checks += 1
+        validator, problem = load_schema(path, name)
+        if problem:
+            problems.append(problem)
+            continue
+        schema = validator.schema
+        validators[name.removesuffix(".schema.json")] = validator
+        if schema.get("$schema") != DRAFT:
+            problems.append(f"{name}: $schema is not {DRAFT}")
+        if schema.get("$id") != ID_BASE + name:
+            problems.append(f"{name}: $id is not {ID_BASE + name}")
+        for key in ("title", "description"):
+            if not str(schema.get(key, "")).strip():
+                problems.append(f"{name}: no {key}")
+        if name not in readme:
+            problems.append(f"{name}: not listed in schemas/README.md")
+        for where, sub in walk(schema):
+            for prop, subschema in (sub.get("properties") or {}).items():
+                if not str(subschema.get("description", "")).strip():
+                    problems.append(f"{name}: {where}/properties/{prop} has no description")
+            if "pattern" in sub:
+                try:
+                    re.compile(sub["pattern"])
+                except re.error as e:
+                    problems.append(f"{name}: {where}: bad pattern: {e}")
+        examples = schema.get("examples") or []
+        if not examples:
+            problems.append(f"{name}: no examples")
+        closed = name == "policy.schema.json"
+        for i, example in enumerate(examples):
+            checks += 1
+            problems += errors(validator, f"{name} example {i}", example)
+            checks += 1
+            extra = with_unknown_fields(example) if not closed else {**example, **UNKNOWN}
+            found = errors(validator, f"{name} example {i} with unknown fields", extra)
+            if closed and not found:
+                problems.append(f"{name} example {i}: accepted an unknown top-level key, but the policy is closed")
+            elif not closed:
+                problems += found
+    for schema_name, label, document, valid in CASES:
+        validator = validators.get(schema_name)
+        if validator is None:
+            continue
+        checks += 1
+        found = errors(validator, f"{schema_name}: {label}", document)
+        if valid:
+            problems += found
+        elif not found:
+            problems.append(f"{schema_name}.schema.json accepted a document it should reject ({label}): "
+                            f"{_short(json.dumps(document))}")
+    policy_validator = validators.get("policy")
+    yamls = sorted(POLICIES.glob("*.yaml")) + sorted(POLICIES.glob("*.yml"))
+    if yaml is None:
+        print(f"check_schemas: PyYAML not importable, {len(yamls)} policy file(s) in deploy/policies not checked")
+    elif policy_validator is not None:
+        if not yamls:
+            problems.append("deploy/policies: no policy files found")
+        for path in yamls:
+            for where, doc in documents(str(path.relative_to(ROOT)), path.read_text(), yaml_hint=True):
+                checks += 1
+                problems += errors(policy_validator, where, doc)
+    return problems, checks
+
+
+# ---------------------------------------------------------------- main
 
 
 def main(argv: list) -> int:
+    if argv in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if argv == ["--self-test"]:
-        problems = self_test()
-        checked = "schemas, example policies and known-bad documents"
-    elif len(argv) >= 2:
-        check = validator(pathlib.Path(argv[0]))
-        problems = [p for f in argv[1:] for where, doc in documents(pathlib.Path(f)) for p in errors(check, where, doc)]
-        checked = f"{len(argv) - 1} file(s) against {argv[0]}"
-    else:
+        problems, checks = self_test()
+        for p in problems:
+            print(p)
+        print(f"check_schemas --self-test: {checks} check(s): "
+              + ("ok" if not problems else f"{len(problems)} problem(s)"))
+        return 1 if problems else 0
+    if not argv or argv[0].startswith("--"):
         print(__doc__, file=sys.stderr)
         return 2
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    print(f"check_schemas: {checked}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
-    return 1 if problems else 0
+    return check_files(argv[0], argv[1:])
 
 
 if __name__ == "__main__":
