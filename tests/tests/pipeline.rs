@@ -32,7 +32,7 @@ fn runbook_policy(endpoint: &str) -> Arc<Policy> {
 
 struct World {
     _moto: MotoServer,
-    nats: NatsServer,
+    _nats: NatsServer,
     client: async_nats::Client,
     ecs: aws_sdk_ecs::Client,
     pipeline: Pipeline,
@@ -57,7 +57,7 @@ async fn world() -> World {
     }
     World {
         _moto: moto,
-        nats,
+        _nats: nats,
         client,
         ecs,
         pipeline,
@@ -90,6 +90,16 @@ async fn wait_capacity(client: &async_nats::Client, target: &str, desired: u32) 
         },
     )
     .await;
+}
+
+/// Exactly one command and one result were issued (so one ECS
+/// UpdateService), and the worker service wants 10 tasks.
+async fn assert_worker_scaled_once_to_10(w: &World) {
+    let commands: Vec<Command> = stream_messages(&w.client, COMMANDS_STREAM).await;
+    assert_eq!(commands.len(), 1, "commands: {commands:?}");
+    let results: Vec<ActionResult> = stream_messages(&w.client, RESULTS_STREAM).await;
+    assert_eq!(results.len(), 1, "results: {results:?}");
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
 }
 
 fn queue_depth(value: f64, ts: i64) -> Vec<u8> {
@@ -238,11 +248,7 @@ async fn a_second_trigger_inside_the_cooldown_is_audited_and_not_executed() {
         suppressed.reason
     );
     assert_eq!((suppressed.from, suppressed.to), (Some(10), Some(10)));
-    let commands: Vec<Command> = stream_messages(&w.client, COMMANDS_STREAM).await;
-    assert_eq!(commands.len(), 1, "one command, so one ECS UpdateService");
-    let results: Vec<ActionResult> = stream_messages(&w.client, RESULTS_STREAM).await;
-    assert_eq!(results.len(), 1);
-    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
+    assert_worker_scaled_once_to_10(&w).await;
     w.pipeline.stop().await;
 }
 
@@ -367,10 +373,7 @@ async fn an_arbiter_restarted_mid_cooldown_still_honours_it() {
         "{}",
         suppressed.reason
     );
-    let commands: Vec<Command> = stream_messages(&w.client, COMMANDS_STREAM).await;
-    assert_eq!(commands.len(), 1);
-    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
-    let _ = &w.nats;
+    assert_worker_scaled_once_to_10(&w).await;
     w.pipeline.stop().await;
 }
 
@@ -402,11 +405,7 @@ async fn two_replicas_of_every_stage_act_once() {
         1,
         "the second evaluator's copy is de-duplicated"
     );
-    let commands: Vec<Command> = stream_messages(&w.client, COMMANDS_STREAM).await;
-    assert_eq!(commands.len(), 1);
-    let results: Vec<ActionResult> = stream_messages(&w.client, RESULTS_STREAM).await;
-    assert_eq!(results.len(), 1);
-    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
+    assert_worker_scaled_once_to_10(&w).await;
     w.pipeline.stop().await;
     let records: Vec<AuditRecord> =
         stream_messages(&w.client, nova_runtime::nats::AUDIT_STREAM).await;

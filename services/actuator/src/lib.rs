@@ -32,7 +32,6 @@ use nova_runtime::nats::{ACTUATOR_CONSUMER, CAPACITY_BUCKET, COMMANDS_STREAM, SI
 use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
-use nova_shared::codec::{self, Encoding};
 use nova_shared::ids;
 use nova_shared::policy::Policy;
 use nova_shared::subjects;
@@ -187,45 +186,40 @@ impl Actuator {
 
     async fn handle(&self, message: jetstream::Message) {
         let subject = message.subject.to_string();
-        let encoding =
-            Encoding::from_content_type(nova_runtime::content_type(message.headers.as_ref()));
-        let command: Command = match codec::decode(&message.payload, encoding) {
-            Ok(command) => command,
-            Err(error) => {
-                return self
-                    .reject(&message, &subject, format!("not a command: {error}"))
-                    .await;
-            }
-        };
+        let command: Command =
+            match nova_runtime::decode(&message.payload, message.headers.as_ref()) {
+                Ok(command) => command,
+                Err(error) => {
+                    return self
+                        .dead
+                        .reject(&message, format!("not a command: {error}"))
+                        .await;
+                }
+            };
         if command.target != subjects::last_token(&subject) {
             let reason = format!(
                 "command for target {:?} arrived on {subject}",
                 command.target
             );
-            return self.reject(&message, &subject, reason).await;
+            return self.dead.reject(&message, reason).await;
         }
         let Some(backend) = self.backends.get(&command.target) else {
             let reason = format!("no target {:?} in the policy", command.target);
-            return self.reject(&message, &subject, reason).await;
+            return self.dead.reject(&message, reason).await;
         };
         let attempt = message.info().map_or(1, |info| info.delivered);
         match self.execute(backend, &command, attempt).await {
-            Ok(true) => ack(&message, AckKind::Ack).await,
+            Ok(true) => nova_runtime::ack(&message, AckKind::Ack).await,
             Ok(false) => {
                 let delay = Duration::from_millis(500 * 2u64.pow(attempt.clamp(1, 8) as u32));
-                ack(&message, AckKind::Nak(Some(delay))).await;
+                nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await;
             }
             Err(error) => {
                 metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
                 tracing::warn!(%error, decision = command.decision_id, "will retry command");
-                ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                nova_runtime::ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
         }
-    }
-
-    async fn reject(&self, message: &jetstream::Message, subject: &str, reason: String) {
-        self.dead.send(subject, reason, &message.payload).await;
-        ack(message, AckKind::Term).await;
     }
 
     /// Executes one command. `Ok(true)`: done, ack. `Ok(false)`: the backend
@@ -353,11 +347,5 @@ impl Actuator {
             "command done"
         );
         Ok(())
-    }
-}
-
-async fn ack(message: &jetstream::Message, kind: AckKind) {
-    if let Err(error) = message.ack_with(kind).await {
-        tracing::warn!(%error, "ack failed");
     }
 }

@@ -1,8 +1,7 @@
 //! `nova-actuator`: the actuator service on its own.
 
 use clap::Parser;
-use nova_runtime::cli::{CommonArgs, start};
-use nova_runtime::shutdown;
+use nova_runtime::cli::{CommonArgs, serve};
 
 /// Executes capacity commands against ECS or simulated fleets.
 #[derive(Parser)]
@@ -18,20 +17,40 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = start("nova-actuator", &args.common).await?;
-    let signal = shutdown::on_ctrl_c();
-    let load = args.sim_load.then(|| {
-        tokio::spawn(nova_actuator::sim::run_load(
-            started.policy.clone(),
-            started.client.clone(),
-            signal.signal(),
-        ))
-    });
-    let config = nova_actuator::Config::new(started.policy);
-    nova_actuator::run(config, started.client.clone(), signal.signal()).await?;
-    if let Some(load) = load {
-        load.await??;
-    }
-    started.client.drain().await?;
+    let sim_load = args.sim_load;
+    serve(
+        "nova-actuator",
+        &args.common,
+        |policy, client, shutdown| async move {
+            let load = sim_load.then(|| {
+                tokio::spawn(nova_actuator::sim::run_load(
+                    policy.clone(),
+                    client.clone(),
+                    shutdown.signal(),
+                ))
+            });
+            nova_actuator::run(
+                nova_actuator::Config::new(policy),
+                client,
+                shutdown.signal(),
+            )
+            .await?;
+            if let Some(load) = load {
+                // The load generator only stops on the same shutdown; a panic there is a bug.
+                load.await.expect("simulated load task")?;
+            }
+            Ok::<(), ActuatorMainError>(())
+        },
+    )
+    .await?;
     Ok(())
+}
+
+/// What can end the actuator binary's service closure.
+#[derive(Debug, thiserror::Error)]
+enum ActuatorMainError {
+    #[error(transparent)]
+    Setup(#[from] nova_runtime::setup::SetupError),
+    #[error(transparent)]
+    SimState(#[from] nova_runtime::kv::KvError),
 }

@@ -29,7 +29,6 @@ use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::arbitrate::{self, ArbiterSettings, TargetState};
-use nova_shared::codec::{self, Encoding};
 use nova_shared::ids;
 use nova_shared::policy::{Policy, Target};
 use nova_shared::subjects;
@@ -122,49 +121,44 @@ pub async fn run(
 impl Arbiter {
     async fn handle(&self, message: jetstream::Message) {
         let subject = message.subject.to_string();
-        let encoding =
-            Encoding::from_content_type(nova_runtime::content_type(message.headers.as_ref()));
-        let trigger: Trigger = match codec::decode(&message.payload, encoding) {
-            Ok(trigger) => trigger,
-            Err(error) => {
-                self.reject(&message, &subject, format!("not a trigger: {error}"))
-                    .await;
-                return;
-            }
-        };
+        let trigger: Trigger =
+            match nova_runtime::decode(&message.payload, message.headers.as_ref()) {
+                Ok(trigger) => trigger,
+                Err(error) => {
+                    self.dead
+                        .reject(&message, format!("not a trigger: {error}"))
+                        .await;
+                    return;
+                }
+            };
         if trigger.target != subjects::last_token(&subject) {
             let reason = format!(
                 "trigger for target {:?} arrived on {subject}",
                 trigger.target
             );
-            self.reject(&message, &subject, reason).await;
+            self.dead.reject(&message, reason).await;
             return;
         }
         let Some(target) = self.policy.targets.get(&trigger.target) else {
             let reason = format!("no target {:?} in the policy", trigger.target);
-            self.reject(&message, &subject, reason).await;
+            self.dead.reject(&message, reason).await;
             return;
         };
         match self.decide(target, &trigger).await {
-            Ok(()) => ack(&message, AckKind::Ack).await,
+            Ok(()) => nova_runtime::ack(&message, AckKind::Ack).await,
             Err(error) => {
                 let attempts = message.info().map_or(1, |info| info.delivered);
                 metrics::counter!(names::RETRIES, "stage" => "arbiter").increment(1);
                 if attempts >= self.max_attempts {
                     let reason = format!("gave up after {attempts} attempts: {error}");
-                    self.reject(&message, &subject, reason).await;
+                    self.dead.reject(&message, reason).await;
                 } else {
                     tracing::warn!(%error, trigger = trigger.id, attempts, "will retry trigger");
                     let delay = Duration::from_millis(200 * 2u64.pow(attempts.clamp(1, 8) as u32));
-                    ack(&message, AckKind::Nak(Some(delay))).await;
+                    nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await;
                 }
             }
         }
-    }
-
-    async fn reject(&self, message: &jetstream::Message, subject: &str, reason: String) {
-        self.dead.send(subject, reason, &message.payload).await;
-        ack(message, AckKind::Term).await;
     }
 
     /// Read, decide, compare-and-set, publish; again from the top on a conflict.
@@ -249,13 +243,5 @@ impl Arbiter {
             "decision"
         );
         Ok(())
-    }
-}
-
-async fn ack(message: &jetstream::Message, kind: AckKind) {
-    if let Err(error) = message.ack_with(kind).await {
-        // An ack that does not arrive means a redelivery, which the
-        // duplicate check absorbs.
-        tracing::warn!(%error, "ack failed");
     }
 }

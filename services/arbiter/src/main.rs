@@ -1,7 +1,7 @@
 //! `nova-arbiter`: the arbiter service on its own.
 
 use clap::Parser;
-use nova_runtime::cli::{CommonArgs, start};
+use nova_runtime::cli::{CommonArgs, serve};
 
 /// Decides triggers into absolute capacity commands, with cooldowns and bounds.
 #[derive(Parser)]
@@ -14,14 +14,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = start("nova-arbiter", &args.common).await?;
-    let config = nova_arbiter::Config::new(started.policy);
-    nova_arbiter::run(
-        config,
-        started.client.clone(),
-        nova_runtime::shutdown::ctrl_c_or_term(),
-    )
+    serve("nova-arbiter", &args.common, |policy, client, shutdown| {
+        nova_arbiter::run(nova_arbiter::Config::new(policy), client, shutdown.signal())
+    })
     .await?;
-    started.client.drain().await?;
     Ok(())
 }

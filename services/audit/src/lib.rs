@@ -20,7 +20,7 @@ use nova_runtime::dead::DeadLetters;
 use nova_runtime::nats::AUDIT_STREAM;
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
-use nova_shared::codec::{self, Encoding};
+use nova_shared::codec;
 use nova_shared::subjects;
 use nova_shared::wire::{AuditQuery, AuditRecord, Stage};
 
@@ -88,7 +88,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             message = records.next() => match message {
                 Some(Ok(message)) => {
-                    match codec::decode::<AuditRecord>(&message.payload, Encoding::from_content_type(nova_runtime::content_type(message.headers.as_ref()))) {
+                    match nova_runtime::decode::<AuditRecord>(&message.payload, message.headers.as_ref()) {
                         Ok(record) => {
                             metrics::counter!(names::AUDIT_RECORDS, "stage" => record.stage.as_str(), "outcome" => record.outcome.clone()).increment(1);
                             if kept.len() == config.keep {
@@ -128,12 +128,10 @@ async fn answer(
         .await;
         return;
     };
-    let encoding =
-        Encoding::from_content_type(nova_runtime::content_type(request.headers.as_ref()));
     let query: AuditQuery = if request.payload.is_empty() {
         AuditQuery::default()
     } else {
-        match codec::decode(&request.payload, encoding) {
+        match nova_runtime::decode(&request.payload, request.headers.as_ref()) {
             Ok(query) => query,
             Err(error) => {
                 dead.send(

@@ -1,9 +1,9 @@
 //! `nova-audit`: the audit service on its own.
 
 use clap::Parser;
-use nova_runtime::cli::{CommonArgs, start};
+use nova_runtime::cli::{CommonArgs, serve};
 
-/// Keeps and serves the audit stream.
+/// Keeps, checks and serves the audit stream.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -14,14 +14,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = start("nova-audit", &args.common).await?;
-    let config = nova_audit::Config::default();
-    nova_audit::run(
-        config,
-        started.client.clone(),
-        nova_runtime::shutdown::ctrl_c_or_term(),
-    )
+    serve("nova-audit", &args.common, |_policy, client, shutdown| {
+        nova_audit::run(nova_audit::Config::default(), client, shutdown.signal())
+    })
     .await?;
-    started.client.drain().await?;
     Ok(())
 }

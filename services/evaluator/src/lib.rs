@@ -16,7 +16,7 @@ use nova_runtime::dead::DeadLetters;
 use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
-use nova_shared::codec::{self, Encoding};
+use nova_shared::codec;
 use nova_shared::evaluate::Evaluator;
 use nova_shared::ids;
 use nova_shared::policy::Policy;
@@ -55,20 +55,19 @@ pub async fn run(
             },
         };
         let subject = message.subject.as_str();
-        let encoding =
-            Encoding::from_content_type(nova_runtime::content_type(message.headers.as_ref()));
-        let batch: SampleBatch = match codec::decode(&message.payload, encoding) {
-            Ok(batch) => batch,
-            Err(error) => {
-                dead.send(
-                    subject,
-                    format!("not a sample batch: {error}"),
-                    &message.payload,
-                )
-                .await;
-                continue;
-            }
-        };
+        let batch: SampleBatch =
+            match nova_runtime::decode(&message.payload, message.headers.as_ref()) {
+                Ok(batch) => batch,
+                Err(error) => {
+                    dead.send(
+                        subject,
+                        format!("not a sample batch: {error}"),
+                        &message.payload,
+                    )
+                    .await;
+                    continue;
+                }
+            };
         if batch.target != subjects::last_token(subject) {
             let reason = format!("batch for target {:?} arrived on {subject}", batch.target);
             dead.send(subject, reason, &message.payload).await;

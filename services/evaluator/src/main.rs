@@ -1,7 +1,7 @@
 //! `nova-evaluator`: the evaluator service on its own.
 
 use clap::Parser;
-use nova_runtime::cli::{CommonArgs, start};
+use nova_runtime::cli::{CommonArgs, serve};
 
 /// Evaluates rules on `nova.samples.*` and publishes triggers.
 #[derive(Parser)]
@@ -14,16 +14,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = start("nova-evaluator", &args.common).await?;
-    let config = nova_evaluator::Config {
-        policy: started.policy,
-    };
-    nova_evaluator::run(
-        config,
-        started.client.clone(),
-        nova_runtime::shutdown::ctrl_c_or_term(),
+    serve(
+        "nova-evaluator",
+        &args.common,
+        |policy, client, shutdown| {
+            nova_evaluator::run(nova_evaluator::Config { policy }, client, shutdown.signal())
+        },
     )
     .await?;
-    started.client.drain().await?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `nova-ingest`: the ingest service on its own.
 
 use clap::Parser;
-use nova_runtime::cli::{CommonArgs, start};
+use nova_runtime::cli::{CommonArgs, serve};
 
 /// Validates and normalises metric samples from `nova.metrics.>`.
 #[derive(Parser)]
@@ -14,14 +14,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = start("nova-ingest", &args.common).await?;
-    let config = nova_ingest::Config::new(started.policy);
-    nova_ingest::run(
-        config,
-        started.client.clone(),
-        nova_runtime::shutdown::ctrl_c_or_term(),
-    )
+    serve("nova-ingest", &args.common, |policy, client, shutdown| {
+        nova_ingest::run(nova_ingest::Config::new(policy), client, shutdown.signal())
+    })
     .await?;
-    started.client.drain().await?;
     Ok(())
 }

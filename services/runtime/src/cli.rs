@@ -9,6 +9,7 @@ use nova_shared::policy::{self, Policy, PolicyError};
 use thiserror::Error;
 
 use crate::nats::{self, ProvisionError};
+use crate::shutdown::{self, Shutdown};
 use crate::telemetry::{self, ExporterError};
 
 /// Common service flags (each also read from the environment).
@@ -69,4 +70,44 @@ pub async fn start(name: &str, args: &CommonArgs) -> Result<Started, StartError>
     }
     tracing::info!(service = name, url = %args.nats_url, targets = policy.targets.len(), "started");
     Ok(Started { policy, client })
+}
+
+/// A service binary stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// Start-up failed.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The service itself failed.
+    #[error("{name} failed: {source}")]
+    Run {
+        /// The service.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The connection could not be drained on the way out.
+    #[error("cannot drain the NATS connection: {0}")]
+    Drain(#[source] async_nats::client::DrainError),
+}
+
+/// The whole life of a service binary: [`start`], then `service(policy,
+/// client, shutdown)` until Ctrl-C or SIGTERM, then drain the connection so
+/// nothing published is lost on the way out.
+pub async fn serve<F, Fut, E>(name: &str, args: &CommonArgs, service: F) -> Result<(), ServeError>
+where
+    F: FnOnce(Arc<Policy>, async_nats::Client, Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let started = start(name, args).await?;
+    let client = started.client.clone();
+    service(started.policy, started.client, shutdown::on_ctrl_c())
+        .await
+        .map_err(|source| ServeError::Run {
+            name: name.to_string(),
+            source: Box::new(source),
+        })?;
+    client.drain().await.map_err(ServeError::Drain)
 }

@@ -45,4 +45,10 @@ impl DeadLetters {
             tracing::error!(stage, %error, "could not publish dead letter");
         }
     }
+
+    /// Dead-letters a JetStream message and terminates it, so it is not redelivered.
+    pub async fn reject(&self, message: &jetstream::Message, reason: impl Into<String>) {
+        self.send(&message.subject, reason, &message.payload).await;
+        crate::ack(message, jetstream::AckKind::Term).await;
+    }
 }

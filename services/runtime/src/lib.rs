@@ -35,6 +35,23 @@ pub fn content_type(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
         .map(|v| v.as_str())
 }
 
+/// Decodes a payload as its `Content-Type` header says (MessagePack unless JSON).
+pub fn decode<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    headers: Option<&async_nats::HeaderMap>,
+) -> Result<T, nova_shared::codec::CodecError> {
+    let encoding = nova_shared::codec::Encoding::from_content_type(content_type(headers));
+    nova_shared::codec::decode(payload, encoding)
+}
+
+/// Acknowledges a JetStream message. A lost ack only means a redelivery,
+/// which every consumer here absorbs, so it is logged, not returned.
+pub async fn ack(message: &async_nats::jetstream::Message, kind: async_nats::jetstream::AckKind) {
+    if let Err(error) = message.ack_with(kind).await {
+        tracing::warn!(%error, "ack failed");
+    }
+}
+
 /// An id unique across processes and replicas: `<prefix>-<process token>-<counter>`.
 /// For records that are distinct events even when their content is equal.
 pub fn unique_id(prefix: &str) -> String {

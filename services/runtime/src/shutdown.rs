@@ -31,7 +31,7 @@ impl Drop for ShutdownTrigger {
 
 impl Shutdown {
     /// A future that completes once the shutdown fires (or its trigger is dropped).
-    pub fn signal(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub fn signal(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
         let mut rx = self.0.clone();
         async move {
             let _ = rx.wait_for(|stop| *stop).await;
