@@ -487,3 +487,17 @@ pub struct AuditQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
 }
+
+/// The control verb of capacity requests: `nova.ctl.capacity`, payload the
+/// target's name, answered by an actuator with a [`CapacityAnswer`].
+pub const CAPACITY_VERB: &str = "capacity";
+
+/// An actuator's answer to a capacity request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapacityAnswer {
+    /// The capacity, just read from the backend and stored in KV.
+    Capacity(CapacityRecord),
+    /// Why it could not be read.
+    Error(String),
+}

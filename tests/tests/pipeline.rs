@@ -415,3 +415,30 @@ async fn two_replicas_of_every_stage_act_once() {
         "one record per stage, not per replica"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_created_after_start_is_read_on_demand() {
+    let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
+    let client = nats.client().await;
+    let mut audit = AuditReader::new(&client).await;
+    // The pipeline starts first: the actuator's first look finds no service.
+    let pipeline = Pipeline::start(&nats, runbook_policy(&moto.endpoint)).await;
+    let ecs = moto.ecs_service(CLUSTER, "novacron-worker", 5).await;
+    // Long before the actuator's next periodic look, the arbiter asks it.
+    let now = nova_runtime::now_ms();
+    publish(
+        &client,
+        subjects::metrics("worker", "queue_depth"),
+        queue_depth(1500.0, now),
+        false,
+    )
+    .await;
+    let decision = audit
+        .wait_for("a decision", |r| r.kind == AuditKind::Decision)
+        .await;
+    assert_eq!(decision.outcome, "scale", "{}", decision.reason);
+    let result = audit.wait_for("the result", is_result("worker")).await;
+    assert_eq!(result.outcome, "succeeded", "{}", result.reason);
+    assert_eq!(ecs_desired(&ecs, CLUSTER, "novacron-worker").await, 10);
+    pipeline.stop().await;
+}

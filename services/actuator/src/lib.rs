@@ -32,11 +32,13 @@ use nova_runtime::nats::{ACTUATOR_CONSUMER, CAPACITY_BUCKET, COMMANDS_STREAM, SI
 use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
+use nova_shared::codec;
 use nova_shared::ids;
 use nova_shared::policy::Policy;
 use nova_shared::subjects;
 use nova_shared::wire::{
-    ActionResult, AuditKind, AuditRecord, CapacityRecord, Command, ResultStatus, Stage,
+    ActionResult, AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command,
+    ResultStatus, Stage,
 };
 use thiserror::Error;
 
@@ -125,6 +127,12 @@ pub async fn run(
     };
     // Capacity first: the arbiter needs it before it can decide anything.
     actuator.observe_all().await;
+    let mut capacity_requests = setup::subscribe(
+        &client,
+        &subjects::control(CAPACITY_VERB),
+        Some("nova-actuator"),
+    )
+    .await?;
     let _ping = setup::ping(&client, Stage::Actuator).await?;
     // The first observation ran above; the next is one period away.
     let first = tokio::time::Instant::now() + config.observe_every;
@@ -134,6 +142,10 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = observe.tick() => actuator.observe_all().await,
+            request = capacity_requests.next() => match request {
+                Some(request) => actuator.answer_capacity(&client, request).await,
+                None => break,
+            },
             message = messages.next() => match message {
                 Some(Ok(message)) => actuator.handle(message).await,
                 Some(Err(error)) => tracing::warn!(%error, "command stream hiccup"),
@@ -148,18 +160,51 @@ pub async fn run(
 impl Actuator {
     /// Reads every backend's capacity into KV, keeping `applied_seq`.
     async fn observe_all(&self) {
-        for (target, backend) in &self.backends {
-            match backend.observe().await {
-                Ok(obs) => {
-                    if let Err(error) = self
-                        .record_capacity(target, backend.kind(), obs, None)
-                        .await
-                    {
-                        tracing::warn!(%error, target, "cannot record capacity");
-                    }
-                }
-                Err(error) => tracing::warn!(%error, target, "cannot observe capacity"),
+        for target in self.backends.keys() {
+            if let Err(error) = self.observe(target).await {
+                tracing::warn!(%error, target, "cannot observe capacity");
             }
+        }
+    }
+
+    /// Reads one target's capacity from its backend into KV.
+    async fn observe(&self, target: &str) -> Result<CapacityRecord, String> {
+        let backend = self
+            .backends
+            .get(target)
+            .ok_or_else(|| format!("no target {target:?} in the policy"))?;
+        let obs = backend.observe().await.map_err(|e| e.to_string())?;
+        self.record_capacity(target, backend.kind(), obs, None)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Answers `nova.ctl.capacity` (payload: a target name) with a fresh
+    /// [`CapacityRecord`], or an error text; the arbiter asks when it has
+    /// never seen a target's capacity.
+    async fn answer_capacity(&self, client: &async_nats::Client, request: async_nats::Message) {
+        let Some(reply) = request.reply.clone() else {
+            return self
+                .dead
+                .send(
+                    &request.subject,
+                    "capacity request without a reply subject",
+                    &request.payload,
+                )
+                .await;
+        };
+        let target = String::from_utf8_lossy(&request.payload).trim().to_string();
+        let answer = match self.observe(&target).await {
+            Ok(record) => codec::encode(&CapacityAnswer::Capacity(record)),
+            Err(error) => codec::encode(&CapacityAnswer::Error(error)),
+        };
+        match answer {
+            Ok(payload) => {
+                if let Err(error) = client.publish(reply, payload.into()).await {
+                    tracing::warn!(%error, "cannot answer capacity request");
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot encode capacity answer"),
         }
     }
 

@@ -33,7 +33,8 @@ use nova_shared::ids;
 use nova_shared::policy::{Policy, Target};
 use nova_shared::subjects;
 use nova_shared::wire::{
-    AuditKind, AuditRecord, CapacityRecord, Command, Decision, Outcome, Stage, Trigger,
+    AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command, Decision,
+    Outcome, Stage, Trigger,
 };
 use thiserror::Error;
 
@@ -73,6 +74,7 @@ enum DecideError {
 
 struct Arbiter {
     policy: Arc<Policy>,
+    client: async_nats::Client,
     js: jetstream::Context,
     states: Store,
     capacities: Store,
@@ -94,6 +96,7 @@ pub async fn run(
         setup::durable_messages(&js, TRIGGERS_STREAM, &config.consumer, config.ack_wait).await?;
     let arbiter = Arbiter {
         policy: config.policy.clone(),
+        client: client.clone(),
         states: setup::bucket(&js, ARBITER_BUCKET).await?,
         capacities: setup::bucket(&js, CAPACITY_BUCKET).await?,
         dead: DeadLetters::new(js.clone(), Stage::Arbiter),
@@ -168,9 +171,12 @@ impl Arbiter {
             let stored = kv::load::<TargetState>(&self.states, &target.name).await?;
             let (state, revision) =
                 stored.map_or((TargetState::default(), 0), |v| (v.value, v.revision));
-            let capacity = kv::load::<CapacityRecord>(&self.capacities, &target.name)
+            let mut capacity = kv::load::<CapacityRecord>(&self.capacities, &target.name)
                 .await?
                 .map(|v| v.value);
+            if capacity.is_none() && state.desired.is_none() {
+                capacity = self.ask_capacity(&target.name).await;
+            }
             let verdict = arbitrate::decide(target, settings, &state, capacity.as_ref(), trigger);
             let Some(next) = verdict.state else {
                 metrics::counter!(names::DECISIONS, "outcome" => Outcome::Duplicate.as_str())
@@ -195,6 +201,35 @@ impl Arbiter {
                     metrics::counter!(names::KV_CONFLICTS, "bucket" => ARBITER_BUCKET).increment(1);
                 }
                 Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Asks an actuator to read a target's capacity now (`nova.ctl.capacity`);
+    /// `None` if none answers in time or the backend cannot say.
+    async fn ask_capacity(&self, target: &str) -> Option<CapacityRecord> {
+        let subject = subjects::control(CAPACITY_VERB);
+        let request = self.client.request(subject, target.to_string().into());
+        let reply = match tokio::time::timeout(Duration::from_secs(10), request).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, target, "no actuator answered a capacity request");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(target, "capacity request timed out");
+                return None;
+            }
+        };
+        match nova_shared::codec::decode(&reply.payload, nova_shared::codec::Encoding::MsgPack) {
+            Ok(CapacityAnswer::Capacity(record)) => Some(record),
+            Ok(CapacityAnswer::Error(error)) => {
+                tracing::warn!(target, %error, "actuator cannot read capacity");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(target, %error, "unreadable capacity answer");
+                None
             }
         }
     }
