@@ -52,7 +52,11 @@ fn policy(targets: usize) -> String {
 /// Resident set size of this process, bytes (Linux).
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -61,7 +65,8 @@ fn run(series: usize) {
     let series = targets * METRICS.len() * INSTANCES;
     let policy = from_yaml(&policy(targets), "bench.yaml").expect("bench policy");
     let names: Vec<String> = (0..targets).map(|t| format!("t{t}")).collect();
-    let instances: Vec<Option<String>> = (0..INSTANCES).map(|i| Some(format!("i-{i:04}"))).collect();
+    let instances: Vec<Option<String>> =
+        (0..INSTANCES).map(|i| Some(format!("i-{i:04}"))).collect();
     // Samples are built once and re-stamped per round, so the timed loop
     // measures the evaluator, not sample construction.
     let mut samples: Vec<(usize, Sample)> = Vec::with_capacity(series);
@@ -73,7 +78,15 @@ fn run(series: usize) {
                     2 => 0.05 + (i % 7) as f64 * 0.1,
                     _ => ((t * 31 + i * 7) % 100) as f64,
                 };
-                samples.push((t, Sample { metric: metric.to_string(), value, ts: 0, instance: instance.clone() }));
+                samples.push((
+                    t,
+                    Sample {
+                        metric: metric.to_string(),
+                        value,
+                        ts: 0,
+                        instance: instance.clone(),
+                    },
+                ));
             }
         }
     }
@@ -82,7 +95,9 @@ fn run(series: usize) {
     let mut firings = Vec::new();
     let now = i64::MAX / 2;
     for (t, sample) in &samples {
-        evaluator.observe(&names[*t], sample, now, &mut firings).expect("valid sample");
+        evaluator
+            .observe(&names[*t], sample, now, &mut firings)
+            .expect("valid sample");
     }
     let grown = rss_bytes().saturating_sub(before);
     let rounds = (20_000_000 / series).clamp(3, 50);
@@ -93,7 +108,9 @@ fn run(series: usize) {
         for (t, sample) in samples.iter_mut() {
             sample.ts = ts;
             firings.clear();
-            evaluator.observe(&names[*t], sample, now, &mut firings).expect("valid sample");
+            evaluator
+                .observe(&names[*t], sample, now, &mut firings)
+                .expect("valid sample");
             fired += firings.len();
         }
     }
@@ -112,8 +129,15 @@ fn run(series: usize) {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let sizes = if args.is_empty() { vec![100_000, 1_000_000] } else { args };
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if args.is_empty() {
+        vec![100_000, 1_000_000]
+    } else {
+        args
+    };
     for series in sizes {
         run(series);
     }

@@ -1,0 +1,155 @@
+//! Invariants of the decision logic, over random inputs (proptest):
+//! - capacity never leaves [min, max];
+//! - never two actions in one direction inside that direction's cooldown;
+//! - the same sample stream gives the same triggers replayed in one burst or live.
+
+use nova_shared::arbitrate::{ArbiterSettings, TargetState, decide};
+use nova_shared::evaluate::Evaluator;
+use nova_shared::policy::{Policy, from_yaml};
+use nova_shared::wire::{CapacityRecord, Direction, RuleFiring, Sample, Trigger, TriggerSource};
+use proptest::prelude::*;
+
+const POLICY: &str = r#"
+evaluation: {staleness_secs: 30, refire_secs: 10}
+targets:
+  w: {rules: [q, cpu], min: 3, max: 40, backend: {sim: {initial: 5}}}
+horizontal_scaling_rules:
+  q:
+    scale_up: {condition: "queue_depth > 1000", action: "add 5 workers", cooldown: 120, max_workers: 30}
+    scale_down: {condition: "queue_depth < 100 for 15 minutes", action: "remove 2 workers", cooldown: 600, min_workers: 4}
+  cpu:
+    scale_up: {condition: "avg_cpu > 70% for 2 minutes", action: "add 2 instances", cooldown: 300}
+    scale_down: {condition: "avg_cpu < 30% for 10 minutes", action: "remove 1 instance", cooldown: 60}
+"#;
+
+fn policy() -> Policy {
+    from_yaml(POLICY, "p.yaml").expect("policy")
+}
+
+const RULES: [&str; 4] = [
+    "q.scale_up",
+    "q.scale_down",
+    "cpu.scale_up",
+    "cpu.scale_down",
+];
+
+/// Triggers at increasing event times, each with one or two of the rules.
+fn triggers() -> impl Strategy<Value = Vec<(i64, Vec<usize>)>> {
+    prop::collection::vec((1i64..400, prop::collection::vec(0usize..4, 1..3)), 1..80).prop_map(
+        |steps| {
+            let mut ts = 0;
+            steps
+                .into_iter()
+                .map(|(gap, rules)| {
+                    ts += gap * 1000;
+                    (ts, rules)
+                })
+                .collect()
+        },
+    )
+}
+
+fn trigger(policy: &Policy, n: usize, ts: i64, rules: &[usize]) -> Trigger {
+    let target = &policy.targets["w"];
+    let firings = rules
+        .iter()
+        .map(|&r| {
+            let rule = target.rule(RULES[r]).expect("rule");
+            RuleFiring {
+                rule: rule.name.clone(),
+                direction: rule.direction,
+                action: rule.action,
+                observed: None,
+                threshold: None,
+                condition: rule.condition.text.clone(),
+                held_secs: 0,
+                reason: String::new(),
+            }
+        })
+        .collect();
+    Trigger {
+        id: format!("t-{n}"),
+        ts,
+        target: "w".into(),
+        source: TriggerSource::Rule,
+        firings,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn capacity_stays_in_bounds_and_cooldowns_hold(start in 3u32..=40, steps in triggers(), applied_lag in 0usize..3) {
+        let policy = policy();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, policy.evaluation.refire_secs);
+        let mut state = TargetState::default();
+        let mut observed = CapacityRecord { target: "w".into(), desired: start, running: None, applied_seq: 0, observed_ms: 0, backend: "sim".into() };
+        let mut pending = Vec::new();
+        let mut last_action: [Option<(i64, u64)>; 2] = [None, None];
+        for (n, (ts, rules)) in steps.iter().enumerate() {
+            let verdict = decide(target, settings, &state, Some(&observed), &trigger(&policy, n, *ts, rules));
+            if let Some(command) = &verdict.command {
+                prop_assert!((target.min..=target.max).contains(&command.desired), "{command:?} outside [{}, {}]", target.min, target.max);
+                let dir = usize::from(command.desired > command.from);
+                let cooldown = target.rule(command.rule.as_deref().unwrap()).unwrap().cooldown_secs;
+                if let Some((at, secs)) = last_action[dir] {
+                    prop_assert!(ts - at >= i64::try_from(secs * 1000).unwrap(), "two {} actions {}ms apart, cooldown {secs}s", if dir == 1 { "up" } else { "down" }, ts - at);
+                }
+                last_action[dir] = Some((*ts, cooldown));
+                pending.push(command.clone());
+            }
+            state = verdict.state.unwrap_or(state);
+            // The actuator applies commands after a lag of a few triggers.
+            while pending.len() > applied_lag {
+                let command = pending.remove(0);
+                observed.desired = command.desired;
+                observed.applied_seq = command.seq;
+            }
+        }
+    }
+
+    #[test]
+    fn every_decision_has_a_reason_and_duplicates_change_nothing(steps in triggers()) {
+        let policy = policy();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, policy.evaluation.refire_secs);
+        let observed = CapacityRecord { target: "w".into(), desired: 10, running: None, applied_seq: 0, observed_ms: 0, backend: "sim".into() };
+        let mut state = TargetState::default();
+        for (n, (ts, rules)) in steps.iter().enumerate() {
+            let t = trigger(&policy, n, *ts, rules);
+            let verdict = decide(target, settings, &state, Some(&observed), &t);
+            prop_assert!(!verdict.decision.reason.is_empty());
+            let next = verdict.state.expect("a new trigger changes state");
+            let again = decide(target, settings, &next, Some(&observed), &t);
+            prop_assert!(again.state.is_none() && again.command.is_none(), "a redelivered trigger acted again");
+            state = next;
+        }
+    }
+
+    #[test]
+    fn replayed_in_one_burst_equals_live(values in prop::collection::vec((0u8..3, 0.0f64..1.0, 1i64..20), 1..300)) {
+        let policy = policy();
+        let mut ts = 1_000_000;
+        let samples: Vec<Sample> = values
+            .iter()
+            .map(|(instance, value, gap)| {
+                ts += gap * 1000;
+                Sample { metric: "cpu".into(), value: *value, ts, instance: Some(format!("i-{instance}")) }
+            })
+            .collect();
+        let (burst, _) = Evaluator::new(&policy).observe_batch("w", &samples, i64::MAX / 2);
+        let mut live = Evaluator::new(&policy);
+        let mut one_by_one = Vec::new();
+        for sample in &samples {
+            one_by_one.extend(live.observe_batch("w", std::slice::from_ref(sample), sample.ts).0);
+        }
+        prop_assert_eq!(burst, one_by_one);
+    }
+}
+
+#[test]
+fn the_up_direction_is_the_safest() {
+    assert!(Direction::Down < Direction::None && Direction::None < Direction::Up);
+}
