@@ -172,7 +172,8 @@ def check_files(schema_arg: str, files: list) -> int:
 
 EXPECTED = [
     "policy", "metric-sample", "sample-batch", "trigger", "command", "action-result",
-    "audit-record", "dead-letter", "capacity-record", "audit-query",
+    "audit-record", "dead-letter", "capacity-record", "audit-query", "control-request",
+    "control-reply",
 ]
 
 UNKNOWN = {"x_future_field": {"nested": [1, "two", None]}}

@@ -9,19 +9,24 @@
 //! | trigger id already decided                            | `duplicate`        |
 //! | capacity never observed and never commanded           | `unknown_capacity` |
 //! | any up firing: the one asking for most capacity wins  |                    |
+//! |   scale-up paused by an operator                      | `paused`           |
 //! |   up cooldown running                                 | `cooldown`         |
 //! |   current >= max (rule max and target max)            | `at_max`           |
 //! |   otherwise                                           | `scale` (clamped)  |
 //! | only down firings: the one removing least wins        |                    |
+//! |   scale-down paused by an operator                    | `paused`           |
 //! |   an up firing was seen within the up-signal hold     | `overridden`       |
 //! |   down cooldown, or the last scale-up's cooldown, running | `cooldown`     |
 //! |   current <= min (rule min and target min)            | `at_min`           |
 //! |   otherwise                                           | `scale` (clamped)  |
 //! | the chosen capacity equals the current one            | `no_change`        |
+//! | the target is in dry-run mode                         | `dry_run`          |
 //!
 //! Up beats down (the safe direction wins), both within one trigger and
 //! across triggers through the up-signal hold. Every action sets its
-//! direction's cooldown to the acting rule's `cooldown`.
+//! direction's cooldown to the acting rule's `cooldown`, multiplied by the
+//! target's `flapping.cooldown_factor` while the actions of the flap window
+//! reverse direction more than `flapping.max_reversals` times.
 
 use std::collections::VecDeque;
 
@@ -29,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::evaluate::human_secs;
 use crate::ids;
-use crate::policy::Target;
+use crate::policy::{FlapSettings, Target};
 use crate::wire::{CapacityRecord, Command, Decision, Direction, Outcome, RuleFiring, Trigger};
 
 /// How many recent trigger ids a target remembers for de-duplication.
@@ -60,6 +65,15 @@ pub struct TargetState {
     /// Ids of recently decided triggers.
     #[serde(default)]
     pub recent_triggers: VecDeque<String>,
+    /// An operator paused scale-ups.
+    #[serde(default)]
+    pub paused_up: bool,
+    /// An operator paused scale-downs.
+    #[serde(default)]
+    pub paused_down: bool,
+    /// Event time and direction of the actions inside the flap window.
+    #[serde(default)]
+    pub recent_actions: VecDeque<(i64, Direction)>,
     /// The latest decision and its command. The state is stored before they
     /// are published; if the arbiter dies in between, the redelivered
     /// trigger finds them here and publishes them again (de-duplicated).
@@ -74,6 +88,9 @@ pub struct LastVerdict {
     pub decision: Decision,
     /// Its command, for `scale` outcomes.
     pub command: Option<Command>,
+    /// Its flapping note, if any.
+    #[serde(default)]
+    pub flapping: Option<String>,
 }
 
 impl TargetState {
@@ -92,6 +109,9 @@ pub struct Verdict {
     pub command: Option<Command>,
     /// The new state; `None` when nothing changed (duplicates).
     pub state: Option<TargetState>,
+    /// Set when this action finds the target flapping: why, and how the
+    /// cooldown was raised (audited as its own `flapping` record).
+    pub flapping: Option<String>,
 }
 
 /// Settings the arbiter takes from the policy.
@@ -167,6 +187,7 @@ pub fn decide(
                 },
                 command: None,
                 state,
+                flapping: None,
             })
         };
     if state.recent_triggers.contains(&trigger.id) {
@@ -213,7 +234,15 @@ pub fn decide(
             })
             .max_by_key(|(_, desired, _)| *desired)
             .expect("ups is not empty");
-        if ts < state.up_cooldown_until {
+        if state.paused_up {
+            (
+                firing,
+                desired,
+                ceiling,
+                Outcome::Paused,
+                format!("scale-up of {name} is paused by an operator"),
+            )
+        } else if ts < state.up_cooldown_until {
             let left = remaining(state.up_cooldown_until, ts);
             (
                 firing,
@@ -245,7 +274,15 @@ pub fn decide(
         let up_recent = state
             .last_up_signal
             .filter(|up| ts - up < settings.up_signal_hold_ms);
-        if let Some(up_ts) = up_recent {
+        if state.paused_down {
+            (
+                firing,
+                desired,
+                floor,
+                Outcome::Paused,
+                format!("scale-down of {name} is paused by an operator"),
+            )
+        } else if let Some(up_ts) = up_recent {
             let rule = state.last_up_rule.as_deref().unwrap_or("a scale-up rule");
             let ago = remaining(ts, up_ts);
             (
@@ -328,7 +365,34 @@ pub fn decide(
     } else {
         String::new()
     };
-    let cooldown_secs = target.rule(&firing.rule).map_or(0, |r| r.cooldown_secs);
+    let change = format!("{name} from {current} to {desired} ({ask}{clamp})");
+    if target.dry_run {
+        let reason = format!("{lead}; dry run: would scale {change}");
+        return verdict(
+            Outcome::DryRun,
+            Some(firing),
+            Some(current),
+            Some(desired),
+            reason,
+            Some(next),
+        );
+    }
+    let rule_cooldown_secs = target.rule(&firing.rule).map_or(0, |r| r.cooldown_secs);
+    let flapping = record_action(&mut next, &target.flapping, ts, firing.direction);
+    let cooldown_secs = match flapping {
+        Some(_) => rule_cooldown_secs.saturating_mul(u64::from(target.flapping.cooldown_factor)),
+        None => rule_cooldown_secs,
+    };
+    let flapping = flapping.map(|reversals| {
+        format!(
+            "{name} is flapping: {reversals} reversals in the last {}, more than {} allowed; \
+             cooldown raised from {} to {}",
+            human_secs(target.flapping.window_secs),
+            target.flapping.max_reversals,
+            human_secs(rule_cooldown_secs),
+            human_secs(cooldown_secs),
+        )
+    });
     let cooldown_ms = i64::try_from(cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let until = ts.saturating_add(cooldown_ms);
     match firing.direction {
@@ -338,8 +402,13 @@ pub fn decide(
     next.seq = state.seq + 1;
     next.desired = Some(desired);
     let reason = format!(
-        "{lead}; scaling {name} from {current} to {desired} ({ask}{clamp}), cooldown {}",
-        human_secs(cooldown_secs)
+        "{lead}; scaling {change}, cooldown {}{}",
+        human_secs(cooldown_secs),
+        if flapping.is_some() {
+            " (flapping)"
+        } else {
+            ""
+        },
     );
     let command = Command {
         decision_id: decision_id.clone(),
@@ -360,7 +429,35 @@ pub fn decide(
         Some(next),
     );
     v.command = Some(command);
+    v.flapping = flapping;
     remember(v)
+}
+
+/// Adds an action to the flap window and returns the number of reversals in
+/// it when that is more than the target tolerates.
+fn record_action(
+    state: &mut TargetState,
+    flap: &FlapSettings,
+    ts: i64,
+    direction: Direction,
+) -> Option<u32> {
+    let window_ms = i64::try_from(flap.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    while state
+        .recent_actions
+        .front()
+        .is_some_and(|(at, _)| ts.saturating_sub(*at) > window_ms)
+    {
+        state.recent_actions.pop_front();
+    }
+    state.recent_actions.push_back((ts, direction));
+    let reversals = state
+        .recent_actions
+        .iter()
+        .zip(state.recent_actions.iter().skip(1))
+        .filter(|((_, a), (_, b))| a != b)
+        .count();
+    let reversals = u32::try_from(reversals).unwrap_or(u32::MAX);
+    (reversals > flap.max_reversals).then_some(reversals)
 }
 
 /// Stores the verdict in its own new state, for [`TargetState::replay`].
@@ -369,6 +466,7 @@ fn remember(mut verdict: Verdict) -> Verdict {
         state.last = Some(LastVerdict {
             decision: verdict.decision.clone(),
             command: verdict.command.clone(),
+            flapping: verdict.flapping.clone(),
         });
     }
     verdict
@@ -667,6 +765,142 @@ horizontal_scaling_rules:
                 );
             }
         }
+    }
+
+    #[test]
+    fn paused_directions_and_dry_run() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let paused = TargetState {
+            paused_up: true,
+            ..TargetState::default()
+        };
+        let v = decide(
+            target,
+            settings,
+            &paused,
+            Some(&capacity(5, 0)),
+            &trigger(1000, &["q.scale_up"]),
+        );
+        assert_eq!(v.decision.outcome, Outcome::Paused);
+        assert!(
+            v.decision
+                .reason
+                .ends_with("add 5 suppressed: scale-up of w is paused by an operator"),
+            "{}",
+            v.decision.reason
+        );
+        let v = decide(
+            target,
+            settings,
+            &paused,
+            Some(&capacity(8, 0)),
+            &trigger(1000, &["q.scale_down"]),
+        );
+        assert_eq!(
+            v.decision.outcome,
+            Outcome::Scale,
+            "pausing up leaves down alone"
+        );
+        let paused_down = TargetState {
+            paused_down: true,
+            ..TargetState::default()
+        };
+        let v = decide(
+            target,
+            settings,
+            &paused_down,
+            Some(&capacity(8, 0)),
+            &trigger(1000, &["q.scale_down"]),
+        );
+        assert_eq!(v.decision.outcome, Outcome::Paused);
+
+        let mut dry = target.clone();
+        dry.dry_run = true;
+        let v = decide(
+            &dry,
+            settings,
+            &TargetState::default(),
+            Some(&capacity(5, 0)),
+            &trigger(1000, &["q.scale_up"]),
+        );
+        assert_eq!(
+            (v.decision.outcome, v.decision.to, v.command.is_none()),
+            (Outcome::DryRun, Some(10), true)
+        );
+        assert!(
+            v.decision
+                .reason
+                .ends_with("dry run: would scale w from 5 to 10 (add 5)"),
+            "{}",
+            v.decision.reason
+        );
+        let state = v.state.unwrap();
+        assert_eq!(
+            (state.seq, state.up_cooldown_until),
+            (0, 0),
+            "a dry run starts no cooldown"
+        );
+    }
+
+    #[test]
+    fn reversals_beyond_the_limit_raise_the_cooldown() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings {
+            up_signal_hold_ms: 0,
+        };
+        // Up and down alternate, each once its cooldowns allow: the 5th
+        // action is the 4th reversal, more than the default 3 in 30 minutes.
+        let mut state = TargetState::default();
+        let mut observed = capacity(6, 0);
+        let steps = [
+            (0, "q.scale_up"),
+            (130, "q.scale_down"),
+            (200, "q.scale_up"),
+            (740, "q.scale_down"),
+        ];
+        for (secs, rule) in steps {
+            let v = decide(
+                target,
+                settings,
+                &state,
+                Some(&observed),
+                &trigger(secs, &[rule]),
+            );
+            assert_eq!(
+                v.decision.outcome,
+                Outcome::Scale,
+                "{secs}: {}",
+                v.decision.reason
+            );
+            assert!(v.flapping.is_none(), "{secs}: not yet flapping");
+            observed = capacity(
+                v.command.as_ref().unwrap().desired,
+                v.command.as_ref().unwrap().seq,
+            );
+            state = v.state.unwrap();
+        }
+        let v = decide(
+            target,
+            settings,
+            &state,
+            Some(&observed),
+            &trigger(800, &["q.scale_up"]),
+        );
+        assert_eq!(v.decision.outcome, Outcome::Scale);
+        let why = v.flapping.as_deref().expect("flapping");
+        assert_eq!(
+            why,
+            "w is flapping: 4 reversals in the last 30m, more than 3 allowed; cooldown raised from 2m to 6m"
+        );
+        assert!(
+            v.decision.reason.ends_with("cooldown 6m (flapping)"),
+            "{}",
+            v.decision.reason
+        );
+        assert_eq!(v.state.unwrap().up_cooldown_until, (800 + 360) * 1000);
     }
 
     #[test]

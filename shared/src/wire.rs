@@ -209,6 +209,10 @@ pub enum Outcome {
     UnknownCapacity,
     /// Not taken: this trigger was already decided (redelivery or replica).
     Duplicate,
+    /// Not taken: an operator paused this direction.
+    Paused,
+    /// Not taken: the target is in dry-run mode; the reason says what would happen.
+    DryRun,
 }
 
 impl Outcome {
@@ -223,6 +227,8 @@ impl Outcome {
             Outcome::NoChange => "no_change",
             Outcome::UnknownCapacity => "unknown_capacity",
             Outcome::Duplicate => "duplicate",
+            Outcome::Paused => "paused",
+            Outcome::DryRun => "dry_run",
         }
     }
 }
@@ -384,6 +390,8 @@ pub enum AuditKind {
     Command,
     /// A command's result (actuator).
     Result,
+    /// An operator's pause or resume (arbiter).
+    Control,
 }
 
 /// One audit record on `nova.audit.<stage>.<target>`, kept in stream `NOVA_AUDIT`.
@@ -500,4 +508,60 @@ pub enum CapacityAnswer {
     Capacity(CapacityRecord),
     /// Why it could not be read.
     Error(String),
+}
+
+/// A request on `nova.ctl.pause`, `nova.ctl.resume` or `nova.ctl.status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlRequest {
+    /// The target (status: all targets when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Pause or resume only this direction (`up` or `down`); both when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Who asks and why, for the audit record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The reply to a control request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlReply {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// What was done, or what is wrong with the request.
+    pub message: String,
+    /// The state of the targets concerned, after the request.
+    #[serde(default)]
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One target as the arbiter sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// Target.
+    pub target: String,
+    /// Bounds from the policy.
+    pub min: u32,
+    /// Bounds from the policy.
+    pub max: u32,
+    /// Capacity the backend last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityRecord>,
+    /// Desired capacity of the arbiter's last command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<u32>,
+    /// Scale-ups paused.
+    pub paused_up: bool,
+    /// Scale-downs paused.
+    pub paused_down: bool,
+    /// Dry-run mode from the policy.
+    pub dry_run: bool,
+    /// Event time (unix ms) until which scale-ups rest.
+    pub up_cooldown_until: i64,
+    /// Event time (unix ms) until which scale-downs rest.
+    pub down_cooldown_until: i64,
+    /// The last decision's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
 }

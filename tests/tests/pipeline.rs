@@ -442,3 +442,110 @@ async fn a_service_created_after_start_is_read_on_demand() {
     assert_eq!(ecs_desired(&ecs, CLUSTER, "novacron-worker").await, 10);
     pipeline.stop().await;
 }
+
+async fn control(
+    client: &async_nats::Client,
+    verb: &str,
+    request: nova_shared::wire::ControlRequest,
+) -> nova_shared::wire::ControlReply {
+    let payload = codec::encode(&request).unwrap();
+    let reply = within(
+        &format!("nova.ctl.{verb}"),
+        WAIT,
+        client.request(subjects::control(verb), payload.into()),
+    )
+    .await
+    .expect("arbiter answers");
+    codec::decode(&reply.payload, codec::Encoding::MsgPack).expect("control reply")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pause_holds_scale_ups_until_resumed() {
+    use nova_shared::wire::{ControlRequest, Direction};
+    let mut w = world().await;
+    let request = |direction| ControlRequest {
+        target: Some("worker".into()),
+        direction,
+        reason: Some("maintenance window".into()),
+    };
+    let paused = control(&w.client, "pause", request(Some(Direction::Up))).await;
+    assert!(paused.ok, "{}", paused.message);
+    assert_eq!(
+        paused.message,
+        "scale-up of worker paused by an operator: maintenance window"
+    );
+    assert!(paused.targets[0].paused_up && !paused.targets[0].paused_down);
+    let record = w
+        .audit
+        .wait_for("the pause record", |r| r.kind == AuditKind::Control)
+        .await;
+    assert_eq!(
+        (record.outcome.as_str(), record.target.as_str()),
+        ("paused", "worker")
+    );
+
+    let subject = subjects::metrics("worker", "queue_depth");
+    publish(&w.client, subject.clone(), queue_depth(1500.0, w.t0), false).await;
+    let held = w
+        .audit
+        .wait_for("a paused decision", is_decision("worker", "paused"))
+        .await;
+    assert!(
+        held.reason
+            .ends_with("add 5 suppressed: scale-up of worker is paused by an operator"),
+        "{}",
+        held.reason
+    );
+
+    let resumed = control(&w.client, "resume", request(None)).await;
+    assert!(
+        resumed.ok && !resumed.targets[0].paused_up,
+        "{}",
+        resumed.message
+    );
+    publish(
+        &w.client,
+        subject,
+        queue_depth(1500.0, w.t0 + 30_000),
+        false,
+    )
+    .await;
+    let result = w
+        .audit
+        .wait_for("the result after resume", is_result("worker"))
+        .await;
+    assert_eq!(result.outcome, "succeeded", "{}", result.reason);
+    assert_worker_scaled_once_to_10(&w).await;
+
+    let status = control(&w.client, "status", ControlRequest::default()).await;
+    let worker = status
+        .targets
+        .iter()
+        .find(|t| t.target == "worker")
+        .expect("worker status");
+    assert_eq!(
+        (worker.desired, worker.capacity.as_ref().map(|c| c.desired)),
+        (Some(10), Some(10))
+    );
+    assert!(
+        worker
+            .last_decision
+            .as_deref()
+            .unwrap_or("")
+            .contains("scaling worker from 5 to 10")
+    );
+    let unknown = control(
+        &w.client,
+        "pause",
+        ControlRequest {
+            target: Some("nope".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (unknown.ok, unknown.message.as_str()),
+        (false, "no target \"nope\" in the policy")
+    );
+    w.pipeline.stop().await;
+}

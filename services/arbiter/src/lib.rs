@@ -28,13 +28,14 @@ use nova_runtime::nats::{ARBITER_BUCKET, ARBITER_CONSUMER, CAPACITY_BUCKET, TRIG
 use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
-use nova_shared::arbitrate::{self, ArbiterSettings, TargetState};
+use nova_shared::arbitrate::{self, ArbiterSettings, LastVerdict, TargetState};
+use nova_shared::codec;
 use nova_shared::ids;
 use nova_shared::policy::{Policy, Target};
 use nova_shared::subjects;
 use nova_shared::wire::{
-    AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command, Decision,
-    Outcome, Stage, Trigger,
+    AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, ControlReply,
+    ControlRequest, Direction, Outcome, Stage, TargetStatus, Trigger,
 };
 use thiserror::Error;
 
@@ -104,24 +105,177 @@ pub async fn run(
         js,
         max_attempts: config.max_attempts,
     };
+    let mut controls = Vec::new();
+    for verb in CONTROL_VERBS {
+        controls
+            .push(setup::subscribe(&client, &subjects::control(verb), Some("nova-arbiter")).await?);
+    }
+    let mut controls = futures_util::stream::select_all(controls);
     let _ping = setup::ping(&client, Stage::Arbiter).await?;
     tokio::pin!(shutdown);
     loop {
-        let message = tokio::select! {
+        tokio::select! {
             _ = &mut shutdown => break,
-            message = messages.next() => message,
-        };
-        match message {
-            Some(Ok(message)) => arbiter.handle(message).await,
-            Some(Err(error)) => tracing::warn!(%error, "trigger stream hiccup"),
-            None => break,
+            message = messages.next() => match message {
+                Some(Ok(message)) => arbiter.handle(message).await,
+                Some(Err(error)) => tracing::warn!(%error, "trigger stream hiccup"),
+                None => break,
+            },
+            Some(request) = controls.next() => arbiter.control(request).await,
         }
     }
     tracing::info!("arbiter stopped");
     Ok(())
 }
 
+/// Control verbs the arbiter answers: `nova.ctl.<verb>`.
+pub const CONTROL_VERBS: [&str; 3] = ["status", "pause", "resume"];
+
 impl Arbiter {
+    /// Answers `nova.ctl.status`, `nova.ctl.pause` and `nova.ctl.resume`.
+    async fn control(&self, request: async_nats::Message) {
+        let verb = subjects::last_token(&request.subject).to_string();
+        let Some(reply_to) = request.reply.clone() else {
+            let reason = format!("{verb} request without a reply subject");
+            return self
+                .dead
+                .send(&request.subject, reason, &request.payload)
+                .await;
+        };
+        let parsed: Result<ControlRequest, _> = if request.payload.is_empty() {
+            Ok(ControlRequest::default())
+        } else {
+            nova_runtime::decode(&request.payload, request.headers.as_ref())
+        };
+        let reply = match parsed {
+            Err(error) => {
+                self.dead
+                    .send(
+                        &request.subject,
+                        format!("not a control request: {error}"),
+                        &request.payload,
+                    )
+                    .await;
+                ControlReply {
+                    ok: false,
+                    message: format!("not a control request: {error}"),
+                    targets: vec![],
+                }
+            }
+            Ok(parsed) => self.control_reply(&verb, parsed).await,
+        };
+        match codec::encode(&reply) {
+            Ok(payload) => {
+                if let Err(error) = self.client.publish(reply_to, payload.into()).await {
+                    tracing::warn!(%error, "cannot answer a control request");
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot encode a control reply"),
+        }
+    }
+
+    async fn control_reply(&self, verb: &str, request: ControlRequest) -> ControlReply {
+        let failed = |message: String| ControlReply {
+            ok: false,
+            message,
+            targets: vec![],
+        };
+        let targets: Vec<&Target> = match &request.target {
+            Some(name) => match self.policy.targets.get(name) {
+                Some(target) => vec![target],
+                None => return failed(format!("no target {name:?} in the policy")),
+            },
+            None if verb == "status" => self.policy.targets.values().collect(),
+            None => return failed(format!("{verb} needs a target")),
+        };
+        let mut message = String::from("ok");
+        if verb != "status" {
+            let target = targets[0];
+            let pause = verb == "pause";
+            let (up, down) = match request.direction {
+                Some(Direction::Up) => (true, false),
+                Some(Direction::Down) => (false, true),
+                _ => (true, true),
+            };
+            let changed = kv::modify(&self.states, &target.name, |state: Option<TargetState>| {
+                let mut state = state.unwrap_or_default();
+                if up {
+                    state.paused_up = pause;
+                }
+                if down {
+                    state.paused_down = pause;
+                }
+                state
+            })
+            .await;
+            if let Err(error) = changed {
+                return failed(format!("cannot change {}: {error}", target.name));
+            }
+            let what = match (up, down) {
+                (true, true) => "scaling",
+                (true, false) => "scale-up",
+                _ => "scale-down",
+            };
+            let outcome = if pause { "paused" } else { "resumed" };
+            message = format!(
+                "{what} of {} {outcome} by an operator{}",
+                target.name,
+                request
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            let record = AuditRecord::new(
+                nova_runtime::unique_id("a-control"),
+                nova_runtime::now_ms(),
+                Stage::Arbiter,
+                &target.name,
+                AuditKind::Control,
+                outcome,
+                message.clone(),
+            );
+            if let Err(error) = self.auditor.record(&record).await {
+                tracing::warn!(%error, "cannot audit a control action");
+            }
+        }
+        let mut statuses = Vec::with_capacity(targets.len());
+        for target in targets {
+            match self.status(target).await {
+                Ok(status) => statuses.push(status),
+                Err(error) => return failed(format!("cannot read {}: {error}", target.name)),
+            }
+        }
+        ControlReply {
+            ok: true,
+            message,
+            targets: statuses,
+        }
+    }
+
+    async fn status(&self, target: &Target) -> Result<TargetStatus, KvError> {
+        let state = kv::load::<TargetState>(&self.states, &target.name)
+            .await?
+            .map(|v| v.value)
+            .unwrap_or_default();
+        let capacity = kv::load::<CapacityRecord>(&self.capacities, &target.name)
+            .await?
+            .map(|v| v.value);
+        Ok(TargetStatus {
+            target: target.name.clone(),
+            min: target.min,
+            max: target.max,
+            capacity,
+            desired: state.desired,
+            paused_up: state.paused_up,
+            paused_down: state.paused_down,
+            dry_run: target.dry_run,
+            up_cooldown_until: state.up_cooldown_until,
+            down_cooldown_until: state.down_cooldown_until,
+            last_decision: state.last.map(|l| l.decision.reason),
+        })
+    }
+
     async fn handle(&self, message: jetstream::Message) {
         let subject = message.subject.to_string();
         let trigger: Trigger =
@@ -186,16 +340,16 @@ impl Arbiter {
                         decision = last.decision.id,
                         "re-publishing a decision after redelivery"
                     );
-                    self.publish(trigger, &last.decision, last.command.as_ref())
-                        .await?;
+                    self.publish(trigger, last).await?;
                 }
                 return Ok(());
             };
             match kv::save(&self.states, &target.name, &next, revision).await {
                 Ok(_) => {
-                    return Ok(self
-                        .publish(trigger, &verdict.decision, verdict.command.as_ref())
-                        .await?);
+                    // The stored state holds this verdict: publish exactly
+                    // what a redelivery would re-publish.
+                    let stored = next.last.as_ref().expect("decide stores its verdict");
+                    return Ok(self.publish(trigger, stored).await?);
                 }
                 Err(KvError::Conflict { .. }) => {
                     metrics::counter!(names::KV_CONFLICTS, "bucket" => ARBITER_BUCKET).increment(1);
@@ -234,13 +388,9 @@ impl Arbiter {
         }
     }
 
-    async fn publish(
-        &self,
-        trigger: &Trigger,
-        decision: &Decision,
-        command: Option<&Command>,
-    ) -> Result<(), PublishError> {
-        if let Some(command) = command {
+    async fn publish(&self, trigger: &Trigger, verdict: &LastVerdict) -> Result<(), PublishError> {
+        let decision = &verdict.decision;
+        if let Some(command) = &verdict.command {
             publish::publish_once(
                 &self.js,
                 subjects::commands(&command.target),
@@ -270,6 +420,20 @@ impl Arbiter {
         record.trigger_id = Some(decision.trigger_id.clone());
         record.decision_id = Some(decision.id.clone());
         self.auditor.record(&record).await?;
+        if let Some(flapping) = &verdict.flapping {
+            let mut note = AuditRecord::new(
+                ids::derive("a", &[decision.id.as_bytes(), b"flapping"]),
+                decision.ts,
+                Stage::Arbiter,
+                &decision.target,
+                AuditKind::Decision,
+                "flapping",
+                flapping.clone(),
+            );
+            note.rule = decision.rule.clone();
+            note.decision_id = Some(decision.id.clone());
+            self.auditor.record(&note).await?;
+        }
         metrics::counter!(names::DECISIONS, "outcome" => decision.outcome.as_str()).increment(1);
         tracing::info!(
             target = decision.target,

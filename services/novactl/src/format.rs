@@ -1,6 +1,7 @@
 //! One audit record as one line an operator can read.
 
-use nova_shared::wire::AuditRecord;
+use nova_shared::evaluate::human_secs;
+use nova_shared::wire::{AuditRecord, TargetStatus};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -16,5 +17,46 @@ pub fn line(record: &AuditRecord) -> String {
         target = record.target,
         outcome = record.outcome,
         reason = record.reason,
+    )
+}
+
+/// One target's status as two lines.
+pub fn status(status: &TargetStatus, now_ms: i64) -> String {
+    let capacity = match &status.capacity {
+        Some(c) => format!(
+            "{} ({} backend{})",
+            c.desired,
+            c.backend,
+            c.running
+                .map(|r| format!(", {r} running"))
+                .unwrap_or_default()
+        ),
+        None => "unknown".into(),
+    };
+    let paused = match (status.paused_up, status.paused_down) {
+        (true, true) => "paused",
+        (true, false) => "scale-up paused",
+        (false, true) => "scale-down paused",
+        (false, false) => "active",
+    };
+    // Cooldowns run on event time; against the wall clock this is exact
+    // for live samples and an estimate for replayed ones.
+    let cooldown = |until: i64| {
+        let left = until.saturating_sub(now_ms);
+        if left > 0 {
+            human_secs(u64::try_from(left / 1000).unwrap_or(0))
+        } else {
+            "-".into()
+        }
+    };
+    format!(
+        "{name}: capacity {capacity}, bounds {min}..{max}, {paused}{dry}, cooldown up {up} down {down}\n  last: {last}",
+        name = status.target,
+        min = status.min,
+        max = status.max,
+        dry = if status.dry_run { ", dry run" } else { "" },
+        up = cooldown(status.up_cooldown_until),
+        down = cooldown(status.down_cooldown_until),
+        last = status.last_decision.as_deref().unwrap_or("no decision yet"),
     )
 }

@@ -5,6 +5,7 @@
 //!   audit stream live.
 //! - `audit tail`: read the audit stream.
 //! - `policy validate`: check a policy file and list every problem.
+//! - `status`, `pause`, `resume`: the arbiter's control verbs (`nova.ctl.<verb>`).
 
 mod format;
 
@@ -23,7 +24,7 @@ use nova_runtime::shutdown;
 use nova_shared::codec::{self, Encoding};
 use nova_shared::policy;
 use nova_shared::subjects;
-use nova_shared::wire::AuditRecord;
+use nova_shared::wire::{AuditRecord, ControlReply, ControlRequest, Direction};
 
 #[derive(Parser)]
 #[command(version, about = "NovaCron autoscaler control")]
@@ -55,6 +56,55 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Show each target's capacity, bounds, pauses, cooldowns and last decision.
+    Status {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Only this target.
+        target: Option<String>,
+    },
+    /// Stop a target from scaling (both directions unless --direction); decisions are still audited.
+    Pause {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// The target.
+        target: String,
+        /// Only `up` or `down`.
+        #[arg(long, value_parser = parse_direction)]
+        direction: Option<Direction>,
+        /// Why, for the audit record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let a paused target scale again.
+    Resume {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// The target.
+        target: String,
+        /// Only `up` or `down`.
+        #[arg(long, value_parser = parse_direction)]
+        direction: Option<Direction>,
+        /// Why, for the audit record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// Where the arbiter listens.
+#[derive(clap::Args)]
+struct ControlArgs {
+    /// NATS server URL.
+    #[arg(long, env = "NOVA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+}
+
+fn parse_direction(text: &str) -> Result<Direction, String> {
+    match text {
+        "up" => Ok(Direction::Up),
+        "down" => Ok(Direction::Down),
+        other => Err(format!("expected up or down, found {other:?}")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -109,8 +159,72 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Validate { file },
         } => return Ok(validate(&file)),
+        Command::Status { control, target } => {
+            let request = ControlRequest {
+                target,
+                ..Default::default()
+            };
+            return control_command(&control.nats_url, "status", request).await;
+        }
+        Command::Pause {
+            control,
+            target,
+            direction,
+            reason,
+        } => {
+            let request = ControlRequest {
+                target: Some(target),
+                direction,
+                reason,
+            };
+            return control_command(&control.nats_url, "pause", request).await;
+        }
+        Command::Resume {
+            control,
+            target,
+            direction,
+            reason,
+        } => {
+            let request = ControlRequest {
+                target: Some(target),
+                direction,
+                reason,
+            };
+            return control_command(&control.nats_url, "resume", request).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends a control request to the arbiter and prints its answer.
+async fn control_command(
+    url: &str,
+    verb: &str,
+    request: ControlRequest,
+) -> anyhow::Result<ExitCode> {
+    nova_runtime::telemetry::init_tracing_at("warn");
+    let client = nova_runtime::nats::connect(url, "novactl").await?;
+    let payload = codec::encode(&request)?;
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.request(subjects::control(verb), payload.into()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no arbiter answered nova.ctl.{verb} within 10s"))?
+    .map_err(|e| anyhow::anyhow!("nova.ctl.{verb}: {e} (is an arbiter running?)"))?;
+    let reply: ControlReply = codec::decode(&answer.payload, Encoding::MsgPack)?;
+    if verb != "status" || !reply.ok {
+        println!("{}", reply.message);
+    }
+    let now = nova_runtime::now_ms();
+    for status in &reply.targets {
+        println!("{}", format::status(status, now));
+    }
+    Ok(if reply.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn validate(file: &std::path::Path) -> ExitCode {

@@ -113,7 +113,7 @@ const TOP_KEYS: &[&str] = &[
     "metrics",
     "evaluation",
 ];
-const TARGET_KEYS: &[&str] = &["rules", "min", "max", "backend"];
+const TARGET_KEYS: &[&str] = &["rules", "min", "max", "backend", "dry_run", "flapping"];
 const RULE_KEYS: &[&str] = &[
     "condition",
     "action",
@@ -626,13 +626,57 @@ impl Walker {
             }
             Some(v) => self.backend(v, &join(&path, "backend")),
         };
+        let dry_run = match map.get("dry_run") {
+            None => Some(false),
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                self.problem(
+                    &join(&path, "dry_run"),
+                    format!("expected true or false, found {}", show(other)),
+                );
+                None
+            }
+        };
+        let flapping = match map.get("flapping") {
+            None => Some(super::FlapSettings::default()),
+            Some(v) => self.flapping(v, &join(&path, "flapping")),
+        };
         Some(Target {
             name: name.to_string(),
             min: min?,
             max: max?,
             rules,
             backend: backend?,
+            dry_run: dry_run?,
+            flapping: flapping?,
         })
+    }
+
+    fn flapping(&mut self, value: &Value, path: &str) -> Option<super::FlapSettings> {
+        let m = self.map(
+            value,
+            path,
+            &["max_reversals", "window_secs", "cooldown_factor"],
+        )?;
+        let mut settings = super::FlapSettings::default();
+        if let Some(v) = m.get("max_reversals") {
+            settings.max_reversals = self.count(v, &join(path, "max_reversals"))?;
+        }
+        if let Some(v) = m.get("window_secs") {
+            settings.window_secs = self.secs(v, &join(path, "window_secs"))?;
+        }
+        if let Some(v) = m.get("cooldown_factor") {
+            let factor = self.count(v, &join(path, "cooldown_factor"))?;
+            if factor == 0 {
+                self.problem(
+                    &join(path, "cooldown_factor"),
+                    "expected a whole number >= 1",
+                );
+                return None;
+            }
+            settings.cooldown_factor = factor;
+        }
+        Some(settings)
     }
 
     fn backend(&mut self, value: &Value, path: &str) -> Option<Backend> {

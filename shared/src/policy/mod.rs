@@ -73,6 +73,33 @@ pub struct Target {
     pub rules: Vec<ThresholdRule>,
     /// Where capacity is changed.
     pub backend: Backend,
+    /// Decide and audit, but issue no command.
+    pub dry_run: bool,
+    /// When reversals mean the target is flapping.
+    pub flapping: FlapSettings,
+}
+
+/// Flap damping: more than `max_reversals` changes of direction among the
+/// actions of the last `window_secs` multiply every cooldown by
+/// `cooldown_factor` until the window holds fewer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FlapSettings {
+    /// Reversals (up after down, or down after up) tolerated in the window.
+    pub max_reversals: u32,
+    /// The window, seconds of event time.
+    pub window_secs: u64,
+    /// What cooldowns are multiplied by while flapping.
+    pub cooldown_factor: u32,
+}
+
+impl Default for FlapSettings {
+    fn default() -> Self {
+        FlapSettings {
+            max_reversals: 3,
+            window_secs: 1800,
+            cooldown_factor: 3,
+        }
+    }
 }
 
 impl Target {
