@@ -356,6 +356,9 @@ impl Pipeline {
                         tokio::select! {
                             _ = &mut round => break,
                             reply = replies.next() => match reply {
+                                // A status message (503 "no responders")
+                                // means nobody answered yet: not a replica.
+                                Some(reply) if reply.status.is_some() => {}
                                 Some(reply) => { seen.insert(reply.payload); }
                                 None => break,
                             },
