@@ -31,6 +31,10 @@ use tokio::task::JoinHandle;
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The arbiters' ack wait in tests: short, so a killed arbiter's trigger is
+/// redelivered quickly.
+pub const ARBITER_ACK_WAIT: Duration = Duration::from_secs(2);
+
 /// Runs `future` with a deadline; a timeout fails the test naming `what`.
 pub async fn within<T>(what: &str, limit: Duration, future: impl Future<Output = T>) -> T {
     match tokio::time::timeout(limit, future).await {
@@ -302,7 +306,10 @@ impl Pipeline {
                     .expect("evaluator");
             }),
             Stage::Arbiter => tokio::spawn(async move {
-                nova_arbiter::run(nova_arbiter::Config::new(policy), client, signal)
+                let mut config = nova_arbiter::Config::new(policy);
+                // A killed arbiter's unacked trigger comes back after this.
+                config.ack_wait = ARBITER_ACK_WAIT;
+                nova_arbiter::run(config, client, signal)
                     .await
                     .expect("arbiter");
             }),
@@ -368,6 +375,20 @@ impl Pipeline {
             },
         )
         .await;
+    }
+
+    /// Kills every replica of a stage where it stands, as a crash would:
+    /// no work is finished, nothing is acked, the connections just close.
+    pub async fn kill_stage(&mut self, stage: Stage) {
+        let replicas = self
+            .running
+            .remove(stage.as_str())
+            .expect("stage is running");
+        for (trigger, handle) in replicas {
+            handle.abort();
+            let _ = handle.await;
+            drop(trigger);
+        }
     }
 
     /// Stops every replica of a stage and waits for each to finish its work in hand.

@@ -549,3 +549,67 @@ async fn an_operator_pause_holds_scale_ups_until_resumed() {
     );
     w.pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arbiter_killed_mid_stream_loses_and_repeats_nothing() {
+    let mut w = world().await;
+    let subject = subjects::metrics("worker", "queue_depth");
+    // Four breaches, each after the 120 s cooldown: 5 -> 10 -> 15 -> 20 -> 25.
+    let at = |n: i64| w.t0 - 400_000 + n * 130_000;
+    for n in 0..2 {
+        publish(
+            &w.client,
+            subject.clone(),
+            queue_depth(1500.0, at(n)),
+            false,
+        )
+        .await;
+        w.audit.wait_for("a result", is_result("worker")).await;
+    }
+    // The third trigger is in flight when the arbiter dies: depending on
+    // timing the kill lands before the decision is stored, between storing
+    // it and publishing the command, or after; every case must end the same.
+    publish(
+        &w.client,
+        subject.clone(),
+        queue_depth(1500.0, at(2)),
+        false,
+    )
+    .await;
+    w.audit
+        .wait_for("the third trigger", |r| {
+            r.kind == AuditKind::Trigger && r.ts == at(2)
+        })
+        .await;
+    w.pipeline.kill_stage(Stage::Arbiter).await;
+    w.pipeline.start_stage(Stage::Arbiter).await;
+    w.audit
+        .wait_for("the third result", |r| {
+            r.kind == AuditKind::Result && r.to == Some(20)
+        })
+        .await;
+    publish(&w.client, subject, queue_depth(1500.0, at(3)), false).await;
+    w.audit
+        .wait_for("the fourth result", |r| {
+            r.kind == AuditKind::Result && r.to == Some(25)
+        })
+        .await;
+
+    let commands: Vec<Command> = stream_messages(&w.client, COMMANDS_STREAM).await;
+    let steps: Vec<(u64, u32, u32)> = commands
+        .iter()
+        .map(|c| (c.seq, c.from, c.desired))
+        .collect();
+    assert_eq!(steps, [(1, 5, 10), (2, 10, 15), (3, 15, 20), (4, 20, 25)]);
+    let results: Vec<ActionResult> = stream_messages(&w.client, RESULTS_STREAM).await;
+    assert_eq!(results.len(), 4);
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 25);
+    let records: Vec<AuditRecord> =
+        stream_messages(&w.client, nova_runtime::nats::AUDIT_STREAM).await;
+    let decisions = records
+        .iter()
+        .filter(|r| r.kind == AuditKind::Decision)
+        .count();
+    assert_eq!(decisions, 4, "each trigger decided once");
+    w.pipeline.stop().await;
+}
