@@ -604,6 +604,14 @@ async fn an_arbiter_killed_mid_stream_loses_and_repeats_nothing() {
     let results: Vec<ActionResult> = stream_messages(&w.client, RESULTS_STREAM).await;
     assert_eq!(results.len(), 4);
     assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 25);
+    // If the kill landed between publishing the third command and its audit
+    // record, the record comes with the redelivery, one ack wait later.
+    for to in [10, 15, 20, 25] {
+        let seen = |r: &AuditRecord| r.kind == AuditKind::Decision && r.to == Some(to);
+        if !w.audit.seen.iter().any(seen) {
+            w.audit.wait_for("every decision's record", seen).await;
+        }
+    }
     let records: Vec<AuditRecord> =
         stream_messages(&w.client, nova_runtime::nats::AUDIT_STREAM).await;
     let decisions = records
