@@ -35,7 +35,9 @@ use serde::{Deserialize, Serialize};
 use crate::evaluate::human_secs;
 use crate::ids;
 use crate::policy::{FlapSettings, Target};
-use crate::wire::{CapacityRecord, Command, Decision, Direction, Outcome, RuleFiring, Trigger};
+use crate::wire::{
+    CapacityRecord, Command, Decision, Direction, Outcome, RuleFiring, ScaleAction, Trigger,
+};
 
 /// How many recent trigger ids a target remembers for de-duplication.
 const RECENT_TRIGGERS: usize = 64;
@@ -223,6 +225,31 @@ pub fn decide(
             Some(next),
         );
     };
+    // A "set to N" firing (an operator's) points up or down only against
+    // the current capacity; from here on it competes like any other.
+    let resolved: Vec<RuleFiring> = trigger
+        .firings
+        .iter()
+        .map(|f| match f.action {
+            ScaleAction::Set(n) => RuleFiring {
+                direction: match n.cmp(&current) {
+                    std::cmp::Ordering::Greater => Direction::Up,
+                    std::cmp::Ordering::Less => Direction::Down,
+                    std::cmp::Ordering::Equal => Direction::None,
+                },
+                ..f.clone()
+            },
+            _ => f.clone(),
+        })
+        .collect();
+    let ups: Vec<&RuleFiring> = resolved
+        .iter()
+        .filter(|f| f.direction == Direction::Up)
+        .collect();
+    let downs: Vec<&RuleFiring> = resolved
+        .iter()
+        .filter(|f| f.direction == Direction::Down)
+        .collect();
     let name = &target.name;
     // Each firing's proposal: (desired after its own and the target's bounds, its ceiling or floor).
     let (firing, desired, bound, outcome, why) = if !ups.is_empty() {
@@ -765,6 +792,61 @@ horizontal_scaling_rules:
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_operator_set_points_against_the_current_capacity() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let set = |n| Trigger {
+            id: format!("op-{n}"),
+            ts: 1_000_000,
+            target: "w".into(),
+            source: TriggerSource::Operator,
+            firings: vec![RuleFiring {
+                rule: "operator".into(),
+                direction: Direction::None,
+                action: ScaleAction::Set(n),
+                observed: None,
+                threshold: None,
+                condition: String::new(),
+                held_secs: 0,
+                reason: format!("operator: set to {n}"),
+            }],
+        };
+        let cases = [
+            (9, Outcome::Scale, Some(9), Direction::Up),
+            (3, Outcome::Scale, Some(3), Direction::Down),
+            (99, Outcome::Scale, Some(12), Direction::Up),
+            (0, Outcome::Scale, Some(2), Direction::Down),
+            (5, Outcome::NoChange, Some(5), Direction::None),
+        ];
+        for (n, outcome, to, direction) in cases {
+            let v = decide(
+                target,
+                settings,
+                &TargetState::default(),
+                Some(&capacity(5, 0)),
+                &set(n),
+            );
+            assert_eq!(
+                (v.decision.outcome, v.decision.to, v.decision.direction),
+                (outcome, to, direction),
+                "set to {n}: {}",
+                v.decision.reason
+            );
+        }
+        let cooling = TargetState {
+            up_cooldown_until: 2_000_000,
+            ..TargetState::default()
+        };
+        let v = decide(target, settings, &cooling, Some(&capacity(5, 0)), &set(9));
+        assert_eq!(
+            v.decision.outcome,
+            Outcome::Cooldown,
+            "operators get the same cooldowns"
+        );
     }
 
     #[test]

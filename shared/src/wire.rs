@@ -510,7 +510,8 @@ pub enum CapacityAnswer {
     Error(String),
 }
 
-/// A request on `nova.ctl.pause`, `nova.ctl.resume` or `nova.ctl.status`.
+/// A request on `nova.ctl.status`, `nova.ctl.pause`, `nova.ctl.resume` or
+/// `nova.ctl.scale`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ControlRequest {
     /// The target (status: all targets when absent).
@@ -522,6 +523,9 @@ pub struct ControlRequest {
     /// Who asks and why, for the audit record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `scale` only: the capacity to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<u32>,
 }
 
 /// The reply to a control request.

@@ -467,6 +467,7 @@ async fn an_operator_pause_holds_scale_ups_until_resumed() {
         target: Some("worker".into()),
         direction,
         reason: Some("maintenance window".into()),
+        desired: None,
     };
     let paused = control(&w.client, "pause", request(Some(Direction::Up))).await;
     assert!(paused.ok, "{}", paused.message);
@@ -619,5 +620,67 @@ async fn an_arbiter_killed_mid_stream_loses_and_repeats_nothing() {
         .filter(|r| r.kind == AuditKind::Decision)
         .count();
     assert_eq!(decisions, 4, "each trigger decided once");
+    w.pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_scale_is_decided_like_a_rule() {
+    use nova_shared::wire::ControlRequest;
+    let mut w = world().await;
+    let ask = |desired| ControlRequest {
+        target: Some("worker".into()),
+        desired: Some(desired),
+        reason: Some("load test".into()),
+        ..Default::default()
+    };
+    let reply = control(&w.client, "scale", ask(12)).await;
+    assert!(reply.ok, "{}", reply.message);
+    assert!(
+        reply.message.starts_with(
+            "operator asked to set worker to 12 (load test): submitted as trigger op-"
+        ),
+        "{}",
+        reply.message
+    );
+    let result = w
+        .audit
+        .wait_for("the operator's result", is_result("worker"))
+        .await;
+    assert_eq!(
+        (result.outcome.as_str(), result.to),
+        ("succeeded", Some(12)),
+        "{}",
+        result.reason
+    );
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 12);
+    // Beyond the policy's max of 200 it is clamped, like any rule.
+    let reply = control(&w.client, "scale", ask(500)).await;
+    assert!(reply.ok);
+    let decision = w
+        .audit
+        .wait_for("the clamped decision", |r| {
+            r.kind == AuditKind::Decision && r.to == Some(200)
+        })
+        .await;
+    assert!(
+        decision.reason.ends_with(
+            "scaling worker from 12 to 200 (set to 500, clamped at max 200), cooldown 0s"
+        ),
+        "{}",
+        decision.reason
+    );
+    let missing = control(
+        &w.client,
+        "scale",
+        ControlRequest {
+            target: Some("worker".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (missing.ok, missing.message.as_str()),
+        (false, "scale needs a desired capacity")
+    );
     w.pipeline.stop().await;
 }

@@ -35,7 +35,8 @@ use nova_shared::policy::{Policy, Target};
 use nova_shared::subjects;
 use nova_shared::wire::{
     AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, ControlReply,
-    ControlRequest, Direction, Outcome, Stage, TargetStatus, Trigger,
+    ControlRequest, Direction, Outcome, RuleFiring, ScaleAction, Stage, TargetStatus, Trigger,
+    TriggerSource,
 };
 use thiserror::Error;
 
@@ -129,10 +130,10 @@ pub async fn run(
 }
 
 /// Control verbs the arbiter answers: `nova.ctl.<verb>`.
-pub const CONTROL_VERBS: [&str; 3] = ["status", "pause", "resume"];
+pub const CONTROL_VERBS: [&str; 4] = ["status", "pause", "resume", "scale"];
 
 impl Arbiter {
-    /// Answers `nova.ctl.status`, `nova.ctl.pause` and `nova.ctl.resume`.
+    /// Answers `nova.ctl.status`, `nova.ctl.pause`, `nova.ctl.resume` and `nova.ctl.scale`.
     async fn control(&self, request: async_nats::Message) {
         let verb = subjects::last_token(&request.subject).to_string();
         let Some(reply_to) = request.reply.clone() else {
@@ -189,7 +190,12 @@ impl Arbiter {
             None => return failed(format!("{verb} needs a target")),
         };
         let mut message = String::from("ok");
-        if verb != "status" {
+        if verb == "scale" {
+            match self.operator_scale(targets[0], &request).await {
+                Ok(submitted) => message = submitted,
+                Err(error) => return failed(error),
+            }
+        } else if verb != "status" {
             let target = targets[0];
             let pause = verb == "pause";
             let (up, down) = match request.direction {
@@ -251,6 +257,53 @@ impl Arbiter {
             message,
             targets: statuses,
         }
+    }
+
+    /// An operator's "set to N" enters as a trigger like any rule's, so it
+    /// gets the same bounds, cooldowns and audit.
+    async fn operator_scale(
+        &self,
+        target: &Target,
+        request: &ControlRequest,
+    ) -> Result<String, String> {
+        let desired = request.desired.ok_or("scale needs a desired capacity")?;
+        let reason = format!(
+            "operator asked to set {} to {desired}{}",
+            target.name,
+            request
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        let trigger = Trigger {
+            id: nova_runtime::unique_id("op"),
+            ts: nova_runtime::now_ms(),
+            target: target.name.clone(),
+            source: TriggerSource::Operator,
+            firings: vec![RuleFiring {
+                rule: "operator".into(),
+                direction: Direction::None,
+                action: ScaleAction::Set(desired),
+                observed: None,
+                threshold: None,
+                condition: String::new(),
+                held_secs: 0,
+                reason: reason.clone(),
+            }],
+        };
+        publish::publish_once(
+            &self.js,
+            subjects::triggers(&target.name),
+            &trigger.id,
+            &trigger,
+        )
+        .await
+        .map_err(|e| format!("cannot submit: {e}"))?;
+        Ok(format!(
+            "{reason}: submitted as trigger {}; the decision follows in the audit stream",
+            trigger.id
+        ))
     }
 
     async fn status(&self, target: &Target) -> Result<TargetStatus, KvError> {

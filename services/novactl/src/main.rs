@@ -5,7 +5,7 @@
 //!   audit stream live.
 //! - `audit tail`: read the audit stream.
 //! - `policy validate`: check a policy file and list every problem.
-//! - `status`, `pause`, `resume`: the arbiter's control verbs (`nova.ctl.<verb>`).
+//! - `status`, `pause`, `resume`, `scale`: the arbiter's control verbs (`nova.ctl.<verb>`).
 
 mod format;
 
@@ -72,6 +72,18 @@ enum Command {
         /// Only `up` or `down`.
         #[arg(long, value_parser = parse_direction)]
         direction: Option<Direction>,
+        /// Why, for the audit record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Ask for a capacity; it is decided like any trigger (bounds, cooldowns, audit).
+    Scale {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// The target.
+        target: String,
+        /// The capacity to set.
+        desired: u32,
         /// Why, for the audit record.
         #[arg(long)]
         reason: Option<String>,
@@ -176,6 +188,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 target: Some(target),
                 direction,
                 reason,
+                desired: None,
             };
             return control_command(&control.nats_url, "pause", request).await;
         }
@@ -189,8 +202,23 @@ async fn main() -> anyhow::Result<ExitCode> {
                 target: Some(target),
                 direction,
                 reason,
+                desired: None,
             };
             return control_command(&control.nats_url, "resume", request).await;
+        }
+        Command::Scale {
+            control,
+            target,
+            desired,
+            reason,
+        } => {
+            let request = ControlRequest {
+                target: Some(target),
+                direction: None,
+                reason,
+                desired: Some(desired),
+            };
+            return control_command(&control.nats_url, "scale", request).await;
         }
     }
     Ok(ExitCode::SUCCESS)
