@@ -128,19 +128,46 @@ pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), P
     for (name, subjects, max_age) in streams {
         let config = stream_config(name, subjects, max_age, replicas);
         // create_or_update keeps replicas and limits in step with this code.
-        js.create_or_update_stream(config)
+        retrying(name, || js.create_or_update_stream(config.clone()))
             .await
             .map_err(|source| ProvisionError::Stream { name, source })?;
     }
     for (name, history) in [(ARBITER_BUCKET, 5), (CAPACITY_BUCKET, 5), (SIM_BUCKET, 1)] {
-        js.create_or_update_key_value(kv::Config {
+        let config = kv::Config {
             bucket: name.to_string(),
             history,
             num_replicas: replicas,
             ..Default::default()
-        })
-        .await
-        .map_err(|source| ProvisionError::Bucket { name, source })?;
+        };
+        retrying(name, || js.create_or_update_key_value(config.clone()))
+            .await
+            .map_err(|source| ProvisionError::Bucket { name, source })?;
     }
     Ok(())
+}
+
+/// Attempts of one provisioning request, with back-off between them.
+const PROVISION_ATTEMPTS: u32 = 6;
+
+/// Runs a provisioning request until it succeeds or the attempts run out.
+/// On a fresh cluster, services starting at once race to create the same
+/// streams and the meta leader answers some of them with a timeout; the
+/// next attempt finds the stream made and succeeds (about 15 s at most).
+async fn retrying<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut request: impl FnMut() -> F,
+) -> Result<T, E> {
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1.. {
+        match request().await {
+            Ok(done) => return Ok(done),
+            Err(error) if attempt < PROVISION_ATTEMPTS => {
+                tracing::warn!(%error, what, attempt, "provisioning failed, trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    unreachable!("the loop returns on the last attempt")
 }

@@ -13,7 +13,7 @@ pub mod names {
     pub const DEAD_LETTERS: &str = "nova_dead_letters_total";
     /// Dead letters that could not even be published, by `stage`.
     pub const DEAD_LETTER_FAILURES: &str = "nova_dead_letter_failures_total";
-    /// Samples the evaluator saw, by `effect` (evaluated, unused, stale, rejected).
+    /// Samples the evaluator saw, by `effect` (evaluated, rejected).
     pub const EVALUATOR_SAMPLES: &str = "nova_evaluator_samples_total";
     /// Triggers published, by `target`.
     pub const TRIGGERS: &str = "nova_triggers_total";
@@ -43,7 +43,18 @@ pub struct ExporterError {
 
 /// Serves `/metrics` on `addr`. Call once per process, inside a tokio runtime.
 pub fn install_prometheus(addr: SocketAddr) -> Result<(), ExporterError> {
+    // Buckets make backend call times a histogram that replicas can sum,
+    // not per-process quantiles.
+    let backend_buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
     metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(names::BACKEND_CALL_SECONDS.to_string()),
+            &backend_buckets,
+        )
+        .map_err(|e| ExporterError {
+            addr,
+            reason: e.to_string(),
+        })?
         .with_http_listener(addr)
         .install()
         .map_err(|e| ExporterError {
