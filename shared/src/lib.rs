@@ -11,11 +11,13 @@
 //! - [`normalise`]: validating a published sample into canonical units.
 //! - [`policy`]: the policy file model, the runbook rule grammar, and whole-file validation.
 //! - [`evaluate`]: event-time rule evaluation ("condition for duration").
+//! - [`fallback`]: falling back to a set capacity when a metric source goes silent.
 //! - [`arbitrate`]: cooldowns, bounds and conflict resolution into an absolute desired capacity.
 
 pub mod arbitrate;
 pub mod codec;
 pub mod evaluate;
+pub mod fallback;
 pub mod ids;
 pub mod normalise;
 pub mod policy;

@@ -146,6 +146,8 @@ pub enum TriggerSource {
     Rule,
     /// An operator's request through `novactl` or the control subjects.
     Operator,
+    /// The target's metric source went silent and the policy has a fallback.
+    Fallback,
 }
 
 /// One rule that fired, with what it saw.

@@ -18,6 +18,11 @@ const RUNBOOK: &str = include_str!("../../deploy/policies/runbook.yaml");
 
 /// The runbook policy, its ECS services pointed at moto.
 fn runbook_policy(endpoint: &str) -> Arc<Policy> {
+    runbook_policy_with(endpoint, |yaml| yaml)
+}
+
+/// The runbook policy pointed at moto, after `edit`.
+fn runbook_policy_with(endpoint: &str, edit: impl Fn(String) -> String) -> Arc<Policy> {
     let yaml = RUNBOOK
         .replace(
             "service: novacron-api }",
@@ -27,7 +32,7 @@ fn runbook_policy(endpoint: &str) -> Arc<Policy> {
             "service: novacron-worker }",
             &format!("service: novacron-worker, endpoint_url: \"{endpoint}\" }}"),
         );
-    Arc::new(from_yaml(&yaml, "runbook.yaml").expect("runbook policy"))
+    Arc::new(from_yaml(&edit(yaml), "runbook.yaml").expect("runbook policy"))
 }
 
 struct World {
@@ -45,13 +50,18 @@ struct World {
 /// Both runbook services at 5 tasks on moto, the pipeline running and the
 /// actuator's first capacity observation stored.
 async fn world() -> World {
+    world_with(|yaml| yaml).await
+}
+
+/// Like [`world`], with the policy text edited first.
+async fn world_with(edit: impl Fn(String) -> String) -> World {
     let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
     let ecs = moto.ecs_service(CLUSTER, "novacron-worker", 5).await;
     moto.ecs_service_in_cluster(CLUSTER, "novacron-api", 5)
         .await;
     let client = nats.client().await;
     let audit = AuditReader::new(&client).await;
-    let pipeline = Pipeline::start(&nats, runbook_policy(&moto.endpoint)).await;
+    let pipeline = Pipeline::start(&nats, runbook_policy_with(&moto.endpoint, edit)).await;
     for target in ["worker", "api"] {
         wait_capacity(&client, target, 5).await;
     }
@@ -682,5 +692,48 @@ async fn an_operator_scale_is_decided_like_a_rule() {
         (missing.ok, missing.message.as_str()),
         (false, "scale needs a desired capacity")
     );
+    w.pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_metric_source_falls_back_to_the_set_capacity() {
+    let mut w = world_with(|yaml| {
+        yaml.replace(
+            "rules: [queue_depth]",
+            "rules: [queue_depth]\n    fallback: { after_secs: 2, capacity: 12 }",
+        )
+    })
+    .await;
+    // No sample ever arrives for the worker.
+    let trigger = w
+        .audit
+        .wait_for("the fallback trigger", |r| r.kind == AuditKind::Trigger)
+        .await;
+    assert_eq!(trigger.rule.as_deref(), Some("fallback"));
+    assert!(
+        trigger.reason.starts_with("no samples for worker for "),
+        "{}",
+        trigger.reason
+    );
+    assert!(
+        trigger
+            .reason
+            .ends_with("(fallback after 2s): falling back to 12"),
+        "{}",
+        trigger.reason
+    );
+    let result = w
+        .audit
+        .wait_for("the fallback result", is_result("worker"))
+        .await;
+    assert_eq!(
+        (result.outcome.as_str(), result.to),
+        ("succeeded", Some(12)),
+        "{}",
+        result.reason
+    );
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 12);
+    // The api target has no fallback: its silence changes nothing.
+    assert!(w.audit.seen.iter().all(|r| r.target == "worker"));
     w.pipeline.stop().await;
 }

@@ -6,6 +6,10 @@
 //! one `trigger` audit record per rule that fired. Rejected samples (from
 //! the future, unknown target) go to `nova.dead.evaluator`.
 //!
+//! A target with a `fallback` that hears no sample for its `after_secs`
+//! (checked on a ticker, see `nova_shared::fallback`) gets a trigger asking
+//! for the fallback capacity.
+//!
 //! Replicas: every replica may see every sample (plain subscription); they
 //! compute the same triggers with the same ids, and JetStream keeps one.
 
@@ -18,6 +22,7 @@ use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec;
 use nova_shared::evaluate::Evaluator;
+use nova_shared::fallback::SilenceWatch;
 use nova_shared::ids;
 use nova_shared::policy::Policy;
 use nova_shared::subjects;
@@ -44,11 +49,19 @@ pub async fn run(
     let dead = DeadLetters::new(js.clone(), stage);
     let auditor = Auditor::new(js.clone(), stage);
     let mut evaluator = Evaluator::new(&config.policy);
+    let mut silence = SilenceWatch::new(&config.policy, nova_runtime::now_ms());
+    let mut silence_check = tokio::time::interval(fallback_check_period(&config.policy));
     let _ping = setup::ping(&client, stage).await?;
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
             _ = &mut shutdown => break,
+            _ = silence_check.tick() => {
+                for trigger in silence.due(nova_runtime::now_ms()) {
+                    publish_trigger(&js, &auditor, &trigger).await;
+                }
+                continue;
+            }
             message = subscription.next() => match message {
                 Some(message) => message,
                 None => break,
@@ -73,8 +86,11 @@ pub async fn run(
             dead.send(subject, reason, &message.payload).await;
             continue;
         }
-        let (triggers, rejected) =
-            evaluator.observe_batch(&batch.target, &batch.samples, nova_runtime::now_ms());
+        let now = nova_runtime::now_ms();
+        let (triggers, rejected) = evaluator.observe_batch(&batch.target, &batch.samples, now);
+        if let Some(newest) = batch.samples.iter().map(|s| s.ts).max() {
+            silence.heard(&batch.target, newest, now);
+        }
         let evaluated = batch.samples.len() - rejected.len();
         metrics::counter!(names::EVALUATOR_SAMPLES, "effect" => "evaluated")
             .increment(evaluated as u64);
@@ -84,18 +100,39 @@ pub async fn run(
             dead.send(subject, error.to_string(), &raw).await;
         }
         for trigger in triggers {
-            if let Err(error) = emit(&js, &auditor, &trigger).await {
-                // The trigger is lost to this replica only; the condition
-                // keeps holding and fires again after the refire interval.
-                metrics::counter!(names::RETRIES, "stage" => "evaluator").increment(1);
-                tracing::error!(%error, trigger = trigger.id, "cannot publish trigger");
-            }
+            publish_trigger(&js, &auditor, &trigger).await;
         }
     }
     let _ = subscription.unsubscribe().await;
     let _ = client.flush().await;
     tracing::info!("evaluator stopped");
     Ok(())
+}
+
+/// How often to look for silent targets: a quarter of the shortest
+/// fallback delay, between 1 and 15 seconds.
+fn fallback_check_period(policy: &Policy) -> std::time::Duration {
+    let shortest = policy
+        .targets
+        .values()
+        .filter_map(|t| t.fallback)
+        .map(|f| f.after_secs)
+        .min();
+    std::time::Duration::from_secs(shortest.map_or(15, |secs| (secs / 4).clamp(1, 15)))
+}
+
+/// Publishes a trigger and its audit records; a failure is logged and
+/// counted, as the trigger is lost to this replica only (another replica,
+/// or the condition's next firing, raises it again).
+async fn publish_trigger(
+    js: &async_nats::jetstream::Context,
+    auditor: &Auditor,
+    trigger: &Trigger,
+) {
+    if let Err(error) = emit(js, auditor, trigger).await {
+        metrics::counter!(names::RETRIES, "stage" => "evaluator").increment(1);
+        tracing::error!(%error, trigger = trigger.id, "cannot publish trigger");
+    }
 }
 
 /// Publishes a trigger and its audit records.

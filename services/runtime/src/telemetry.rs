@@ -45,7 +45,9 @@ pub struct ExporterError {
 pub fn install_prometheus(addr: SocketAddr) -> Result<(), ExporterError> {
     // Buckets make backend call times a histogram that replicas can sum,
     // not per-process quantiles.
-    let backend_buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+    let backend_buckets = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(names::BACKEND_CALL_SECONDS.to_string()),

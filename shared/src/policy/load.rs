@@ -113,7 +113,9 @@ const TOP_KEYS: &[&str] = &[
     "metrics",
     "evaluation",
 ];
-const TARGET_KEYS: &[&str] = &["rules", "min", "max", "backend", "dry_run", "flapping"];
+const TARGET_KEYS: &[&str] = &[
+    "rules", "min", "max", "backend", "dry_run", "flapping", "fallback",
+];
 const RULE_KEYS: &[&str] = &[
     "condition",
     "action",
@@ -641,6 +643,10 @@ impl Walker {
             None => Some(super::FlapSettings::default()),
             Some(v) => self.flapping(v, &join(&path, "flapping")),
         };
+        let fallback = match map.get("fallback") {
+            None => Some(None),
+            Some(v) => self.fallback(v, &join(&path, "fallback")).map(Some),
+        };
         Some(Target {
             name: name.to_string(),
             min: min?,
@@ -649,6 +655,39 @@ impl Walker {
             backend: backend?,
             dry_run: dry_run?,
             flapping: flapping?,
+            fallback: fallback?,
+        })
+    }
+
+    fn fallback(&mut self, value: &Value, path: &str) -> Option<super::Fallback> {
+        let m = self.map(value, path, &["after_secs", "capacity"])?;
+        let after_secs = match m.get("after_secs") {
+            Some(v) => self.secs(v, &join(path, "after_secs")),
+            None => {
+                self.problem(
+                    &join(path, "after_secs"),
+                    "required: seconds of silence before falling back",
+                );
+                None
+            }
+        };
+        let capacity = match m.get("capacity") {
+            Some(v) => self.count(v, &join(path, "capacity")),
+            None => {
+                self.problem(
+                    &join(path, "capacity"),
+                    "required: the capacity to fall back to",
+                );
+                None
+            }
+        };
+        if after_secs == Some(0) {
+            self.problem(&join(path, "after_secs"), "expected more than 0 seconds");
+            return None;
+        }
+        Some(super::Fallback {
+            after_secs: after_secs?,
+            capacity: capacity?,
         })
     }
 

@@ -77,6 +77,19 @@ pub struct Target {
     pub dry_run: bool,
     /// When reversals mean the target is flapping.
     pub flapping: FlapSettings,
+    /// What to do when the target's metric source goes silent.
+    pub fallback: Option<Fallback>,
+}
+
+/// After `after_secs` without any sample for a target (wall clock), ask for
+/// `capacity` instances, as KEDA's fallback does. Without it, silence
+/// changes nothing: missing data is never read as low load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fallback {
+    /// Seconds of silence before falling back.
+    pub after_secs: u64,
+    /// Capacity to ask for (still within the target's bounds).
+    pub capacity: u32,
 }
 
 /// Flap damping: more than `max_reversals` changes of direction among the
