@@ -17,6 +17,7 @@
 //! |   scale-down paused by an operator                    | `paused`           |
 //! |   an up firing was seen within the up-signal hold     | `overridden`       |
 //! |   down cooldown, or the last scale-up's cooldown, running | `cooldown`     |
+//! |   the last scale-up's capacity is still warming up    | `warming_up`       |
 //! |   current <= min (rule min and target min)            | `at_min`           |
 //! |   otherwise                                           | `scale` (clamped)  |
 //! | the chosen capacity equals the current one            | `no_change`        |
@@ -67,6 +68,9 @@ pub struct TargetState {
     /// Ids of recently decided triggers.
     #[serde(default)]
     pub recent_triggers: VecDeque<String>,
+    /// Event time (ms) until which the last scale-up's instances warm up.
+    #[serde(default)]
+    pub warming_until: i64,
     /// An operator paused scale-ups.
     #[serde(default)]
     pub paused_up: bool,
@@ -337,6 +341,17 @@ pub fn decide(
                 Outcome::Cooldown,
                 format!("the last scale-up is still cooling down for another {left}"),
             )
+        } else if ts < state.warming_until {
+            let left = remaining(state.warming_until, ts);
+            (
+                firing,
+                desired,
+                floor,
+                Outcome::WarmingUp,
+                format!(
+                    "capacity added by the last scale-up is still warming up for another {left}"
+                ),
+            )
         } else if current <= floor {
             (
                 firing,
@@ -423,7 +438,12 @@ pub fn decide(
     let cooldown_ms = i64::try_from(cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let until = ts.saturating_add(cooldown_ms);
     match firing.direction {
-        Direction::Up => next.up_cooldown_until = until,
+        Direction::Up => {
+            next.up_cooldown_until = until;
+            let warmup_ms =
+                i64::try_from(target.warmup_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            next.warming_until = ts.saturating_add(warmup_ms);
+        }
         _ => next.down_cooldown_until = until,
     }
     next.seq = state.seq + 1;
@@ -846,6 +866,53 @@ horizontal_scaling_rules:
             v.decision.outcome,
             Outcome::Cooldown,
             "operators get the same cooldowns"
+        );
+    }
+
+    #[test]
+    fn scale_downs_wait_for_added_capacity_to_warm_up() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let mut target = policy.targets["w"].clone();
+        target.warmup_secs = 900;
+        let settings = ArbiterSettings {
+            up_signal_hold_ms: 0,
+        };
+        let up = decide(
+            &target,
+            settings,
+            &TargetState::default(),
+            Some(&capacity(5, 0)),
+            &trigger(0, &["cpu.scale_up"]),
+        );
+        let state = up.state.unwrap();
+        assert_eq!(state.warming_until, 900_000);
+        let observed = capacity(7, 1);
+        // After the up cooldown (300 s) but inside the warm-up (900 s).
+        let down = decide(
+            &target,
+            settings,
+            &state,
+            Some(&observed),
+            &trigger(400, &["cpu.scale_down"]),
+        );
+        assert_eq!(down.decision.outcome, Outcome::WarmingUp);
+        assert!(
+            down.decision
+                .reason
+                .ends_with("still warming up for another 8m20s"),
+            "{}",
+            down.decision.reason
+        );
+        let later = decide(
+            &target,
+            settings,
+            &down.state.unwrap(),
+            Some(&observed),
+            &trigger(900, &["cpu.scale_down"]),
+        );
+        assert_eq!(
+            (later.decision.outcome, later.decision.to),
+            (Outcome::Scale, Some(6))
         );
     }
 

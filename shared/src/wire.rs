@@ -215,6 +215,8 @@ pub enum Outcome {
     Paused,
     /// Not taken: the target is in dry-run mode; the reason says what would happen.
     DryRun,
+    /// Not taken: capacity added by the last scale-up is still warming up.
+    WarmingUp,
 }
 
 impl Outcome {
@@ -231,6 +233,7 @@ impl Outcome {
             Outcome::Duplicate => "duplicate",
             Outcome::Paused => "paused",
             Outcome::DryRun => "dry_run",
+            Outcome::WarmingUp => "warming_up",
         }
     }
 }

@@ -114,7 +114,14 @@ const TOP_KEYS: &[&str] = &[
     "evaluation",
 ];
 const TARGET_KEYS: &[&str] = &[
-    "rules", "min", "max", "backend", "dry_run", "flapping", "fallback",
+    "rules",
+    "min",
+    "max",
+    "backend",
+    "dry_run",
+    "flapping",
+    "fallback",
+    "warmup_secs",
 ];
 const RULE_KEYS: &[&str] = &[
     "condition",
@@ -647,7 +654,12 @@ impl Walker {
             None => Some(None),
             Some(v) => self.fallback(v, &join(&path, "fallback")).map(Some),
         };
+        let warmup_secs = match map.get("warmup_secs") {
+            None => Some(0),
+            Some(v) => self.secs(v, &join(&path, "warmup_secs")),
+        };
         Some(Target {
+            warmup_secs: warmup_secs?,
             name: name.to_string(),
             min: min?,
             max: max?,

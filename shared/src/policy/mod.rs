@@ -79,6 +79,9 @@ pub struct Target {
     pub flapping: FlapSettings,
     /// What to do when the target's metric source goes silent.
     pub fallback: Option<Fallback>,
+    /// Seconds a new instance needs before it carries load: scale-downs wait
+    /// this long after a scale-up (0: only the cooldowns apply).
+    pub warmup_secs: u64,
 }
 
 /// After `after_secs` without any sample for a target (wall clock), ask for
