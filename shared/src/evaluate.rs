@@ -87,7 +87,14 @@ struct MetricSlot {
 struct TargetSlot {
     rules: Vec<RuleSlot>,
     metrics: HashMap<String, MetricSlot>,
+    /// Current capacity, for `requests_per_instance` derived from `requests`.
+    capacity: Option<u32>,
 }
+
+/// The metric whose rules may be fed from [`REQUESTS`] divided by capacity.
+pub const REQUESTS_PER_INSTANCE: &str = "requests_per_instance";
+/// Total request rate (summed over the instances that report it).
+pub const REQUESTS: &str = "requests";
 
 /// The evaluator's state for every target of a policy.
 pub struct Evaluator {
@@ -112,6 +119,10 @@ impl Evaluator {
                         .rules
                         .push(i);
                 }
+                if metrics.contains_key(REQUESTS_PER_INSTANCE) {
+                    // Keep `requests` per instance so their sum can be divided by capacity.
+                    metrics.entry(REQUESTS.to_string()).or_default();
+                }
                 let rules = target
                     .rules
                     .iter()
@@ -122,7 +133,12 @@ impl Evaluator {
                         last_fired: None,
                     })
                     .collect();
-                (target.name.clone(), TargetSlot { rules, metrics })
+                let slot = TargetSlot {
+                    rules,
+                    metrics,
+                    capacity: None,
+                };
+                (target.name.clone(), slot)
             })
             .collect();
         let settings = &policy.evaluation;
@@ -194,7 +210,33 @@ impl Evaluator {
                 firings.push(firing);
             }
         }
+        // `requests` feeds `requests_per_instance`: the live instances' sum
+        // divided by the target's capacity, as one series at this event time.
+        let per_instance = (sample.metric == REQUESTS)
+            .then(|| slot.capacity.filter(|c| *c > 0))
+            .flatten()
+            .and_then(|capacity| {
+                let total = aggregate(Aggregation::Sum, &metric.instances)?;
+                Some(total / f64::from(capacity))
+            });
+        if let Some(value) = per_instance {
+            let derived = Sample {
+                metric: REQUESTS_PER_INSTANCE.to_string(),
+                value,
+                ts: t,
+                instance: None,
+            };
+            self.observe(target, &derived, now_ms, firings)?;
+        }
         Ok(SampleEffect::Evaluated)
+    }
+
+    /// Tells the evaluator a target's current capacity, which turns its
+    /// `requests` samples into `requests_per_instance`. Unknown targets are ignored.
+    pub fn set_capacity(&mut self, target: &str, capacity: u32) {
+        if let Some(slot) = self.targets.get_mut(target) {
+            slot.capacity = Some(capacity);
+        }
     }
 
     /// Evaluates samples for one target and groups the firings into
@@ -551,6 +593,52 @@ horizontal_scaling_rules:
         }
         assert_eq!(burst, one_by_one);
         assert!(!burst.is_empty());
+    }
+
+    #[test]
+    fn requests_per_instance_is_total_requests_over_capacity() {
+        let policy = from_yaml(
+            "targets:\n  api: {rules: [r], max: 50, backend: {sim: {initial: 5}}}\n\
+             horizontal_scaling_rules:\n  r:\n    scale_up: {condition: \"requests_per_instance > 1000 for 1 minute\", action: \"add 3 instances\"}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let feed = |ev: &mut Evaluator| {
+            let mut fired = Vec::new();
+            for secs in (0..=70).step_by(10) {
+                for (instance, rate) in [("lb-a", 3500.0), ("lb-b", 2500.0)] {
+                    let sample = Sample {
+                        metric: "requests".into(),
+                        value: rate,
+                        ts: secs * 1000,
+                        instance: Some(instance.into()),
+                    };
+                    ev.observe("api", &sample, i64::MAX / 2, &mut fired)
+                        .unwrap();
+                }
+            }
+            fired
+        };
+        let mut unknown = Evaluator::new(&policy);
+        assert!(
+            feed(&mut unknown).is_empty(),
+            "no capacity, no per-instance rate"
+        );
+        let mut five = Evaluator::new(&policy);
+        five.set_capacity("api", 5);
+        let fired = feed(&mut five);
+        // At 0 s only lb-a has reported (3500 / 5 = 700); from 10 s both count
+        // (6000 / 5 = 1200), so the minute is complete at 70 s.
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].held_secs, 60);
+        assert_eq!(
+            fired[0].observed,
+            Some(1200.0),
+            "6000 requests/s over 5 instances"
+        );
+        let mut ten = Evaluator::new(&policy);
+        ten.set_capacity("api", 10);
+        assert!(feed(&mut ten).is_empty(), "600 per instance is below 1000");
     }
 
     #[test]

@@ -737,3 +737,35 @@ async fn a_silent_metric_source_falls_back_to_the_set_capacity() {
     assert!(w.audit.seen.iter().all(|r| r.target == "worker"));
     w.pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_instance_divides_total_requests_by_capacity() {
+    let mut w = world().await;
+    // The runbook's "requests_per_instance > 1000 for 1 minute": the load
+    // balancer reports 6000 requests/s in total; the api runs 5 instances.
+    for step in 0..=6 {
+        let sample = json!({"value": 6000, "ts": w.t0 + step * 10_000, "instance": "lb"});
+        publish(
+            &w.client,
+            subjects::metrics("api", "requests"),
+            rmp_serde::to_vec_named(&sample).unwrap(),
+            false,
+        )
+        .await;
+    }
+    let trigger = w
+        .audit
+        .wait_for("the request rule", |r| r.kind == AuditKind::Trigger)
+        .await;
+    assert_eq!(trigger.rule.as_deref(), Some("request_based.scale_up"));
+    assert_eq!(trigger.observed, Some(1200.0), "6000 / 5");
+    let result = w.audit.wait_for("the api's result", is_result("api")).await;
+    assert_eq!(
+        (result.outcome.as_str(), result.to),
+        ("succeeded", Some(8)),
+        "{}",
+        result.reason
+    );
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-api").await, 8);
+    w.pipeline.stop().await;
+}

@@ -17,16 +17,17 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
+use nova_runtime::nats::CAPACITY_BUCKET;
 use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
-use nova_shared::codec;
+use nova_shared::codec::{self, Encoding};
 use nova_shared::evaluate::Evaluator;
 use nova_shared::fallback::SilenceWatch;
 use nova_shared::ids;
 use nova_shared::policy::Policy;
 use nova_shared::subjects;
-use nova_shared::wire::{AuditKind, AuditRecord, SampleBatch, Stage, Trigger};
+use nova_shared::wire::{AuditKind, AuditRecord, CapacityRecord, SampleBatch, Stage, Trigger};
 
 /// Evaluator settings.
 #[derive(Debug, Clone)]
@@ -50,12 +51,35 @@ pub async fn run(
     let auditor = Auditor::new(js.clone(), stage);
     let mut evaluator = Evaluator::new(&config.policy);
     let mut silence = SilenceWatch::new(&config.policy, nova_runtime::now_ms());
+    // Capacity turns `requests` into `requests_per_instance`; the watch
+    // delivers every target's latest record first, then each change.
+    let mut capacities = setup::bucket(&js, CAPACITY_BUCKET)
+        .await?
+        .watch_with_history(">")
+        .await
+        .map_err(|source| SetupError::Watch {
+            bucket: CAPACITY_BUCKET,
+            source,
+        })?;
     let mut silence_check = tokio::time::interval(fallback_check_period(&config.policy));
     let _ping = setup::ping(&client, stage).await?;
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
+            // In this order: a capacity change is applied before the samples
+            // that arrive after it are evaluated.
+            biased;
             _ = &mut shutdown => break,
+            Some(Ok(entry)) = capacities.next() => {
+                // Deletions and unreadable records carry no capacity: skip them.
+                if let Ok(record) = codec::decode::<CapacityRecord>(&entry.value, Encoding::MsgPack) {
+                    // Instances that are running serve requests; a backend
+                    // that reports none running yet counts the desired ones.
+                    let serving = record.running.filter(|r| *r > 0).unwrap_or(record.desired);
+                    evaluator.set_capacity(&record.target, serving);
+                }
+                continue;
+            }
             _ = silence_check.tick() => {
                 for trigger in silence.due(nova_runtime::now_ms()) {
                     publish_trigger(&js, &auditor, &trigger).await;

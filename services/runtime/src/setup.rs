@@ -47,6 +47,15 @@ pub enum SetupError {
         #[source]
         source: jetstream::context::KeyValueError,
     },
+    /// A KV bucket could not be watched.
+    #[error("cannot watch KV bucket {bucket}: {source}")]
+    Watch {
+        /// Bucket.
+        bucket: &'static str,
+        /// Why.
+        #[source]
+        source: jetstream::kv::WatchError,
+    },
     /// A subscription could not be made.
     #[error("cannot subscribe to {subject}: {source}")]
     Subscribe {
