@@ -277,6 +277,60 @@ impl Evaluator {
     }
 }
 
+/// Which targets an evaluator replica owns when evaluators scale out by
+/// target: `index` of `count` partitions, by a stable hash of the target
+/// name. Every target has exactly one owning partition, so two partitions
+/// never evaluate (or fire for) the same target; replicas of one partition
+/// evaluate the same targets and their identical triggers are de-duplicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    index: u64,
+    count: u64,
+}
+
+impl Default for Partition {
+    /// One partition owning every target.
+    fn default() -> Self {
+        Partition { index: 0, count: 1 }
+    }
+}
+
+impl Partition {
+    /// Partition `index` of `count`.
+    pub fn new(index: u64, count: u64) -> Result<Self, String> {
+        if count == 0 || index >= count {
+            return Err(format!(
+                "partition {index}/{count}: expected K/N with 0 <= K < N"
+            ));
+        }
+        Ok(Partition { index, count })
+    }
+
+    /// True when this partition evaluates `target`.
+    pub fn owns(&self, target: &str) -> bool {
+        ids::fnv64(&[target.as_bytes()]) % self.count == self.index
+    }
+}
+
+impl std::str::FromStr for Partition {
+    type Err = String;
+
+    /// Reads `K/N`, e.g. `0/3`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("expected a partition K/N such as 0/3, found {text:?}");
+        let (k, n) = text.split_once('/').ok_or_else(bad)?;
+        let k = k.trim().parse().map_err(|_| bad())?;
+        let n = n.trim().parse().map_err(|_| bad())?;
+        Partition::new(k, n)
+    }
+}
+
+impl std::fmt::Display for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 /// The deterministic id of a rule trigger: target, event time and rule names.
 pub fn trigger_id(trigger: &Trigger) -> String {
     let ts = trigger.ts.to_be_bytes();
@@ -639,6 +693,30 @@ horizontal_scaling_rules:
         let mut ten = Evaluator::new(&policy);
         ten.set_capacity("api", 10);
         assert!(feed(&mut ten).is_empty(), "600 per instance is below 1000");
+    }
+
+    #[test]
+    fn every_target_has_exactly_one_owning_partition() {
+        let partitions: Vec<Partition> = (0..3).map(|k| Partition::new(k, 3).unwrap()).collect();
+        let mut owned = [0usize; 3];
+        for t in 0..300 {
+            let target = format!("target-{t}");
+            let owners: Vec<usize> = (0..3).filter(|&k| partitions[k].owns(&target)).collect();
+            assert_eq!(owners.len(), 1, "{target}");
+            owned[owners[0]] += 1;
+        }
+        assert!(owned.iter().all(|&n| n > 60), "spread: {owned:?}");
+        assert!(Partition::default().owns("anything"));
+        for (text, ok) in [
+            ("0/3", true),
+            ("2/3", true),
+            ("3/3", false),
+            ("1/0", false),
+            ("a/3", false),
+            ("3", false),
+        ] {
+            assert_eq!(text.parse::<Partition>().is_ok(), ok, "{text}");
+        }
     }
 
     #[test]

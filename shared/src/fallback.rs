@@ -50,6 +50,11 @@ impl SilenceWatch {
         SilenceWatch { targets }
     }
 
+    /// Stops watching the targets `keep` rejects (another evaluator partition's).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.targets.retain(|target, _| keep(target));
+    }
+
     /// Samples for `target` arrived at `now_ms`, the newest stamped `event_ts`.
     pub fn heard(&mut self, target: &str, event_ts: i64, now_ms: i64) {
         if let Some(watch) = self.targets.get_mut(target) {

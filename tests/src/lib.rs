@@ -22,6 +22,7 @@ use aws_credential_types::Credentials;
 use futures_util::StreamExt;
 use nova_runtime::shutdown::{self, ShutdownTrigger};
 use nova_shared::codec::{self, Encoding};
+use nova_shared::evaluate::Partition;
 use nova_shared::policy::Policy;
 use nova_shared::wire::{AuditRecord, Stage};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -256,6 +257,8 @@ pub struct Pipeline {
     url: String,
     policy: Arc<Policy>,
     running: HashMap<&'static str, Vec<(ShutdownTrigger, JoinHandle<()>)>>,
+    /// The partition the next evaluator started will own.
+    pub evaluator_partition: Partition,
 }
 
 /// Every stage, in pipeline order.
@@ -274,6 +277,7 @@ impl Pipeline {
             url: nats.url.clone(),
             policy,
             running: HashMap::new(),
+            evaluator_partition: Partition::default(),
         };
         for stage in STAGES {
             pipeline.start_stage(stage).await;
@@ -293,6 +297,7 @@ impl Pipeline {
         .expect("connect");
         let (trigger, signal) = shutdown::channel();
         let policy = self.policy.clone();
+        let partition = self.evaluator_partition;
         let signal = signal.signal();
         let handle = match stage {
             Stage::Ingest => tokio::spawn(async move {
@@ -301,7 +306,8 @@ impl Pipeline {
                     .expect("ingest");
             }),
             Stage::Evaluator => tokio::spawn(async move {
-                nova_evaluator::run(nova_evaluator::Config { policy }, client, signal)
+                let config = nova_evaluator::Config { policy, partition };
+                nova_evaluator::run(config, client, signal)
                     .await
                     .expect("evaluator");
             }),

@@ -769,3 +769,43 @@ async fn requests_per_instance_divides_total_requests_by_capacity() {
     assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-api").await, 8);
     w.pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_evaluators_cover_every_target_between_them() {
+    use nova_shared::evaluate::Partition;
+    let mut w = world().await;
+    // The smallest partition count that puts the two targets apart.
+    let owner = |target: &str, n: u64| (0..n).find(|&k| Partition::new(k, n).unwrap().owns(target));
+    let n = (2..16)
+        .find(|&n| owner("worker", n) != owner("api", n))
+        .expect("some N separates them");
+    w.pipeline.stop_stage(Stage::Evaluator).await;
+    for k in 0..n {
+        w.pipeline.evaluator_partition = Partition::new(k, n).unwrap();
+        w.pipeline.start_stage(Stage::Evaluator).await;
+    }
+    publish(
+        &w.client,
+        subjects::metrics("worker", "queue_depth"),
+        queue_depth(1500.0, w.t0),
+        false,
+    )
+    .await;
+    for step in 0..=12 {
+        let batch = json!([{"value": 90, "ts": w.t0 + step * 10_000, "instance": "i-a"}]);
+        publish(
+            &w.client,
+            subjects::metrics("api", "cpu"),
+            serde_json::to_vec(&batch).unwrap(),
+            true,
+        )
+        .await;
+    }
+    w.audit
+        .wait_for("the worker's result", is_result("worker"))
+        .await;
+    w.audit.wait_for("the api's result", is_result("api")).await;
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
+    assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-api").await, 7);
+    w.pipeline.stop().await;
+}

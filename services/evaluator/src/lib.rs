@@ -12,6 +12,9 @@
 //!
 //! Replicas: every replica may see every sample (plain subscription); they
 //! compute the same triggers with the same ids, and JetStream keeps one.
+//! To spread the work, run replicas with `--partition K/N`: each evaluates
+//! only the targets it owns (`Partition`), so no two partitions fire for one
+//! target; run two replicas of each partition for availability.
 
 use std::sync::Arc;
 
@@ -22,7 +25,7 @@ use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec::{self, Encoding};
-use nova_shared::evaluate::Evaluator;
+use nova_shared::evaluate::{Evaluator, Partition};
 use nova_shared::fallback::SilenceWatch;
 use nova_shared::ids;
 use nova_shared::policy::Policy;
@@ -34,6 +37,18 @@ use nova_shared::wire::{AuditKind, AuditRecord, CapacityRecord, SampleBatch, Sta
 pub struct Config {
     /// The policy.
     pub policy: Arc<Policy>,
+    /// The targets this replica evaluates (all, by default).
+    pub partition: Partition,
+}
+
+impl Config {
+    /// Every target of `policy`.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Config {
+            policy,
+            partition: Partition::default(),
+        }
+    }
 }
 
 /// Runs until `shutdown` completes.
@@ -50,7 +65,9 @@ pub async fn run(
     let dead = DeadLetters::new(js.clone(), stage);
     let auditor = Auditor::new(js.clone(), stage);
     let mut evaluator = Evaluator::new(&config.policy);
+    let partition = config.partition;
     let mut silence = SilenceWatch::new(&config.policy, nova_runtime::now_ms());
+    silence.retain(|target| partition.owns(target));
     // Capacity turns `requests` into `requests_per_instance`; the watch
     // delivers every target's latest record first, then each change.
     let mut capacities = setup::bucket(&js, CAPACITY_BUCKET)
@@ -108,6 +125,11 @@ pub async fn run(
         if batch.target != subjects::last_token(subject) {
             let reason = format!("batch for target {:?} arrived on {subject}", batch.target);
             dead.send(subject, reason, &message.payload).await;
+            continue;
+        }
+        if !partition.owns(&batch.target) {
+            metrics::counter!(names::EVALUATOR_SAMPLES, "effect" => "other_partition")
+                .increment(batch.samples.len() as u64);
             continue;
         }
         let now = nova_runtime::now_ms();

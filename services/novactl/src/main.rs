@@ -329,9 +329,7 @@ async fn run_all(common: CommonArgs, no_sim_load: bool, quiet: bool) -> anyhow::
             signal.signal()
         )),
         tokio::spawn(nova_evaluator::run(
-            nova_evaluator::Config {
-                policy: policy.clone()
-            },
+            nova_evaluator::Config::new(policy.clone()),
             client.clone(),
             signal.signal()
         )),
