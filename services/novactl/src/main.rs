@@ -64,18 +64,7 @@ enum Command {
         target: Option<String>,
     },
     /// Stop a target from scaling (both directions unless --direction); decisions are still audited.
-    Pause {
-        #[command(flatten)]
-        control: ControlArgs,
-        /// The target.
-        target: String,
-        /// Only `up` or `down`.
-        #[arg(long, value_parser = parse_direction)]
-        direction: Option<Direction>,
-        /// Why, for the audit record.
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Pause(PauseArgs),
     /// Ask for a capacity; it is decided like any trigger (bounds, cooldowns, audit).
     Scale {
         #[command(flatten)]
@@ -89,18 +78,34 @@ enum Command {
         reason: Option<String>,
     },
     /// Let a paused target scale again.
-    Resume {
-        #[command(flatten)]
-        control: ControlArgs,
-        /// The target.
-        target: String,
-        /// Only `up` or `down`.
-        #[arg(long, value_parser = parse_direction)]
-        direction: Option<Direction>,
-        /// Why, for the audit record.
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Resume(PauseArgs),
+}
+
+/// What `pause` and `resume` take.
+#[derive(clap::Args)]
+struct PauseArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// The target.
+    target: String,
+    /// Only `up` or `down`.
+    #[arg(long, value_parser = parse_direction)]
+    direction: Option<Direction>,
+    /// Why, for the audit record.
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+impl PauseArgs {
+    async fn send(self, verb: &str) -> anyhow::Result<ExitCode> {
+        let request = ControlRequest {
+            target: Some(self.target),
+            direction: self.direction,
+            reason: self.reason,
+            desired: None,
+        };
+        control_command(&self.control.nats_url, verb, request).await
+    }
 }
 
 /// Where the arbiter listens.
@@ -178,34 +183,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             };
             return control_command(&control.nats_url, "status", request).await;
         }
-        Command::Pause {
-            control,
-            target,
-            direction,
-            reason,
-        } => {
-            let request = ControlRequest {
-                target: Some(target),
-                direction,
-                reason,
-                desired: None,
-            };
-            return control_command(&control.nats_url, "pause", request).await;
-        }
-        Command::Resume {
-            control,
-            target,
-            direction,
-            reason,
-        } => {
-            let request = ControlRequest {
-                target: Some(target),
-                direction,
-                reason,
-                desired: None,
-            };
-            return control_command(&control.nats_url, "resume", request).await;
-        }
+        Command::Pause(args) => return args.send("pause").await,
+        Command::Resume(args) => return args.send("resume").await,
         Command::Scale {
             control,
             target,
