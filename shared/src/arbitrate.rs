@@ -42,6 +42,9 @@ use crate::wire::{
 
 /// How many recent trigger ids a target remembers for de-duplication.
 const RECENT_TRIGGERS: usize = 64;
+/// How many recent verdicts a target keeps for re-publishing after a crash:
+/// far more decisions than one target gets within a redelivery delay.
+const RECENT_VERDICTS: usize = 16;
 
 /// The arbiter's memory of one target, kept in JetStream KV and changed only
 /// by compare-and-set on its revision.
@@ -80,14 +83,15 @@ pub struct TargetState {
     /// Event time and direction of the actions inside the flap window.
     #[serde(default)]
     pub recent_actions: VecDeque<(i64, Direction)>,
-    /// The latest decision and its command. The state is stored before they
-    /// are published; if the arbiter dies in between, the redelivered
-    /// trigger finds them here and publishes them again (de-duplicated).
+    /// The latest decisions and their commands, newest last. The state is
+    /// stored before they are published; if the arbiter dies in between, the
+    /// redelivered trigger finds its verdict here (even when later triggers
+    /// were decided meanwhile) and publishes it again, de-duplicated.
     #[serde(default)]
-    pub last: Option<LastVerdict>,
+    pub recent_verdicts: VecDeque<LastVerdict>,
 }
 
-/// The latest decision of a target and the command it issued.
+/// A decision of a target and the command it issued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastVerdict {
     /// The decision.
@@ -100,9 +104,17 @@ pub struct LastVerdict {
 }
 
 impl TargetState {
-    /// The stored verdict of `decision_id`, if it is the latest one.
+    /// The stored verdict of `decision_id`, if it is among the recent ones.
     pub fn replay(&self, decision_id: &str) -> Option<&LastVerdict> {
-        self.last.as_ref().filter(|l| l.decision.id == decision_id)
+        self.recent_verdicts
+            .iter()
+            .rev()
+            .find(|v| v.decision.id == decision_id)
+    }
+
+    /// The latest verdict.
+    pub fn last(&self) -> Option<&LastVerdict> {
+        self.recent_verdicts.back()
     }
 }
 
@@ -510,11 +522,14 @@ fn record_action(
 /// Stores the verdict in its own new state, for [`TargetState::replay`].
 fn remember(mut verdict: Verdict) -> Verdict {
     if let Some(state) = verdict.state.as_mut() {
-        state.last = Some(LastVerdict {
+        state.recent_verdicts.push_back(LastVerdict {
             decision: verdict.decision.clone(),
             command: verdict.command.clone(),
             flapping: verdict.flapping.clone(),
         });
+        while state.recent_verdicts.len() > RECENT_VERDICTS {
+            state.recent_verdicts.pop_front();
+        }
     }
     verdict
 }
@@ -1120,6 +1135,40 @@ mod replay_tests {
         assert_eq!(again.decision.outcome, Outcome::Duplicate);
         assert!(again.state.is_none());
         assert!(state.replay("d-other").is_none());
+    }
+
+    #[test]
+    fn an_older_verdict_is_still_replayable_after_later_decisions() {
+        let (policy, trigger) = fixture();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let first = decide(
+            target,
+            settings,
+            &TargetState::default(),
+            Some(&capacity(5, 0)),
+            &trigger,
+        );
+        let later = Trigger {
+            id: "t-2".into(),
+            ts: 500_000,
+            ..trigger.clone()
+        };
+        let second = decide(
+            target,
+            settings,
+            &first.state.clone().unwrap(),
+            Some(&capacity(10, 1)),
+            &later,
+        );
+        let state = second.state.unwrap();
+        // The first trigger is redelivered after the second was decided: its
+        // verdict (command and all) is still there to publish again.
+        let replayed = state
+            .replay(&first.decision.id)
+            .expect("older verdict kept");
+        assert_eq!(replayed.command, first.command);
+        assert_eq!(state.last().map(|l| &l.decision), Some(&second.decision));
     }
 }
 

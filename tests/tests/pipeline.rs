@@ -388,14 +388,15 @@ async fn an_arbiter_restarted_mid_cooldown_still_honours_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_of_every_stage_act_once() {
+async fn replicas_of_every_stage_act_once() {
     use nova_shared::wire::Trigger;
     let mut w = world().await;
     for stage in nova_e2e::STAGES {
         w.pipeline.start_stage(stage).await;
     }
-    // Both evaluators see the sample and publish the same trigger id; both
-    // arbiters and both actuators compete for the streams.
+    w.pipeline.start_stage(Stage::Arbiter).await;
+    // Both evaluators see the sample and publish the same trigger id; three
+    // arbiters and two actuators compete for the streams.
     publish(
         &w.client,
         subjects::metrics("worker", "queue_depth"),

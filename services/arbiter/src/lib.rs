@@ -325,7 +325,7 @@ impl Arbiter {
             dry_run: target.dry_run,
             up_cooldown_until: state.up_cooldown_until,
             down_cooldown_until: state.down_cooldown_until,
-            last_decision: state.last.map(|l| l.decision.reason),
+            last_decision: state.last().map(|l| l.decision.reason.clone()),
         })
     }
 
@@ -401,7 +401,7 @@ impl Arbiter {
                 Ok(_) => {
                     // The stored state holds this verdict: publish exactly
                     // what a redelivery would re-publish.
-                    let stored = next.last.as_ref().expect("decide stores its verdict");
+                    let stored = next.last().expect("decide stores its verdict");
                     return Ok(self.publish(trigger, stored).await?);
                 }
                 Err(KvError::Conflict { .. }) => {
