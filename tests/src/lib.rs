@@ -44,6 +44,13 @@ pub async fn within<T>(what: &str, limit: Duration, future: impl Future<Output =
     }
 }
 
+/// A client connected to `url` (within the deadline), named for the server's logs.
+pub async fn connect(url: &str, name: &str) -> async_nats::Client {
+    within("NATS connect", WAIT, nova_runtime::nats::connect(url, name))
+        .await
+        .expect("connect")
+}
+
 /// The workspace root (parent of this crate).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -133,13 +140,7 @@ impl NatsServer {
 
     /// A connected client with the streams and buckets provisioned.
     pub async fn client(&self) -> async_nats::Client {
-        let client = within(
-            "NATS connect",
-            WAIT,
-            nova_runtime::nats::connect(&self.url, "test"),
-        )
-        .await
-        .expect("connect");
+        let client = connect(&self.url, "test").await;
         within(
             "provisioning",
             WAIT,
@@ -288,13 +289,7 @@ impl Pipeline {
     /// Starts one more replica of a stage, on a connection of its own, and
     /// waits until every replica of that stage answers its ping.
     pub async fn start_stage(&mut self, stage: Stage) {
-        let client = within(
-            "NATS connect",
-            WAIT,
-            nova_runtime::nats::connect(&self.url, stage.as_str()),
-        )
-        .await
-        .expect("connect");
+        let client = connect(&self.url, stage.as_str()).await;
         let (trigger, signal) = shutdown::channel();
         let policy = self.policy.clone();
         let partition = self.evaluator_partition;
@@ -341,13 +336,7 @@ impl Pipeline {
     /// Waits until `replicas` distinct replicas of `stage` answer its ping,
     /// i.e. their inputs are subscribed.
     pub async fn wait_ready(&self, stage: Stage, replicas: usize) {
-        let client = within(
-            "NATS connect",
-            WAIT,
-            nova_runtime::nats::connect(&self.url, "ping"),
-        )
-        .await
-        .expect("connect");
+        let client = connect(&self.url, "ping").await;
         let subject = nova_runtime::ping::subject(stage);
         within(
             &format!("{replicas} {} replica(s) to answer", stage.as_str()),
@@ -444,6 +433,19 @@ impl AuditReader {
         AuditReader {
             messages: consumer.messages().await.expect("audit messages"),
             seen: Vec::new(),
+        }
+    }
+
+    /// A record matching `wanted` already read, or else the next one to
+    /// arrive: for records of independent flows whose order is not the point.
+    pub async fn find_or_wait(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&AuditRecord) -> bool,
+    ) -> AuditRecord {
+        match self.seen.iter().find(|r| wanted(r)) {
+            Some(record) => record.clone(),
+            None => self.wait_for(what, wanted).await,
         }
     }
 

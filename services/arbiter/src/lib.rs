@@ -443,15 +443,6 @@ impl Arbiter {
 
     async fn publish(&self, trigger: &Trigger, verdict: &LastVerdict) -> Result<(), PublishError> {
         let decision = &verdict.decision;
-        if let Some(command) = &verdict.command {
-            publish::publish_once(
-                &self.js,
-                subjects::commands(&command.target),
-                &command.decision_id,
-                command,
-            )
-            .await?;
-        }
         let mut record = AuditRecord::new(
             ids::derive("a", &[decision.id.as_bytes()]),
             decision.ts,
@@ -486,6 +477,19 @@ impl Arbiter {
             note.rule = decision.rule.clone();
             note.decision_id = Some(decision.id.clone());
             self.auditor.record(&note).await?;
+        }
+        // The command goes out after its decision is on record, so the audit
+        // stream always reads decision, executing, result. A crash in between
+        // is repaired on redelivery from the stored verdict (both are
+        // de-duplicated by id).
+        if let Some(command) = &verdict.command {
+            publish::publish_once(
+                &self.js,
+                subjects::commands(&command.target),
+                &command.decision_id,
+                command,
+            )
+            .await?;
         }
         metrics::counter!(names::DECISIONS, "outcome" => decision.outcome.as_str()).increment(1);
         tracing::info!(
