@@ -21,7 +21,27 @@
 //! |   current <= min (rule min and target min)            | `at_min`           |
 //! |   otherwise                                           | `scale` (clamped)  |
 //! | the chosen capacity equals the current one            | `no_change`        |
+//! | a tracking rule's rate limits allow no change now     | `rate_limited`     |
 //! | the target is in dry-run mode                         | `dry_run`          |
+//!
+//! A target tracking firing asks for an absolute capacity; its rule's
+//! behavior policies (Pods and Percent per period, `selectPolicy`) limit
+//! the move against the changes of the last period before the bounds apply.
+//!
+//! Vertical firings (`upgrade to the next tier`) come in triggers of their
+//! own and are decided by their own table; the first bound rule wins when
+//! several fire at once:
+//!
+//! | situation                                             | outcome            |
+//! |-------------------------------------------------------|--------------------|
+//! | trigger id already decided                            | `duplicate`        |
+//! | the tier is not known yet                             | `unknown_capacity` |
+//! | scale-up (which a resize is) paused by an operator    | `paused`           |
+//! | the last resize is cooling down                       | `cooldown`         |
+//! | the tier is the top of the rule's ladder              | `at_top_tier`      |
+//! | the tier is on no step of the ladder                  | `no_change`        |
+//! | the target is in dry-run mode                         | `dry_run`          |
+//! | otherwise: one step up the ladder, same count         | `scale`            |
 //!
 //! Up beats down (the safe direction wins), both within one trigger and
 //! across triggers through the up-signal hold. Every action sets its
@@ -35,7 +55,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::evaluate::human_secs;
 use crate::ids;
-use crate::policy::{FlapSettings, Target};
+use crate::policy::{FlapSettings, Target, TierMove};
+use crate::tracking::{self, ScaleEvent};
 use crate::wire::{
     CapacityRecord, Command, Decision, Direction, Outcome, RuleFiring, ScaleAction, Trigger,
 };
@@ -89,6 +110,16 @@ pub struct TargetState {
     /// were decided meanwhile) and publishes it again, de-duplicated.
     #[serde(default)]
     pub recent_verdicts: VecDeque<LastVerdict>,
+    /// Tier of the last resize command.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Event time (ms) until which resizes rest.
+    #[serde(default)]
+    pub resize_cooldown_until: i64,
+    /// Capacity changes inside the longest rate-limit period of the
+    /// target's tracking rules.
+    #[serde(default)]
+    pub scale_events: VecDeque<ScaleEvent>,
 }
 
 /// A decision of a target and the command it issued.
@@ -140,14 +171,18 @@ pub struct ArbiterSettings {
 }
 
 impl ArbiterSettings {
-    /// An up firing repeats every `max(D, refire)` while its condition holds;
-    /// holding for two of those intervals bridges the gap between repeats.
+    /// An up firing repeats every `max(D, refire)` while its condition holds
+    /// (a tracking rule's every interval); holding for two of those
+    /// intervals bridges the gap between repeats. Vertical rules resize,
+    /// they do not hold scale-downs back.
     pub fn for_target(target: &Target, refire_secs: u64) -> Self {
+        let tracking = target.tracking.iter().map(|r| r.interval_secs);
         let longest = target
             .rules
             .iter()
-            .filter(|r| r.direction == Direction::Up)
+            .filter(|r| r.direction == Direction::Up && r.action != ScaleAction::NextTier)
             .map(|r| r.condition.for_secs.max(refire_secs))
+            .chain(tracking)
             .max()
             .unwrap_or(refire_secs);
         ArbiterSettings {
@@ -164,6 +199,15 @@ fn base_capacity(state: &TargetState, observed: Option<&CapacityRecord>) -> Opti
         (_, Some(desired)) => Some(desired),
         (Some(obs), None) => Some(obs.desired),
         (None, None) => None,
+    }
+}
+
+/// The tier a resize starts from, by the same rule as [`base_capacity`].
+fn base_tier(state: &TargetState, observed: Option<&CapacityRecord>) -> Option<String> {
+    match (observed, &state.tier) {
+        (Some(obs), _) if obs.applied_seq >= state.seq && obs.tier.is_some() => obs.tier.clone(),
+        (_, Some(tier)) => Some(tier.clone()),
+        (obs, None) => obs.and_then(|o| o.tier.clone()),
     }
 }
 
@@ -201,6 +245,8 @@ pub fn decide(
                     rule: firing.map(|f| f.rule.clone()),
                     from,
                     to,
+                    from_tier: None,
+                    to_tier: None,
                     reason,
                 },
                 command: None,
@@ -241,11 +287,22 @@ pub fn decide(
             Some(next),
         );
     };
-    // A "set to N" firing (an operator's) points up or down only against
-    // the current capacity; from here on it competes like any other.
+    if trigger
+        .firings
+        .iter()
+        .all(|f| f.action == ScaleAction::NextTier)
+    {
+        return remember(resize(
+            target, state, next, observed, trigger, current, verdict,
+        ));
+    }
+    // A "set to N" firing (an operator's or a tracking rule's) points up or
+    // down only against the current capacity; from here on it competes like
+    // any other.
     let resolved: Vec<RuleFiring> = trigger
         .firings
         .iter()
+        .filter(|f| f.action != ScaleAction::NextTier)
         .map(|f| match f.action {
             ScaleAction::Set(n) => RuleFiring {
                 direction: match n.cmp(&current) {
@@ -267,16 +324,31 @@ pub fn decide(
         .filter(|f| f.direction == Direction::Down)
         .collect();
     let name = &target.name;
-    // Each firing's proposal: (desired after its own and the target's bounds, its ceiling or floor).
+    // Each firing's proposal: what it asks for, limited by its rule's rate
+    // limits (tracking rules), then by its own and the target's bounds.
+    let events: Vec<ScaleEvent> = state.scale_events.iter().copied().collect();
+    let propose = |f: &RuleFiring| -> (u32, Option<String>) {
+        let asked = f.action.apply(current);
+        match target.limits(&f.rule).behavior {
+            Some(behavior) => {
+                let limited = tracking::rate_limit(current, asked, ts, &events, behavior);
+                (limited.desired, limited.limited_by)
+            }
+            None => (asked, None),
+        }
+    };
+    let limited_by: Option<String>;
     let (firing, desired, bound, outcome, why) = if !ups.is_empty() {
-        let (firing, desired, ceiling) = ups
+        let (firing, desired, ceiling, limit) = ups
             .iter()
             .map(|f| {
                 let ceiling = rule_bound(target, f, true);
-                (*f, f.action.apply(current).min(ceiling), ceiling)
+                let (asked, limit) = propose(f);
+                (*f, asked.min(ceiling), ceiling, limit)
             })
-            .max_by_key(|(_, desired, _)| *desired)
+            .max_by_key(|(_, desired, _, _)| *desired)
             .expect("ups is not empty");
+        limited_by = limit;
         if state.paused_up {
             (
                 firing,
@@ -302,18 +374,22 @@ pub fn decide(
                 Outcome::AtMax,
                 format!("{name} is already at its maximum of {ceiling}"),
             )
+        } else if let Some(why) = limited_by.as_ref().filter(|_| desired == current) {
+            (firing, desired, ceiling, Outcome::RateLimited, why.clone())
         } else {
             (firing, desired, ceiling, Outcome::Scale, String::new())
         }
     } else if !downs.is_empty() {
-        let (firing, desired, floor) = downs
+        let (firing, desired, floor, limit) = downs
             .iter()
             .map(|f| {
                 let floor = rule_bound(target, f, false);
-                (*f, f.action.apply(current).max(floor), floor)
+                let (asked, limit) = propose(f);
+                (*f, asked.max(floor), floor, limit)
             })
-            .max_by_key(|(_, desired, _)| *desired)
+            .max_by_key(|(_, desired, _, _)| *desired)
             .expect("downs is not empty");
+        limited_by = limit;
         let up_recent = state
             .last_up_signal
             .filter(|up| ts - up < settings.up_signal_hold_ms);
@@ -372,6 +448,8 @@ pub fn decide(
                 Outcome::AtMin,
                 format!("{name} is already at its minimum of {floor}"),
             )
+        } else if let Some(why) = limited_by.as_ref().filter(|_| desired == current) {
+            (firing, desired, floor, Outcome::RateLimited, why.clone())
         } else {
             (firing, desired, floor, Outcome::Scale, String::new())
         }
@@ -409,13 +487,15 @@ pub fn decide(
             Some(next),
         );
     }
-    let clamp = if desired != firing.action.apply(current) {
+    let clamp = if desired == bound && desired != firing.action.apply(current) {
         let which = if firing.direction == Direction::Up {
             "max"
         } else {
             "min"
         };
         format!(", clamped at {which} {bound}")
+    } else if let Some(why) = &limited_by {
+        format!(", {why}")
     } else {
         String::new()
     };
@@ -431,8 +511,14 @@ pub fn decide(
             Some(next),
         );
     }
-    let rule_cooldown_secs = target.rule(&firing.rule).map_or(0, |r| r.cooldown_secs);
+    let rule_cooldown_secs = target.limits(&firing.rule).cooldown_secs;
     let flapping = record_action(&mut next, &target.flapping, ts, firing.direction);
+    record_scale_event(
+        &mut next,
+        target,
+        ts,
+        i64::from(desired) - i64::from(current),
+    );
     let cooldown_secs = match flapping {
         Some(_) => rule_cooldown_secs.saturating_mul(u64::from(target.flapping.cooldown_factor)),
         None => rule_cooldown_secs,
@@ -476,6 +562,7 @@ pub fn decide(
         target: name.clone(),
         from: current,
         desired,
+        tier: None,
         rule: Some(firing.rule.clone()),
         reason: reason.clone(),
     };
@@ -490,6 +577,167 @@ pub fn decide(
     v.command = Some(command);
     v.flapping = flapping;
     remember(v)
+}
+
+/// Keeps the capacity changes the target's tracking rules rate-limit by.
+fn record_scale_event(state: &mut TargetState, target: &Target, ts: i64, change: i64) {
+    let longest_secs = target
+        .tracking
+        .iter()
+        .map(|r| r.behavior.longest_period_secs())
+        .max()
+        .unwrap_or(0);
+    let horizon =
+        ts.saturating_sub(i64::try_from(longest_secs.saturating_mul(1000)).unwrap_or(i64::MAX));
+    state.scale_events.retain(|e| e.ts > horizon);
+    if longest_secs > 0 {
+        state.scale_events.push_back(ScaleEvent { ts, change });
+    }
+}
+
+/// Decides a trigger of vertical firings: one step up the first firing
+/// rule's ladder, the number of instances unchanged.
+fn resize(
+    target: &Target,
+    state: &TargetState,
+    mut next: TargetState,
+    observed: Option<&CapacityRecord>,
+    trigger: &Trigger,
+    current: u32,
+    verdict: impl Fn(
+        Outcome,
+        Option<&RuleFiring>,
+        Option<u32>,
+        Option<u32>,
+        String,
+        Option<TargetState>,
+    ) -> Verdict,
+) -> Verdict {
+    let ts = trigger.ts;
+    let name = &target.name;
+    // The first firing in the order the target binds its rules.
+    let firing = target
+        .rules
+        .iter()
+        .find_map(|r| trigger.firings.iter().find(|f| f.rule == r.name))
+        .or(trigger.firings.first())
+        .expect("a resize trigger has firings");
+    let lead = lead(Some(firing));
+    let Some(tier) = base_tier(state, observed) else {
+        let reason = format!(
+            "{lead}; the tier of {name} is not known yet (the actuator has not reported it)"
+        );
+        return verdict(
+            Outcome::UnknownCapacity,
+            Some(firing),
+            Some(current),
+            Some(current),
+            reason,
+            Some(next),
+        );
+    };
+    let with_tiers = |mut v: Verdict, to: Option<String>| {
+        v.decision.from_tier = Some(tier.clone());
+        v.decision.to_tier = to;
+        v
+    };
+    let blocked = |outcome, why: String, next| {
+        let reason = format!("{lead}; upgrade of {name} from {tier} suppressed: {why}");
+        with_tiers(
+            verdict(
+                outcome,
+                Some(firing),
+                Some(current),
+                Some(current),
+                reason,
+                Some(next),
+            ),
+            None,
+        )
+    };
+    if state.paused_up {
+        return blocked(
+            Outcome::Paused,
+            format!("scale-up of {name} is paused by an operator"),
+            next,
+        );
+    }
+    if ts < state.resize_cooldown_until {
+        let left = remaining(state.resize_cooldown_until, ts);
+        return blocked(
+            Outcome::Cooldown,
+            format!("the last resize is cooling down for another {left}"),
+            next,
+        );
+    }
+    let to = match target.next_tier(&firing.rule, &tier) {
+        TierMove::Next(to) => to,
+        TierMove::AtTop => {
+            return blocked(
+                Outcome::AtTopTier,
+                format!("{tier} is the top tier of the ladder of {}", firing.rule),
+                next,
+            );
+        }
+        TierMove::OffLadder => {
+            return blocked(
+                Outcome::NoChange,
+                format!("{tier} is on no step of the ladder of {}", firing.rule),
+                next,
+            );
+        }
+    };
+    let change = format!("{name} from {tier} to {to} ({current} instances)");
+    if target.dry_run {
+        let reason = format!("{lead}; dry run: would resize {change}");
+        return with_tiers(
+            verdict(
+                Outcome::DryRun,
+                Some(firing),
+                Some(current),
+                Some(current),
+                reason,
+                Some(next),
+            ),
+            Some(to),
+        );
+    }
+    let cooldown_secs = target.limits(&firing.rule).cooldown_secs;
+    next.resize_cooldown_until =
+        ts.saturating_add(i64::try_from(cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX));
+    // Replacement instances warm up like added ones; scale-downs wait for them.
+    let warmup_ms = i64::try_from(target.warmup_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    next.warming_until = next.warming_until.max(ts.saturating_add(warmup_ms));
+    next.seq = state.seq + 1;
+    next.desired = Some(current);
+    next.tier = Some(to.clone());
+    let reason = format!(
+        "{lead}; resizing {change}, resize cooldown {}",
+        human_secs(cooldown_secs)
+    );
+    let mut v = with_tiers(
+        verdict(
+            Outcome::Scale,
+            Some(firing),
+            Some(current),
+            Some(current),
+            reason.clone(),
+            Some(next.clone()),
+        ),
+        Some(to.clone()),
+    );
+    v.command = Some(Command {
+        decision_id: v.decision.id.clone(),
+        seq: next.seq,
+        ts,
+        target: name.clone(),
+        from: current,
+        desired: current,
+        tier: Some(to),
+        rule: Some(firing.rule.clone()),
+        reason,
+    });
+    v
 }
 
 /// Adds an action to the flap window and returns the number of reversals in
@@ -544,13 +792,11 @@ fn lead(firing: Option<&RuleFiring>) -> String {
 
 /// The ceiling (up) or floor (down) for a firing: the rule's own bound within the target's.
 fn rule_bound(target: &Target, firing: &RuleFiring, up: bool) -> u32 {
-    let rule = target.rule(&firing.rule);
+    let limits = target.limits(&firing.rule);
     if up {
-        rule.and_then(|r| r.max)
-            .map_or(target.max, |m| m.min(target.max))
+        limits.max.map_or(target.max, |m| m.min(target.max))
     } else {
-        rule.and_then(|r| r.min)
-            .map_or(target.min, |m| m.max(target.min))
+        limits.min.map_or(target.min, |m| m.max(target.min))
     }
 }
 
@@ -558,6 +804,9 @@ fn remaining(later_ms: i64, earlier_ms: i64) -> String {
     let ms = later_ms.saturating_sub(earlier_ms).max(0);
     human_secs(u64::try_from((ms + 999) / 1000).unwrap_or(0))
 }
+
+#[cfg(test)]
+mod kinds_tests;
 
 #[cfg(test)]
 mod tests {
@@ -612,6 +861,7 @@ horizontal_scaling_rules:
             desired,
             running: None,
             applied_seq,
+            tier: None,
             observed_ms: 0,
             backend: "sim".into(),
         }
@@ -1209,6 +1459,7 @@ mod tests_support {
             desired,
             running: None,
             applied_seq,
+            tier: None,
             observed_ms: 0,
             backend: "sim".into(),
         }

@@ -13,6 +13,13 @@
 //! - A sample older than its instance's latest value, or equal to it, changes
 //!   nothing (out of order or duplicate); the clock never moves backwards.
 //!
+//! - A target tracking rule recommends a capacity once per `interval` of
+//!   event time, from the aggregate and the target's current capacity, and
+//!   fires when its stabilized recommendation differs from that capacity
+//!   (see [`crate::tracking`]).
+//! - Vertical firings travel in triggers of their own, apart from the
+//!   horizontal ones of the same instant.
+//!
 //! The same sample stream therefore yields the same triggers whether it is
 //! replayed in one burst or arrives live.
 
@@ -21,9 +28,10 @@ use std::collections::HashMap;
 use thiserror::Error;
 
 use crate::ids;
-use crate::policy::{Aggregation, Policy, ThresholdRule};
+use crate::policy::{Aggregation, Policy, ThresholdRule, TrackingRule};
+use crate::tracking::{self, Recommendations};
 use crate::units::Dimension;
-use crate::wire::{RuleFiring, Sample, Trigger, TriggerSource};
+use crate::wire::{Direction, RuleFiring, Sample, ScaleAction, Trigger, TriggerSource};
 
 /// Why a sample was not evaluated.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -74,10 +82,20 @@ struct RuleSlot {
     last_fired: Option<i64>,
 }
 
+struct TrackingSlot {
+    rule: TrackingRule,
+    /// Raw recommendations inside the stabilization windows.
+    recommendations: Recommendations,
+    /// Event time of the last recommendation.
+    last_recommended: Option<i64>,
+}
+
 #[derive(Default)]
 struct MetricSlot {
-    /// Indexes into the target's rules.
+    /// Indexes into the target's threshold rules.
     rules: Vec<usize>,
+    /// Indexes into the target's tracking rules.
+    tracking: Vec<usize>,
     /// Latest (instance, ts, value) per instance.
     instances: Vec<(Option<String>, i64, f64)>,
     /// Newest event time seen for this metric.
@@ -86,6 +104,7 @@ struct MetricSlot {
 
 struct TargetSlot {
     rules: Vec<RuleSlot>,
+    tracking: Vec<TrackingSlot>,
     metrics: HashMap<String, MetricSlot>,
     /// Current capacity, for `requests_per_instance` derived from `requests`.
     capacity: Option<u32>,
@@ -119,6 +138,13 @@ impl Evaluator {
                         .rules
                         .push(i);
                 }
+                for (i, rule) in target.tracking.iter().enumerate() {
+                    metrics
+                        .entry(rule.metric.clone())
+                        .or_default()
+                        .tracking
+                        .push(i);
+                }
                 if metrics.contains_key(REQUESTS_PER_INSTANCE) {
                     // Keep `requests` per instance so their sum can be divided by capacity.
                     metrics.entry(REQUESTS.to_string()).or_default();
@@ -133,8 +159,18 @@ impl Evaluator {
                         last_fired: None,
                     })
                     .collect();
+                let tracking = target
+                    .tracking
+                    .iter()
+                    .map(|rule| TrackingSlot {
+                        rule: rule.clone(),
+                        recommendations: Recommendations::default(),
+                        last_recommended: None,
+                    })
+                    .collect();
                 let slot = TargetSlot {
                     rules,
+                    tracking,
                     metrics,
                     capacity: None,
                 };
@@ -210,6 +246,15 @@ impl Evaluator {
                 firings.push(firing);
             }
         }
+        if let Some(capacity) = slot.capacity {
+            for &i in &metric.tracking {
+                let tracking_slot = &mut slot.tracking[i];
+                let value = aggregate(tracking_slot.rule.aggregation, &metric.instances);
+                if let Some(firing) = track(tracking_slot, value, capacity, t) {
+                    firings.push(firing);
+                }
+            }
+        }
         // `requests` feeds `requests_per_instance`: the live instances' sum
         // divided by the target's capacity, as one series at this event time.
         let per_instance = (sample.metric == REQUESTS)
@@ -255,16 +300,28 @@ impl Evaluator {
             match self.observe(target, sample, now_ms, &mut firings) {
                 Ok(_) if firings.is_empty() => {}
                 Ok(_) => {
-                    let fired = std::mem::take(&mut firings);
-                    match triggers.last_mut().filter(|t| t.ts == sample.ts) {
-                        Some(same_instant) => same_instant.firings.extend(fired),
-                        None => triggers.push(Trigger {
-                            id: String::new(),
-                            ts: sample.ts,
-                            target: target.to_string(),
-                            source: TriggerSource::Rule,
-                            firings: fired,
-                        }),
+                    let (vertical, horizontal): (Vec<RuleFiring>, Vec<RuleFiring>) = firings
+                        .drain(..)
+                        .partition(|f| f.action == ScaleAction::NextTier);
+                    for fired in [horizontal, vertical] {
+                        if fired.is_empty() {
+                            continue;
+                        }
+                        let is_vertical = fired[0].action == ScaleAction::NextTier;
+                        let same_instant = triggers.iter_mut().rev().take(2).find(|t| {
+                            t.ts == sample.ts
+                                && (t.firings[0].action == ScaleAction::NextTier) == is_vertical
+                        });
+                        match same_instant {
+                            Some(trigger) => trigger.firings.extend(fired),
+                            None => triggers.push(Trigger {
+                                id: String::new(),
+                                ts: sample.ts,
+                                target: target.to_string(),
+                                source: TriggerSource::Rule,
+                                firings: fired,
+                            }),
+                        }
                     }
                 }
                 Err(e) => rejected.push((i, e)),
@@ -400,6 +457,66 @@ fn step(
     })
 }
 
+/// Recommends for one tracking rule at event time `t`, at most once per
+/// interval; returns a firing when the stabilized recommendation differs
+/// from the current capacity.
+fn track(slot: &mut TrackingSlot, value: Option<f64>, capacity: u32, t: i64) -> Option<RuleFiring> {
+    let rule = &slot.rule;
+    let interval_ms = secs_to_ms(rule.interval_secs);
+    let observed = value?;
+    if slot
+        .last_recommended
+        .is_some_and(|last| t - last < interval_ms)
+    {
+        return None;
+    }
+    slot.last_recommended = Some(t);
+    let raw = tracking::recommend(capacity, observed, rule.target, rule.tolerance);
+    let stabilized = slot
+        .recommendations
+        .stabilize(t, raw, capacity, &rule.behavior);
+    let desired = stabilized.desired;
+    if desired == capacity {
+        return None;
+    }
+    let direction = if desired > capacity {
+        Direction::Up
+    } else {
+        Direction::Down
+    };
+    let dim = rule.dimension;
+    let mut reason = format!(
+        "{agg}_{metric} {value} against a target of {target}: {capacity} -> {raw} instances (rule {name}: \"{text}\")",
+        agg = rule.aggregation.as_str(),
+        metric = rule.metric,
+        value = dim.format(observed),
+        target = dim.format(rule.target),
+        name = rule.name,
+        text = rule.text,
+    );
+    if let Some(held) = stabilized.held_by {
+        let (word, which) = match held {
+            Direction::Up => ("scale-up", "lowest"),
+            _ => ("scale-down", "highest"),
+        };
+        let window = rule.behavior.rules(held).stabilization_window_secs;
+        reason.push_str(&format!(
+            ", held at {desired} by the {} {word} stabilization window ({which} recommendation)",
+            human_secs(window)
+        ));
+    }
+    Some(RuleFiring {
+        rule: rule.name.clone(),
+        direction,
+        action: ScaleAction::Set(desired),
+        observed: Some(observed),
+        threshold: Some(rule.target),
+        condition: rule.text.clone(),
+        held_secs: 0,
+        reason,
+    })
+}
+
 fn firing_reason(rule: &ThresholdRule, observed: f64, held_secs: u64) -> String {
     let c = &rule.condition;
     let dim: Dimension = c.dimension;
@@ -453,6 +570,85 @@ horizontal_scaling_rules:
 
     fn evaluator() -> Evaluator {
         Evaluator::new(&from_yaml(POLICY, "p.yaml").unwrap())
+    }
+
+    const KINDS: &str = r#"
+targets:
+  web: {rules: [cpu_target, credits], max: 40, backend: {sim: {initial: 10, tier: c5.large}}}
+  hot: {rules: [credits, burst], max: 40, backend: {sim: {initial: 10, tier: c5.large}}}
+target_tracking_rules:
+  cpu_target: {metric: avg_cpu, target: 60%, interval: 15}
+horizontal_scaling_rules:
+  burst:
+    scale_up: {condition: "cpu_credits < 50", action: "add 1 instance"}
+vertical_scaling_rules:
+  instance_resize:
+    credits:
+      trigger: "cpu_credits < 20"
+      action: "upgrade to next CPU-optimized tier"
+      options: [{from: c5.large, to: c5.xlarge}]
+"#;
+
+    #[test]
+    fn tracking_recommends_once_per_interval_and_stabilizes_downs() {
+        let mut ev = Evaluator::new(&from_yaml(KINDS, "p.yaml").unwrap());
+        // (secs, avg cpu, capacity, expected firing)
+        let feed: &[(i64, f64, u32, Option<(Direction, u32)>)] = &[
+            (0, 0.62, 10, None),                       // within the tolerance
+            (5, 0.90, 10, None),                       // inside the 15 s interval
+            (15, 0.90, 10, Some((Direction::Up, 15))), // ceil(10 * 1.5)
+            (30, 0.60, 15, None),                      // on target
+            (45, 0.30, 15, None),                      // 8 asked, held by the 15 of 30 s
+            (200, 0.30, 15, None),                     // still inside 300 s of the 15
+            (316, 0.30, 15, None), // the 15 made at 30 s (on target) is in the window
+            (331, 0.30, 15, Some((Direction::Down, 8))),
+        ];
+        for &(secs, cpu, capacity, want) in feed {
+            ev.set_capacity("web", capacity);
+            let mut firings = Vec::new();
+            ev.observe(
+                "web",
+                &sample("cpu", secs, cpu, Some("a")),
+                secs * 1000,
+                &mut firings,
+            )
+            .unwrap();
+            let got = firings.first().map(|f| match f.action {
+                ScaleAction::Set(n) => (f.direction, n),
+                other => panic!("unexpected action {other:?}"),
+            });
+            assert_eq!(got, want, "at {secs}s: {firings:?}");
+            if let Some(f) = firings.first() {
+                assert!(f.reason.contains("against a target of 60%"), "{}", f.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn a_tracking_rule_waits_for_the_capacity() {
+        let mut ev = Evaluator::new(&from_yaml(KINDS, "p.yaml").unwrap());
+        let mut firings = Vec::new();
+        ev.observe("web", &sample("cpu", 0, 0.99, Some("a")), 0, &mut firings)
+            .unwrap();
+        assert!(firings.is_empty(), "{firings:?}");
+    }
+
+    #[test]
+    fn vertical_firings_travel_apart_from_horizontal_ones() {
+        let mut ev = Evaluator::new(&from_yaml(KINDS, "p.yaml").unwrap());
+        let (triggers, rejected) =
+            ev.observe_batch("hot", &[sample("cpu_credits", 10, 5.0, None)], 10_000);
+        assert!(rejected.is_empty());
+        let kinds: Vec<Vec<ScaleAction>> = triggers
+            .iter()
+            .map(|t| t.firings.iter().map(|f| f.action).collect())
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![vec![ScaleAction::Add(1)], vec![ScaleAction::NextTier]]
+        );
+        assert_ne!(triggers[0].id, triggers[1].id);
+        assert_eq!(triggers[1].firings[0].rule, "instance_resize.credits");
     }
 
     fn sample(metric: &str, secs: i64, value: f64, instance: Option<&str>) -> Sample {

@@ -12,6 +12,7 @@
 //! - [`policy`]: the policy file model, the runbook rule grammar, and whole-file validation.
 //! - [`evaluate`]: event-time rule evaluation ("condition for duration").
 //! - [`fallback`]: falling back to a set capacity when a metric source goes silent.
+//! - [`tracking`]: target tracking, the HPA algorithm (tolerance, stabilization, rate limits).
 //! - [`arbitrate`]: cooldowns, bounds and conflict resolution into an absolute desired capacity.
 
 pub mod arbitrate;
@@ -22,5 +23,6 @@ pub mod ids;
 pub mod normalise;
 pub mod policy;
 pub mod subjects;
+pub mod tracking;
 pub mod units;
 pub mod wire;

@@ -116,6 +116,9 @@ pub enum ScaleAction {
     Remove(u32),
     /// Set capacity to exactly this many instances.
     Set(u32),
+    /// Move one step up the rule's tier ladder (vertical scaling); the
+    /// number of instances stays.
+    NextTier,
 }
 
 impl ScaleAction {
@@ -125,6 +128,7 @@ impl ScaleAction {
             ScaleAction::Add(n) => current.saturating_add(n),
             ScaleAction::Remove(n) => current.saturating_sub(n),
             ScaleAction::Set(n) => n,
+            ScaleAction::NextTier => current,
         }
     }
 
@@ -134,6 +138,7 @@ impl ScaleAction {
             ScaleAction::Add(n) => format!("add {n}"),
             ScaleAction::Remove(n) => format!("remove {n}"),
             ScaleAction::Set(n) => format!("set to {n}"),
+            ScaleAction::NextTier => "upgrade to the next tier".to_string(),
         }
     }
 }
@@ -217,6 +222,12 @@ pub enum Outcome {
     DryRun,
     /// Not taken: capacity added by the last scale-up is still warming up.
     WarmingUp,
+    /// Not taken: a target tracking rule's rate-limit policies allow no
+    /// change now (or its direction is disabled).
+    RateLimited,
+    /// Not taken: the target's tier is the top of the vertical rule's ladder
+    /// (or on no step of it).
+    AtTopTier,
 }
 
 impl Outcome {
@@ -234,6 +245,8 @@ impl Outcome {
             Outcome::Paused => "paused",
             Outcome::DryRun => "dry_run",
             Outcome::WarmingUp => "warming_up",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::AtTopTier => "at_top_tier",
         }
     }
 }
@@ -262,6 +275,12 @@ pub struct Decision {
     /// Capacity asked for (only meaningful for `scale`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<u32>,
+    /// Instance tier before, for vertical decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_tier: Option<String>,
+    /// Instance tier asked for, for vertical decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_tier: Option<String>,
     /// One sentence for operators: rule, value, threshold, and what shaped it.
     pub reason: String,
 }
@@ -281,6 +300,9 @@ pub struct Command {
     pub from: u32,
     /// Absolute desired capacity.
     pub desired: u32,
+    /// Instance tier to run (vertical scaling); the tier stays when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// Rule that caused it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -331,6 +353,9 @@ pub struct ActionResult {
     pub from: Option<u32>,
     /// Capacity asked for.
     pub desired: u32,
+    /// Instance tier asked for, for vertical commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// Short summary of what the backend answered.
     pub response: String,
 }
@@ -348,6 +373,9 @@ pub struct CapacityRecord {
     /// Highest command sequence applied (0: none yet).
     #[serde(default)]
     pub applied_seq: u64,
+    /// Instance tier the target runs, for backends with tiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// Wall-clock time of the observation, unix ms.
     pub observed_ms: i64,
     /// Backend kind.

@@ -85,7 +85,7 @@ proptest! {
         let target = &policy.targets["w"];
         let settings = ArbiterSettings::for_target(target, policy.evaluation.refire_secs);
         let mut state = TargetState::default();
-        let mut observed = CapacityRecord { target: "w".into(), desired: start, running: None, applied_seq: 0, observed_ms: 0, backend: "sim".into() };
+        let mut observed = CapacityRecord { target: "w".into(), desired: start, running: None, applied_seq: 0, tier: None, observed_ms: 0, backend: "sim".into() };
         let mut pending = Vec::new();
         let mut last_action: [Option<(i64, u64)>; 2] = [None, None];
         for (n, (ts, rules)) in steps.iter().enumerate() {
@@ -115,7 +115,7 @@ proptest! {
         let policy = policy();
         let target = &policy.targets["w"];
         let settings = ArbiterSettings::for_target(target, policy.evaluation.refire_secs);
-        let observed = CapacityRecord { target: "w".into(), desired: 10, running: None, applied_seq: 0, observed_ms: 0, backend: "sim".into() };
+        let observed = CapacityRecord { target: "w".into(), desired: 10, running: None, applied_seq: 0, tier: None, observed_ms: 0, backend: "sim".into() };
         let mut state = TargetState::default();
         for (n, (ts, rules)) in steps.iter().enumerate() {
             let t = trigger(&policy, n, *ts, rules);

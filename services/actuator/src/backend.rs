@@ -13,12 +13,14 @@ use crate::ecs::EcsService;
 use crate::sim::SimFleet;
 
 /// What a backend reports about a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     /// Desired capacity set on the backend.
     pub desired: u32,
     /// Capacity running now, when the backend knows.
     pub running: Option<u32>,
+    /// Instance tier, for backends with tiers.
+    pub tier: Option<String>,
 }
 
 /// A backend call that failed.
@@ -41,6 +43,14 @@ pub enum BackendError {
         service: String,
         /// What ECS said.
         reason: String,
+    },
+    /// The command asks for something this backend cannot do.
+    #[error("the {backend} backend cannot {what}")]
+    Unsupported {
+        /// Backend kind.
+        backend: &'static str,
+        /// What was asked.
+        what: String,
     },
     /// The simulated fleet's state could not be read or written.
     #[error("simulated fleet state: {0}")]
@@ -72,13 +82,22 @@ impl Backend {
         }
     }
 
-    /// Sets the desired capacity; returns what the backend reports after,
-    /// with a one-line summary of its answer.
-    pub async fn set_desired(&self, desired: u32) -> Result<(Observation, String), BackendError> {
+    /// Sets the desired capacity, and the instance tier when `tier` is
+    /// given; returns what the backend reports after, with a one-line
+    /// summary of its answer.
+    pub async fn apply(
+        &self,
+        desired: u32,
+        tier: Option<&str>,
+    ) -> Result<(Observation, String), BackendError> {
         let started = std::time::Instant::now();
-        let result = match self {
-            Backend::Ecs(ecs) => ecs.set_desired(desired).await,
-            Backend::Sim(sim) => sim.set_desired(desired, nova_runtime::now_ms()).await,
+        let result = match (self, tier) {
+            (Backend::Ecs(_), Some(tier)) => Err(BackendError::Unsupported {
+                backend: "ecs",
+                what: format!("change instance tiers (asked for {tier})"),
+            }),
+            (Backend::Ecs(ecs), None) => ecs.set_desired(desired).await,
+            (Backend::Sim(sim), tier) => sim.apply(desired, tier, nova_runtime::now_ms()).await,
         };
         metrics::histogram!(nova_runtime::telemetry::names::BACKEND_CALL_SECONDS, "backend" => self.kind())
             .record(started.elapsed().as_secs_f64());

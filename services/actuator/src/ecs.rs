@@ -80,6 +80,7 @@ impl EcsService {
             Some(service) => Ok(Observation {
                 desired: count(service.desired_count()),
                 running: Some(count(service.running_count())),
+                tier: None,
             }),
             None => Err(BackendError::EcsMissing {
                 cluster: self.cluster.clone(),
@@ -113,10 +114,12 @@ impl EcsService {
             Observation {
                 desired,
                 running: before.running,
+                tier: None,
             },
             |s| Observation {
                 desired: count(s.desired_count()),
                 running: Some(count(s.running_count())),
+                tier: None,
             },
         );
         let summary = format!(

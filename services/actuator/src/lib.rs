@@ -222,6 +222,7 @@ impl Actuator {
                 desired: obs.desired,
                 running: obs.running,
                 applied_seq: applied.map_or(previous_seq, |seq| seq.max(previous_seq)),
+                tier: obs.tier.clone(),
                 observed_ms: nova_runtime::now_ms(),
                 backend: kind.to_string(),
             }
@@ -299,7 +300,10 @@ impl Actuator {
         record.from = Some(command.from);
         record.to = Some(command.desired);
         self.auditor.record(&record).await?;
-        match backend.set_desired(command.desired).await {
+        match backend
+            .apply(command.desired, command.tier.as_deref())
+            .await
+        {
             Ok((obs, response)) => {
                 let from = known.map(|v| v.value.desired);
                 self.record_capacity(&command.target, kind, obs, Some(command.seq))
@@ -367,14 +371,20 @@ impl Actuator {
             backend: kind.to_string(),
             from,
             desired: command.desired,
+            tier: command.tier.clone(),
             response: response.clone(),
         };
         let id = ids::derive("r", &[command.decision_id.as_bytes()]);
         publish::publish_once(&self.js, subjects::results(&command.target), &id, &result).await?;
         let reason = match status {
             ResultStatus::Succeeded => format!(
-                "{} now at desired {}: {response}",
-                command.target, command.desired
+                "{} now at desired {}{}: {response}",
+                command.target,
+                command.desired,
+                command
+                    .tier
+                    .as_ref()
+                    .map_or(String::new(), |tier| format!(" on tier {tier}")),
             ),
             ResultStatus::Skipped => format!("{} left alone: {response}", command.target),
             ResultStatus::Failed => format!("{} not changed: {response}", command.target),

@@ -3,6 +3,8 @@
 //! Its state lives in KV `nova_sim` (one key per target), so any actuator
 //! replica can act on it and the load generator can read it. New instances
 //! count as running only after `warmup_secs`; removed ones stop at once.
+//! A fleet with a `tier` can be resized: the tier changes at once and the
+//! count stays (a rolling replacement).
 //! [`run_load`] publishes the fleet's own cpu, queue depth and requests per
 //! instance from the policy's load curve, so the loop closes: more capacity
 //! means lower cpu.
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{BackendError, Observation};
 
 /// A simulated fleet's state.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimState {
     /// Desired capacity.
     pub desired: u32,
@@ -30,6 +32,9 @@ pub struct SimState {
     pub previous: u32,
     /// When the last change was made, unix ms.
     pub changed_ms: i64,
+    /// Instance tier, for fleets with tiers.
+    #[serde(default)]
+    pub tier: Option<String>,
 }
 
 impl SimState {
@@ -68,6 +73,7 @@ impl SimFleet {
             desired: self.spec.initial,
             previous: self.spec.initial,
             changed_ms: now_ms,
+            tier: self.spec.tier.clone(),
         }
     }
 
@@ -85,36 +91,52 @@ impl SimFleet {
         Ok(Observation {
             desired: state.desired,
             running: Some(state.running(now_ms, self.spec.warmup_secs)),
+            tier: state.tier,
         })
     }
 
-    /// Sets the desired capacity.
-    pub async fn set_desired(
+    /// Sets the desired capacity, and the tier when one is given.
+    pub async fn apply(
         &self,
         desired: u32,
+        tier: Option<&str>,
         now_ms: i64,
     ) -> Result<(Observation, String), BackendError> {
+        if let Some(tier) = tier
+            && self.spec.tier.is_none()
+        {
+            return Err(BackendError::Unsupported {
+                backend: "sim",
+                what: format!("resize {} to {tier}: the fleet has no tier", self.target),
+            });
+        }
         let warmup = self.spec.warmup_secs;
-        let mut before = 0;
+        let mut before = (0, None);
         let state = kv::modify(&self.states, &self.target, |s: Option<SimState>| {
             let s = s.unwrap_or_else(|| self.fresh(now_ms));
-            before = s.desired;
+            before = (s.desired, s.tier.clone());
             SimState {
                 desired,
                 previous: s.running(now_ms, warmup),
                 changed_ms: now_ms,
+                tier: tier.map(str::to_string).or(s.tier),
             }
         })
         .await?;
         let running = state.running(now_ms, warmup);
+        let resized = match (&before.1, &state.tier) {
+            (Some(old), Some(new)) if old != new => format!(", tier {old} -> {new}"),
+            _ => String::new(),
+        };
         let summary = format!(
-            "sim {}: desired {before} -> {desired} (running {running}, new instances warm up in {warmup}s)",
-            self.target
+            "sim {}: desired {} -> {desired}{resized} (running {running}, new instances warm up in {warmup}s)",
+            self.target, before.0
         );
         Ok((
             Observation {
                 desired,
                 running: Some(running),
+                tier: state.tier,
             },
             summary,
         ))
@@ -248,6 +270,7 @@ mod tests {
             desired: 5,
             previous: 2,
             changed_ms: 1_000,
+            tier: None,
         };
         assert_eq!(up.running(1_000, 10), 2);
         assert_eq!(up.running(10_999, 10), 2);
@@ -256,6 +279,7 @@ mod tests {
             desired: 2,
             previous: 5,
             changed_ms: 1_000,
+            tier: None,
         };
         assert_eq!(down.running(1_000, 10), 2);
     }

@@ -2,6 +2,10 @@
 //! tree first and then walked by hand, so that every problem in the file is
 //! collected (with its path, e.g. `horizontal_scaling_rules.cpu_based.scale_up.condition`)
 //! instead of stopping at the first one as a derived deserializer would.
+//!
+//! - [`kinds`]: the target tracking and vertical rule sections.
+
+mod kinds;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +17,7 @@ use thiserror::Error;
 use super::rule_text::{parse_action, parse_condition};
 use super::{
     Backend, EcsBackend, EvaluationSettings, LoadCurve, Policy, SimBackend, Target, ThresholdRule,
+    TierStep, TrackingRule,
 };
 use crate::subjects::is_valid_token;
 use crate::units::{self, Unit};
@@ -110,6 +115,8 @@ pub fn from_yaml(text: &str, file: &str) -> Result<Policy, PolicyError> {
 const TOP_KEYS: &[&str] = &[
     "targets",
     "horizontal_scaling_rules",
+    "target_tracking_rules",
+    "vertical_scaling_rules",
     "metrics",
     "evaluation",
 ];
@@ -283,14 +290,21 @@ impl Walker {
         let explicit_units = metric_units.clone();
         // Units written in thresholds (`70%`, `500ms`) tell how to read bare
         // numbers of the same metric, unless the metrics block says otherwise.
-        if let Some(Value::Object(groups)) = top.get("horizontal_scaling_rules") {
+        // Horizontal conditions and vertical triggers alike sit two levels down.
+        for (section, key) in [
+            ("horizontal_scaling_rules", "condition"),
+            ("vertical_scaling_rules", "trigger"),
+        ] {
+            let Some(Value::Object(groups)) = top.get(section) else {
+                continue;
+            };
             for rule in groups
                 .values()
                 .filter_map(Value::as_object)
                 .flat_map(|g| g.values())
             {
                 if let Some(Ok(c)) = rule
-                    .get("condition")
+                    .get(key)
                     .and_then(Value::as_str)
                     .map(|text| parse_condition(text, |_| None))
                     && let Some(unit) = c.written_unit
@@ -299,10 +313,47 @@ impl Walker {
                 }
             }
         }
-        let groups = match top.get("horizontal_scaling_rules") {
-            Some(v) => self.rule_groups(v, &metric_units, &explicit_units),
-            None => BTreeMap::new(),
-        };
+        let mut bindings: BTreeMap<String, Option<Binding>> =
+            match top.get("horizontal_scaling_rules") {
+                Some(v) => self
+                    .rule_groups(v, &metric_units, &explicit_units)
+                    .into_iter()
+                    .map(|(name, rules)| (name, rules.map(Binding::Threshold)))
+                    .collect(),
+                None => BTreeMap::new(),
+            };
+        if let Some(v) = top.get("target_tracking_rules") {
+            for (name, rule) in self.tracking_rules(v, &metric_units) {
+                self.bind(
+                    &mut bindings,
+                    "target_tracking_rules",
+                    name,
+                    rule.map(Binding::Tracking),
+                );
+            }
+        }
+        if let Some(v) = top.get("vertical_scaling_rules") {
+            let vertical = self.vertical_rules(v, &metric_units);
+            // A vertical rule is bound by `category.rule`, or by `rule` alone
+            // when no other category uses that name.
+            let mut leaves: BTreeMap<String, usize> = BTreeMap::new();
+            for full in vertical.keys() {
+                let leaf = full.rsplit('.').next().unwrap_or(full);
+                *leaves.entry(leaf.to_string()).or_default() += 1;
+            }
+            for (full, rule) in vertical {
+                let leaf = full.rsplit('.').next().unwrap_or(&full).to_string();
+                if leaves[&leaf] == 1 && !bindings.contains_key(&leaf) {
+                    bindings.insert(leaf, rule.clone().map(Binding::Vertical));
+                }
+                self.bind(
+                    &mut bindings,
+                    "vertical_scaling_rules",
+                    full,
+                    rule.map(Binding::Vertical),
+                );
+            }
+        }
         let mut targets = BTreeMap::new();
         match top.get("targets") {
             None => self.problem("targets", "required: bind at least one target to rules"),
@@ -311,7 +362,7 @@ impl Walker {
                     self.problem("targets", "expected at least one target");
                 }
                 for (name, spec) in map {
-                    if let Some(t) = self.target(name, spec, &groups) {
+                    if let Some(t) = self.target(name, spec, &bindings) {
                         targets.insert(name.clone(), t);
                     }
                 }
@@ -537,14 +588,34 @@ impl Walker {
         self.count(&map[**key], &join(path, key))
     }
 
-    /// Groups map to `None` when one of their rules is invalid: that problem is
+    /// Adds a rule name of `section` to what targets can bind, unless another
+    /// section already uses it.
+    fn bind(
+        &mut self,
+        bindings: &mut BTreeMap<String, Option<Binding>>,
+        section: &str,
+        name: String,
+        binding: Option<Binding>,
+    ) {
+        match bindings.entry(name) {
+            std::collections::btree_map::Entry::Occupied(taken) => self.problem(
+                &join(section, taken.key()),
+                "this name is already used by another rule; rule names are bound by name and must be unique across sections",
+            ),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(binding);
+            }
+        }
+    }
+
+    /// Bindings map to `None` when one of their rules is invalid: that problem is
     /// already reported, and bounds derived from a partial group would only
     /// add noise.
     fn target(
         &mut self,
         name: &str,
         spec: &Value,
-        groups: &BTreeMap<String, Option<Vec<ThresholdRule>>>,
+        groups: &BTreeMap<String, Option<Binding>>,
     ) -> Option<Target> {
         let path = join("targets", name);
         if !is_valid_token(name) {
@@ -552,13 +623,15 @@ impl Walker {
         }
         let map = self.map(spec, &path, TARGET_KEYS)?;
         let mut rules = Vec::new();
+        let mut tracking: Vec<TrackingRule> = Vec::new();
+        let mut ladders: BTreeMap<String, Vec<TierStep>> = BTreeMap::new();
         let mut rules_complete = true;
         match map.get("rules") {
             None => {
                 rules_complete = false;
                 self.problem(
                     &join(&path, "rules"),
-                    "required: a list of rule groups from horizontal_scaling_rules",
+                    "required: a list of rules from horizontal_scaling_rules, target_tracking_rules or vertical_scaling_rules",
                 );
             }
             Some(Value::Array(names)) => {
@@ -569,7 +642,12 @@ impl Walker {
                         continue;
                     };
                     match groups.get(group) {
-                        Some(Some(raw)) => rules.extend(raw.iter().cloned()),
+                        Some(Some(Binding::Threshold(raw))) => rules.extend(raw.iter().cloned()),
+                        Some(Some(Binding::Tracking(rule))) => tracking.push(rule.clone()),
+                        Some(Some(Binding::Vertical((rule, ladder)))) => {
+                            ladders.insert(rule.name.clone(), ladder.clone());
+                            rules.push(rule.clone());
+                        }
                         Some(None) => rules_complete = false,
                         None => {
                             rules_complete = false;
@@ -580,7 +658,7 @@ impl Walker {
                             self.problem(
                                 &item,
                                 format!(
-                                    "unknown rule group {group:?}; {hint}defined: {}",
+                                    "unknown rule {group:?}; {hint}defined: {}",
                                     if known.is_empty() {
                                         "none".to_string()
                                     } else {
@@ -603,14 +681,23 @@ impl Walker {
                 );
             }
         }
+        let rule_mins = rules.iter().filter_map(|r| r.min);
+        let rule_maxes = rules.iter().filter_map(|r| r.max);
         let min = match map.get("min") {
             Some(v) => self.count(v, &join(&path, "min")),
-            None => Some(rules.iter().filter_map(|r| r.min).min().unwrap_or(1)),
+            None => Some(
+                rule_mins
+                    .chain(tracking.iter().filter_map(|r| r.min))
+                    .min()
+                    .unwrap_or(1),
+            ),
         };
         let max = match map.get("max") {
             Some(v) => self.count(v, &join(&path, "max")),
             None => {
-                let max = rules.iter().filter_map(|r| r.max).max();
+                let max = rule_maxes
+                    .chain(tracking.iter().filter_map(|r| r.max))
+                    .max();
                 if max.is_none() && rules_complete {
                     self.problem(
                         &join(&path, "max"),
@@ -658,17 +745,62 @@ impl Walker {
             None => Some(0),
             Some(v) => self.secs(v, &join(&path, "warmup_secs")),
         };
+        if !ladders.is_empty()
+            && let Some(backend) = &backend
+        {
+            self.check_tiers(backend, &ladders, &join(&path, "backend"));
+        }
         Some(Target {
             warmup_secs: warmup_secs?,
             name: name.to_string(),
             min: min?,
             max: max?,
             rules,
+            tracking,
+            ladders,
             backend: backend?,
             dry_run: dry_run?,
             flapping: flapping?,
             fallback: fallback?,
         })
+    }
+
+    /// A target with vertical rules needs a backend that runs tiers, and a
+    /// starting tier that some bound ladder knows.
+    fn check_tiers(
+        &mut self,
+        backend: &Backend,
+        ladders: &BTreeMap<String, Vec<TierStep>>,
+        path: &str,
+    ) {
+        let names: Vec<&str> = ladders.keys().map(String::as_str).collect();
+        match backend {
+            Backend::Ecs(_) => self.problem(
+                path,
+                format!(
+                    "vertical rules ({}) need a backend with instance tiers (sim); the ecs backend changes only the desired count",
+                    names.join(", ")
+                ),
+            ),
+            Backend::Sim(sim) => match &sim.tier {
+                None => self.problem(
+                    &join(path, "sim.tier"),
+                    format!("required with vertical rules ({}): the fleet's starting tier", names.join(", ")),
+                ),
+                Some(tier) => {
+                    let known = ladders
+                        .values()
+                        .flatten()
+                        .any(|s| &s.from == tier || &s.to == tier);
+                    if !known {
+                        self.problem(
+                            &join(path, "sim.tier"),
+                            format!("tier {tier:?} is on no ladder of the bound vertical rules ({})", names.join(", ")),
+                        );
+                    }
+                }
+            },
+        }
     }
 
     fn fallback(&mut self, value: &Value, path: &str) -> Option<super::Fallback> {
@@ -768,7 +900,13 @@ impl Walker {
         let m = self.map(
             &map["sim"],
             &path,
-            &["initial", "warmup_secs", "capacity_per_instance", "load"],
+            &[
+                "initial",
+                "tier",
+                "warmup_secs",
+                "capacity_per_instance",
+                "load",
+            ],
         )?;
         let initial = match m.get("initial") {
             Some(v) => self.count(v, &join(&path, "initial")),
@@ -790,8 +928,15 @@ impl Walker {
             None => Some(None),
             Some(v) => self.load(v, &join(&path, "load")).map(Some),
         };
+        let tier = match m.get("tier") {
+            None => Some(None),
+            Some(v) => self
+                .string(v, &join(&path, "tier"))
+                .map(|t| Some(t.trim().to_string())),
+        };
         Some(Backend::Sim(SimBackend {
             initial: initial?,
+            tier: tier?,
             warmup_secs: warmup_secs?,
             capacity_per_instance: capacity_per_instance?,
             load: load?,
@@ -835,6 +980,17 @@ impl Walker {
             sample_every_secs: sample_every_secs?.max(1),
         })
     }
+}
+
+/// What a name in a target's `rules` list binds.
+#[derive(Debug, Clone)]
+enum Binding {
+    /// A horizontal group: its scale_up and scale_down rules.
+    Threshold(Vec<ThresholdRule>),
+    /// A target tracking rule.
+    Tracking(TrackingRule),
+    /// A vertical rule and its ladder.
+    Vertical(kinds::VerticalRule),
 }
 
 fn show(value: &Value) -> String {
@@ -907,6 +1063,23 @@ mod tests {
         );
         assert_eq!(policy.metric_unit("cpu"), Unit::Percent);
         assert_eq!(policy.metric_unit("p99_latency"), Unit::Ms);
+        let compute = &policy.targets["compute"];
+        let credits = compute.rule("instance_resize.cpu_intensive").unwrap();
+        assert_eq!(credits.action, ScaleAction::NextTier);
+        assert_eq!(credits.condition.for_secs, 300);
+        assert_eq!(credits.condition.threshold, 20.0);
+        assert_eq!(
+            compute.next_tier("instance_resize.cpu_intensive", "c5.large"),
+            super::super::TierMove::Next("c5.xlarge".into())
+        );
+        assert_eq!(
+            compute.next_tier("instance_resize.cpu_intensive", "c5.2xlarge"),
+            super::super::TierMove::AtTop
+        );
+        let cache = &policy.targets["cache"];
+        assert_eq!(cache.ladders.len(), 2);
+        let network = cache.rule("instance_resize.network_intensive").unwrap();
+        assert_eq!(network.condition.threshold, 0.8);
         from_yaml(DEMO, "demo.yaml").unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -922,7 +1095,7 @@ mod tests {
             "horizontal_scaling_rules.cpu_based.scale_up.condition: expected `for <duration>`",
             "horizontal_scaling_rules.latency_based.scale_up.action: expected a whole number",
             "horizontal_scaling_rules.queue_depth.scale_up.max_wrokers: unknown field; did you mean `max_workers`?",
-            "targets.worker.rules[0]: unknown rule group \"queue_dept\"; did you mean `queue_depth`?",
+            "targets.worker.rules[0]: unknown rule \"queue_dept\"; did you mean `queue_depth`?",
         ];
         for w in want {
             assert!(
@@ -985,6 +1158,131 @@ mod tests {
             );
         }
         assert!(problems(base).is_empty(), "{:?}", problems(base));
+    }
+
+    #[test]
+    fn table_of_invalid_tracking_and_vertical_rules() {
+        let base = r#"
+targets:
+  t: {rules: [track, credits], max: 9, backend: {sim: {initial: 1, tier: c5.large}}}
+target_tracking_rules:
+  track:
+    metric: avg_cpu
+    target: 60%
+    behavior:
+      scale_down: {stabilization_window: 120, select_policy: min, policies: [{type: pods, value: 2, period: 60}]}
+vertical_scaling_rules:
+  resize:
+    credits:
+      trigger: "cpu_credits < 20 for 5 minutes"
+      action: "upgrade to next CPU-optimized tier"
+      options: [{from: c5.large, to: c5.xlarge}, {from: c5.xlarge, to: c5.2xlarge}]
+"#;
+        let cases = [
+            (
+                base.replace("target: 60%", "target: 0%"),
+                "target_tracking_rules.track.target: expected a target above 0",
+            ),
+            (
+                base.replace("target: 60%", ""),
+                "target_tracking_rules.track.target: required",
+            ),
+            (
+                base.replace("metric: avg_cpu", "metric: avg cpu"),
+                "target_tracking_rules.track.metric: expected a metric name",
+            ),
+            (
+                base.replace("select_policy: min", "select_policy: most"),
+                "behavior.scale_down.select_policy: expected max, min or disabled",
+            ),
+            (
+                base.replace("type: pods", "type: nodes"),
+                "behavior.scale_down.policies[0].type: expected pods or percent",
+            ),
+            (
+                base.replace("value: 2", "value: 0"),
+                "behavior.scale_down.policies[0]: a policy allowing 0",
+            ),
+            (
+                base.replace("stabilization_window: 120", "stabilisation_window: 120"),
+                "did you mean `stabilization_window`?",
+            ),
+            (
+                base.replace("target: 60%", "target: 60%\n    tolerance: 1.5"),
+                "track.tolerance: expected a fraction",
+            ),
+            (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{ecs: {region: r, cluster: c, service: s}}",
+                ),
+                "targets.t.backend: vertical rules (resize.credits) need a backend with instance tiers",
+            ),
+            (
+                base.replace(", tier: c5.large", ""),
+                "targets.t.backend.sim.tier: required with vertical rules",
+            ),
+            (
+                base.replace("tier: c5.large}", "tier: m5.large}"),
+                "tier \"m5.large\" is on no ladder",
+            ),
+            (
+                base.replace("to: c5.2xlarge", "to: c5.large"),
+                "the steps go round in a circle",
+            ),
+            (
+                base.replace(
+                    "{from: c5.xlarge, to: c5.2xlarge}",
+                    "{from: c5.large, to: c5.2xlarge}",
+                ),
+                "c5.large already steps to c5.xlarge",
+            ),
+            (
+                base.replace("action: \"upgrade", "action: \"downgrade"),
+                "resize.credits.action: expected an upgrade",
+            ),
+            (
+                base.replace("options: [", "optoins: ["),
+                "resize.credits.optoins: unknown field; did you mean `options`?",
+            ),
+            (
+                base.replace("[track, credits]", "[track, credit]"),
+                "unknown rule \"credit\"; did you mean `credits`?",
+            ),
+            (
+                format!(
+                    "{base}horizontal_scaling_rules:\n  track:\n    scale_up: {{condition: \"avg_cpu > 90%\", action: \"add 1 instance\"}}\n"
+                ),
+                "target_tracking_rules.track: this name is already used",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let got = problems(&yaml);
+            assert!(
+                got.iter().any(|g| g.contains(want)),
+                "want {want:?} in {got:#?}"
+            );
+        }
+        let policy = from_yaml(base, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let t = &policy.targets["t"];
+        let track = t.tracking_rule("track").unwrap();
+        assert_eq!(
+            (track.aggregation, track.target, track.interval_secs),
+            (Aggregation::Avg, 0.6, 15)
+        );
+        assert_eq!(track.text, "avg_cpu at 60%");
+        // Given fields override the HPA defaults; the rest stay.
+        let down = &track.behavior.scale_down;
+        assert_eq!(
+            (down.stabilization_window_secs, down.select),
+            (120, crate::tracking::SelectPolicy::Min)
+        );
+        assert_eq!(
+            track.behavior.scale_up,
+            crate::tracking::Behavior::default().scale_up
+        );
+        // Bound by its leaf name, named by its full one.
+        assert!(t.rule("resize.credits").is_some());
     }
 
     #[test]

@@ -2,6 +2,15 @@
 //! bounds and their backend. Loaded from YAML and validated whole, so an
 //! operator sees every problem of a file at once, each with its path.
 //!
+//! Three kinds of rule scale a target:
+//! - threshold rules (`horizontal_scaling_rules`): "condition for D: add or
+//!   remove N", as the runbook writes them;
+//! - target tracking rules (`target_tracking_rules`): keep a metric near a
+//!   value, as the Kubernetes HPA does ([`crate::tracking`]);
+//! - vertical rules (`vertical_scaling_rules`): "condition for D: move one
+//!   step up the tier ladder", kept as threshold rules whose action is
+//!   [`ScaleAction::NextTier`], with their ladder in [`Target::ladders`].
+//!
 //! - [`rule_text`]: the runbook grammar for conditions and actions.
 //! - [`load`]: YAML to [`Policy`], collecting every [`Problem`].
 
@@ -12,7 +21,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::Unit;
+use crate::tracking::Behavior;
+use crate::units::{Dimension, Unit};
 use crate::wire::{Direction, ScaleAction};
 pub use load::{PolicyError, Problem, from_yaml, load_file};
 pub use rule_text::{Aggregation, Condition, Op};
@@ -69,8 +79,12 @@ pub struct Target {
     pub min: u32,
     /// Highest capacity any decision may set.
     pub max: u32,
-    /// The rules bound to this target.
+    /// The threshold and vertical rules bound to this target.
     pub rules: Vec<ThresholdRule>,
+    /// The target tracking rules bound to this target.
+    pub tracking: Vec<TrackingRule>,
+    /// The tier ladder of each bound vertical rule, by rule name.
+    pub ladders: BTreeMap<String, Vec<TierStep>>,
     /// Where capacity is changed.
     pub backend: Backend,
     /// Decide and audit, but issue no command.
@@ -119,10 +133,114 @@ impl Default for FlapSettings {
 }
 
 impl Target {
-    /// The rule with this name, if bound to this target.
+    /// The threshold or vertical rule with this name, if bound to this target.
     pub fn rule(&self, name: &str) -> Option<&ThresholdRule> {
         self.rules.iter().find(|r| r.name == name)
     }
+
+    /// The target tracking rule with this name, if bound to this target.
+    pub fn tracking_rule(&self, name: &str) -> Option<&TrackingRule> {
+        self.tracking.iter().find(|r| r.name == name)
+    }
+
+    /// What the arbiter needs of the rule `name`, whatever its kind.
+    pub fn limits(&self, name: &str) -> RuleLimits<'_> {
+        if let Some(rule) = self.rule(name) {
+            return RuleLimits {
+                cooldown_secs: rule.cooldown_secs,
+                min: rule.min,
+                max: rule.max,
+                behavior: None,
+            };
+        }
+        match self.tracking_rule(name) {
+            Some(rule) => RuleLimits {
+                cooldown_secs: rule.cooldown_secs,
+                min: rule.min,
+                max: rule.max,
+                behavior: Some(&rule.behavior),
+            },
+            // Operator and fallback requests have no rule of their own.
+            None => RuleLimits::default(),
+        }
+    }
+
+    /// Where the vertical rule `rule` moves a target running `tier`.
+    pub fn next_tier(&self, rule: &str, tier: &str) -> TierMove {
+        let Some(ladder) = self.ladders.get(rule) else {
+            return TierMove::OffLadder;
+        };
+        if let Some(step) = ladder.iter().find(|s| s.from == tier) {
+            return TierMove::Next(step.to.clone());
+        }
+        if ladder.iter().any(|s| s.to == tier) {
+            TierMove::AtTop
+        } else {
+            TierMove::OffLadder
+        }
+    }
+}
+
+/// The bounds, cooldown and behavior of one rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RuleLimits<'a> {
+    /// After the rule acts, its direction rests this long.
+    pub cooldown_secs: u64,
+    /// Floor for its scale-downs.
+    pub min: Option<u32>,
+    /// Ceiling for its scale-ups.
+    pub max: Option<u32>,
+    /// Rate limits, for target tracking rules.
+    pub behavior: Option<&'a Behavior>,
+}
+
+/// One step of a tier ladder, as the runbook's `options` list them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierStep {
+    /// The tier a target runs.
+    pub from: String,
+    /// The tier it moves to.
+    pub to: String,
+}
+
+/// Where a vertical rule moves a target's tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TierMove {
+    /// One step up, to this tier.
+    Next(String),
+    /// The tier is the top of the ladder.
+    AtTop,
+    /// The tier is on no step of the ladder.
+    OffLadder,
+}
+
+/// A target tracking rule: keep `aggregation(metric)` near `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackingRule {
+    /// The rule's name in `target_tracking_rules`.
+    pub name: String,
+    /// How instances are combined (avg unless the metric says otherwise).
+    pub aggregation: Aggregation,
+    /// Metric name.
+    pub metric: String,
+    /// The value to keep the metric at, canonical units.
+    pub target: f64,
+    /// What the metric measures.
+    pub dimension: Dimension,
+    /// As written, e.g. `avg_cpu at 60%`.
+    pub text: String,
+    /// Relative band around the target inside which nothing changes.
+    pub tolerance: f64,
+    /// Seconds of event time between recommendations (the HPA's sync period).
+    pub interval_secs: u64,
+    /// Stabilization windows and rate limits per direction.
+    pub behavior: Behavior,
+    /// After the rule acts, its direction rests this long (0: only the behavior limits).
+    pub cooldown_secs: u64,
+    /// Floor for this rule's scale-downs.
+    pub min: Option<u32>,
+    /// Ceiling for this rule's scale-ups.
+    pub max: Option<u32>,
 }
 
 /// A "condition for duration: action" rule.
@@ -183,6 +301,8 @@ pub struct EcsBackend {
 pub struct SimBackend {
     /// Capacity when the fleet is first seen.
     pub initial: u32,
+    /// Instance tier when the fleet is first seen, for vertical rules.
+    pub tier: Option<String>,
     /// Seconds before a new instance counts as running.
     pub warmup_secs: u64,
     /// Requests per second one instance serves at 100 % cpu.

@@ -174,7 +174,8 @@ pub fn parse_condition(
     })
 }
 
-fn split_aggregation(lhs: &str) -> (Aggregation, &str) {
+/// Splits `avg_cpu` into (avg, cpu); a name without a prefix reads as max.
+pub(crate) fn split_aggregation(lhs: &str) -> (Aggregation, &str) {
     for (prefix, agg) in [
         ("avg_", Aggregation::Avg),
         ("max_", Aggregation::Max),
