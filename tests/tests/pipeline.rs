@@ -78,6 +78,22 @@ async fn world_with(edit: impl Fn(String) -> String) -> World {
 
 /// Waits until the actuator has recorded `desired` for `target`.
 async fn wait_capacity(client: &async_nats::Client, target: &str, desired: u32) {
+    wait_capacity_where(
+        client,
+        target,
+        &format!("capacity of {target} to be {desired}"),
+        |r| r.desired == desired,
+    )
+    .await;
+}
+
+/// Waits until the actuator has recorded a capacity of `target` that is `wanted`.
+async fn wait_capacity_where(
+    client: &async_nats::Client,
+    target: &str,
+    what: &str,
+    wanted: impl Fn(&CapacityRecord) -> bool,
+) -> CapacityRecord {
     use futures_util::StreamExt;
     let js = async_nats::jetstream::new(client.clone());
     let store = js
@@ -85,21 +101,18 @@ async fn wait_capacity(client: &async_nats::Client, target: &str, desired: u32) 
         .await
         .expect("capacity bucket");
     let mut watch = store.watch_with_history(target).await.expect("watch");
-    within(
-        &format!("capacity of {target} to be {desired}"),
-        WAIT,
-        async {
-            while let Some(entry) = watch.next().await {
-                let entry = entry.expect("entry");
-                let record: CapacityRecord =
-                    codec::decode(&entry.value, codec::Encoding::MsgPack).expect("capacity record");
-                if record.desired == desired {
-                    return;
-                }
+    within(what, WAIT, async {
+        while let Some(entry) = watch.next().await {
+            let entry = entry.expect("entry");
+            let record: CapacityRecord =
+                codec::decode(&entry.value, codec::Encoding::MsgPack).expect("capacity record");
+            if wanted(&record) {
+                return record;
             }
-        },
-    )
-    .await;
+        }
+        panic!("the capacity watch of {target} ended");
+    })
+    .await
 }
 
 /// Exactly one command and one result were issued (so one ECS
@@ -814,4 +827,163 @@ async fn partitioned_evaluators_cover_every_target_between_them() {
     assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 10);
     assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-api").await, 7);
     w.pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vertical_rule_climbs_the_tier_ladder_and_stops_at_the_top() {
+    // The runbook's cpu_intensive rule as written, with a short cooldown so
+    // the second firing (300 s of event time later) is decided on its tier.
+    let mut w = world_with(|yaml| {
+        yaml.replace("tier: t3.medium", "tier: c5.xlarge").replace(
+            "action: \"upgrade to next CPU-optimized tier\"",
+            "action: \"upgrade to next CPU-optimized tier\"\n      cooldown: 60",
+        )
+    })
+    .await;
+    let base = nova_runtime::now_ms() - 700_000;
+    for step in 0..=20 {
+        let sample = json!({"value": 12, "ts": base + step * 30_000});
+        publish(
+            &w.client,
+            subjects::metrics("compute", "cpu_credits"),
+            rmp_serde::to_vec_named(&sample).unwrap(),
+            false,
+        )
+        .await;
+    }
+    let resized = w
+        .audit
+        .find_or_wait("the resize decision", is_decision("compute", "scale"))
+        .await;
+    assert_eq!(
+        resized.rule.as_deref(),
+        Some("instance_resize.cpu_intensive")
+    );
+    assert!(
+        resized
+            .reason
+            .contains("resizing compute from c5.xlarge to c5.2xlarge (4 instances)"),
+        "{}",
+        resized.reason
+    );
+    assert!(
+        resized.reason.starts_with("max_cpu_credits 12 < 20 for 5m"),
+        "{}",
+        resized.reason
+    );
+    let result = w
+        .audit
+        .find_or_wait("the resize result", is_result("compute"))
+        .await;
+    assert_eq!(result.outcome, "succeeded", "{}", result.reason);
+    assert!(
+        result.reason.contains("tier c5.xlarge -> c5.2xlarge"),
+        "{}",
+        result.reason
+    );
+    let record = wait_capacity_where(&w.client, "compute", "compute on c5.2xlarge", |r| {
+        r.tier.as_deref() == Some("c5.2xlarge")
+    })
+    .await;
+    assert_eq!(record.desired, 4, "a resize keeps the count");
+    let top = w
+        .audit
+        .find_or_wait(
+            "the at-top-tier decision",
+            is_decision("compute", "at_top_tier"),
+        )
+        .await;
+    assert!(
+        top.reason
+            .contains("c5.2xlarge is the top tier of the ladder of instance_resize.cpu_intensive"),
+        "{}",
+        top.reason
+    );
+    let commands: Vec<Command> = stream_messages(&w.client, COMMANDS_STREAM).await;
+    let tiers: Vec<Option<&str>> = commands.iter().map(|c| c.tier.as_deref()).collect();
+    assert_eq!(tiers, vec![Some("c5.2xlarge")], "one resize command");
+    w.pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracking_rule_scales_within_its_rate_limit() {
+    let policy = r#"
+targets:
+  web: {rules: [cpu_target], max: 20, backend: {sim: {initial: 4, warmup_secs: 0}}}
+target_tracking_rules:
+  cpu_target:
+    metric: avg_cpu
+    target: 50%
+    behavior:
+      scale_up: {policies: [{type: pods, value: 2, period: 60}]}
+"#;
+    let policy = Arc::new(from_yaml(policy, "tracking.yaml").expect("policy"));
+    let nats = NatsServer::start().await;
+    let client = nats.client().await;
+    let mut audit = AuditReader::new(&client).await;
+    let pipeline = Pipeline::start(&nats, policy).await;
+    wait_capacity(&client, "web", 4).await;
+    // Every instance at 100 %: twice the target, so 8 instances are asked
+    // for, two at a time per minute of event time.
+    let base = nova_runtime::now_ms() - 200_000;
+    for step in 0..=8 {
+        for instance in ["a", "b"] {
+            let sample = json!({"value": "100%", "ts": base + step * 15_000, "instance": instance});
+            publish(
+                &client,
+                subjects::metrics("web", "cpu"),
+                serde_json::to_vec(&sample).unwrap(),
+                true,
+            )
+            .await;
+        }
+    }
+    let first = audit
+        .find_or_wait("the first scale-up", is_decision("web", "scale"))
+        .await;
+    assert_eq!(
+        (first.from, first.to),
+        (Some(4), Some(6)),
+        "{}",
+        first.reason
+    );
+    assert!(
+        first
+            .reason
+            .contains("avg_cpu 100% against a target of 50%: 4 -> 8 instances"),
+        "{}",
+        first.reason
+    );
+    assert!(
+        first
+            .reason
+            .contains("scale-up limited to 6 by policy 2 pods per 60s"),
+        "{}",
+        first.reason
+    );
+    let limited = audit
+        .find_or_wait(
+            "a rate-limited decision",
+            is_decision("web", "rate_limited"),
+        )
+        .await;
+    assert!(
+        limited
+            .reason
+            .contains("limited to 6 by policy 2 pods per 60s"),
+        "{}",
+        limited.reason
+    );
+    // A minute later the budget is back: 6 -> 8.
+    let second = audit
+        .wait_for("the second scale-up", is_decision("web", "scale"))
+        .await;
+    assert_eq!(
+        (second.from, second.to),
+        (Some(6), Some(8)),
+        "{}",
+        second.reason
+    );
+    wait_capacity(&client, "web", 8).await;
+    pipeline.stop().await;
 }
