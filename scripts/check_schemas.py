@@ -218,6 +218,10 @@ RESULT = {"decision_id": "d-1", "seq": 1, "target": "t", "ts": 1, "status": "suc
 AUDIT = {"id": "a-1", "ts": 1, "stage": "arbiter", "target": "t", "kind": "decision", "outcome": "scale", "reason": "r"}
 DEAD = {"stage": "ingest", "subject": "nova.metrics.t.cpu", "reason": "r", "ts": 1, "payload": [1, 2, 255]}
 CAPACITY = {"target": "t", "desired": 3, "observed_ms": 1, "backend": "sim"}
+VERTICAL = {"rule": "instance_resize.cpu_intensive", "direction": "up", "action": "next_tier"}
+STATUS = {"target": "t", "min": 1, "max": 9, "paused_up": False, "paused_down": False, "dry_run": False,
+          "up_cooldown_until": 0, "down_cooldown_until": 0,
+          "capacity": {**CAPACITY, "tier": "c5.large"}}
 
 
 def policy(up_condition="avg_cpu > 70% for 2 minutes", up_action="add 2 instances",
@@ -233,6 +237,37 @@ def policy(up_condition="avg_cpu > 70% for 2 minutes", up_action="add 2 instance
                "scale_down": {"condition": "avg_cpu < 30% for 10 minutes", "action": down_action}}}}
     doc.update(top_extra or {})
     return doc
+
+
+def tracking_policy(rule_extra=None, drop=(), behavior=None, top_extra=None):
+    """A policy with one target tracking rule, cpu_target, bound to web."""
+    rule = {"metric": "avg_cpu", "target": "60%"}
+    rule.update(rule_extra or {})
+    for key in drop:
+        rule.pop(key, None)
+    if behavior is not None:
+        rule["behavior"] = behavior
+    doc = {"targets": {"web": {"rules": ["cpu_target"], "max": 20, "backend": {"sim": {"initial": 2}}}},
+           "target_tracking_rules": {"cpu_target": rule}}
+    doc.update(top_extra or {})
+    return doc
+
+
+def rate(kind="pods", value=2, period=60, **extra):
+    return {"type": kind, "value": value, "period": period, **extra}
+
+
+def vertical_policy(rule_extra=None, drop=(), options=None, sim=None, bind="cpu_intensive", category=None):
+    """A policy with one vertical rule, instance_resize.cpu_intensive, bound to compute."""
+    rule = {"trigger": "cpu_credits < 20 for 5 minutes", "action": "upgrade to next CPU-optimized tier",
+            "options": [{"from": "t3.medium", "to": "c5.large"}, {"from": "c5.large", "to": "c5.xlarge"}]
+            if options is None else options}
+    rule.update(rule_extra or {})
+    for key in drop:
+        rule.pop(key, None)
+    backend = {"sim": {"initial": 4, "tier": "t3.medium"} if sim is None else sim}
+    return {"targets": {"compute": {"rules": [bind], "max": 20, "backend": backend}},
+            "vertical_scaling_rules": {"instance_resize": {"cpu_intensive": rule} if category is None else category}}
 
 
 def with_(base, **changes):
@@ -275,15 +310,31 @@ CASES = [
     ("trigger", "no firings", with_(TRIGGER, firings=[]), False),
     ("trigger", "unknown direction", with_(TRIGGER, firings=[{"rule": "r", "direction": "sideways", "action": {"add": 1}}]), False),
     ("trigger", "unknown source", with_(TRIGGER, source="cron"), False),
+    ("trigger", "target tracking firing", with_(TRIGGER, firings=[{"rule": "cpu_target", "direction": "up", "action": {"set": 15},
+                                                              "condition": "avg_cpu at 60%", "held_secs": 0}]), True),
+    ("trigger", "vertical firing", with_(TRIGGER, firings=[VERTICAL]), True),
+    ("trigger", "two vertical firings", with_(TRIGGER, firings=[VERTICAL, with_(VERTICAL, rule="instance_resize.network_intensive")]), True),
+    ("trigger", "next_tier in another case", with_(TRIGGER, firings=[with_(VERTICAL, action="NextTier")]), False),
+    ("trigger", "next_tier as a map", with_(TRIGGER, firings=[with_(VERTICAL, action={"next_tier": 1})]), False),
+    ("trigger", "next_tier beside add", with_(TRIGGER, firings=[with_(VERTICAL, action={"next_tier": None, "add": 1})]), False),
+    ("trigger", "vertical firing going down", with_(TRIGGER, firings=[with_(VERTICAL, direction="down")]), False),
+    ("trigger", "vertical and horizontal firings together", with_(TRIGGER, firings=[VERTICAL, TRIGGER["firings"][0]]), False),
     # commands, results, capacity
     ("command", "negative desired", with_(COMMAND, desired=-2), False),
     ("command", "seq as text", with_(COMMAND, seq="7"), False),
     ("command", "no from", without(COMMAND, "from"), False),
     ("command", "desired beyond u32", with_(COMMAND, desired=2**32), False),
+    ("command", "vertical command", with_(COMMAND, desired=1, tier="c5.xlarge"), True),
+    ("command", "tier as a number", with_(COMMAND, tier=5), False),
+    ("command", "empty tier", with_(COMMAND, tier=""), False),
     ("action-result", "unknown status", with_(RESULT, status="done"), False),
     ("action-result", "no response", without(RESULT, "response"), False),
+    ("action-result", "vertical result", with_(RESULT, tier="c5.xlarge", status="failed"), True),
+    ("action-result", "tier as a list", with_(RESULT, tier=["c5.xlarge"]), False),
     ("capacity-record", "fractional desired", with_(CAPACITY, desired=1.5), False),
     ("capacity-record", "no observed_ms", without(CAPACITY, "observed_ms"), False),
+    ("capacity-record", "fleet with a tier", with_(CAPACITY, tier="m5.large"), True),
+    ("capacity-record", "tier as a number", with_(CAPACITY, tier=5), False),
     # audit records
     ("audit-record", "unknown stage", with_(AUDIT, stage="nowhere"), False),
     ("audit-record", "decision outcome on a trigger", with_(AUDIT, kind="trigger"), False),
@@ -291,6 +342,15 @@ CASES = [
     ("audit-record", "executing command", with_(AUDIT, stage="actuator", kind="command", outcome="executing"), True),
     ("audit-record", "result with a decision outcome", with_(AUDIT, stage="actuator", kind="result"), False),
     ("audit-record", "no reason", without(AUDIT, "reason"), False),
+    ("audit-record", "rate_limited decision", with_(AUDIT, outcome="rate_limited"), True),
+    ("audit-record", "at_top_tier decision", with_(AUDIT, outcome="at_top_tier", **{"from": 4, "to": 4}), True),
+    ("audit-record", "misspelt rate_limited", with_(AUDIT, outcome="rate_limit"), False),
+    ("audit-record", "result with at_top_tier", with_(AUDIT, stage="actuator", kind="result", outcome="at_top_tier"), False),
+    ("audit-record", "trigger with rate_limited", with_(AUDIT, stage="evaluator", kind="trigger", outcome="rate_limited"), False),
+    # control replies: the capacity they embed
+    ("control-reply", "capacity with a tier", {"ok": True, "message": "m", "targets": [STATUS]}, True),
+    ("control-reply", "capacity tier as a number", {"ok": True, "message": "m", "targets": [
+        with_(STATUS, capacity=with_(CAPACITY, tier=5))]}, False),
     # dead letters
     ("dead-letter", "payload as a string", with_(DEAD, payload="eyJ2YWx1ZSI6ICJsb3RzIn0="), True),
     ("dead-letter", "byte above 255", with_(DEAD, payload=[256]), False),
@@ -345,6 +405,69 @@ CASES = [
     ("policy", "evaluation staleness 'soon'", policy(top_extra={"evaluation": {"staleness_secs": "soon"}}), False),
     ("policy", "unknown evaluation key", policy(top_extra={"evaluation": {"stale": 5}}), False),
     ("policy", "empty rule group", policy(top_extra={"horizontal_scaling_rules": {"g": {}}}), False),
+    # target tracking rules (shared/src/policy/load/kinds.rs)
+    ("policy", "tracking rule, defaults", tracking_policy(), True),
+    *[("policy", f"tracking target {v!r}", tracking_policy({"target": v}), True) for v in [
+        "60%", " 60 % ", "+60%", "500ms", "0.5s", 0.6, 1000, "1e3", ".5"]],
+    *[("policy", f"tracking target {v!r}", tracking_policy({"target": v}), False) for v in [
+        "0%", "0", 0, -5, "-60%", "sixty", "60 percent", "60%%", True, None]],
+    *[("policy", f"tracking metric {m!r}", tracking_policy({"metric": m}), True) for m in [
+        "avg_cpu", "cpu", "max_p99_latency", " sum_queue_depth "]],
+    *[("policy", f"tracking metric {m!r}", tracking_policy({"metric": m}), False) for m in [
+        "avg cpu", "", "cpu.total", 5]],
+    ("policy", "tracking without target", tracking_policy(drop=["target"]), False),
+    ("policy", "tracking without metric", tracking_policy(drop=["metric"]), False),
+    *[("policy", f"tracking tolerance {t!r}", tracking_policy({"tolerance": t}), True) for t in [0, 0.05, 0.99]],
+    *[("policy", f"tracking tolerance {t!r}", tracking_policy({"tolerance": t}), False) for t in [1, 1.5, -0.1, "10%"]],
+    *[("policy", f"tracking interval {d!r}", tracking_policy({"interval": d}), True) for d in [1, 15, "30s", "1 minute"]],
+    *[("policy", f"tracking interval {d!r}", tracking_policy({"interval": d}), False) for d in [0, "0", "0s", "0 minutes", "soon"]],
+    ("policy", "tracking cooldown and bounds", tracking_policy({"cooldown": "2 minutes", "min_replicas": 2, "max_replicas": 30}), True),
+    ("policy", "tracking with two max bounds", tracking_policy({"max_instances": 9, "max": 10}), False),
+    ("policy", "misspelt tracking key", tracking_policy({"tolerence": 0.1}), False),
+    ("policy", "tracking rules as a list", with_(tracking_policy(), target_tracking_rules=[{"metric": "avg_cpu"}]), False),
+    ("policy", "tracking behavior, HPA spelling", tracking_policy(behavior={
+        "scale_up": {"stabilization_window": 0, "select_policy": "Max", "policies": [rate("Percent", 100, 15), rate("Pods", 4, 15)]},
+        "scale_down": {"stabilization_window": "5 minutes", "select_policy": "disabled", "policies": []}}), True),
+    ("policy", "tracking behavior, one direction, one field", tracking_policy(behavior={"scale_down": {"select_policy": "min"}}), True),
+    ("policy", "tracking behavior, period as a duration", tracking_policy(behavior={"scale_up": {"policies": [rate(period="1 minute")]}}), True),
+    *[("policy", f"select_policy {v!r}", tracking_policy(behavior={"scale_down": {"select_policy": v}}), False) for v in [
+        "most", "", " max", 1]],
+    ("policy", "rate policy type 'nodes'", tracking_policy(behavior={"scale_up": {"policies": [rate("nodes")]}}), False),
+    ("policy", "rate policy value 0", tracking_policy(behavior={"scale_up": {"policies": [rate(value=0)]}}), False),
+    ("policy", "rate policy value 1.5", tracking_policy(behavior={"scale_up": {"policies": [rate(value=1.5)]}}), False),
+    *[("policy", f"rate policy period {d!r}", tracking_policy(behavior={"scale_up": {"policies": [rate(period=d)]}}), False) for d in [
+        0, "0s", -15, "soon"]],
+    ("policy", "rate policy without period", tracking_policy(behavior={"scale_up": {"policies": [without(rate(), "period")]}}), False),
+    ("policy", "rate policy with an unknown key", tracking_policy(behavior={"scale_up": {"policies": [rate(every=60)]}}), False),
+    ("policy", "policies not a list", tracking_policy(behavior={"scale_up": {"policies": rate()}}), False),
+    ("policy", "misspelt stabilization_window", tracking_policy(behavior={"scale_down": {"stabilisation_window": 120}}), False),
+    ("policy", "stabilization_window 'soon'", tracking_policy(behavior={"scale_down": {"stabilization_window": "soon"}}), False),
+    ("policy", "unknown behavior direction", tracking_policy(behavior={"scale_sideways": {}}), False),
+    # vertical rules and the tiers they need
+    ("policy", "vertical rule bound by its name", vertical_policy(), True),
+    ("policy", "vertical rule bound as category.rule", vertical_policy(bind="instance_resize.cpu_intensive"), True),
+    ("policy", "vertical rule without action, with cooldown", vertical_policy({"cooldown": "30 minutes"}, drop=["action"]), True),
+    ("policy", "vertical trigger with a noun", vertical_policy({"trigger": "network_throughput > 80% capacity"}), True),
+    ("policy", "vertical action 'Upgrade ...'", vertical_policy({"action": "  Upgrade to memory-optimized tier"}), True),
+    ("policy", "empty vertical category", with_(policy(), vertical_scaling_rules={"instance_resize": {}}), True),
+    ("policy", "vertical action 'downgrade ...'", vertical_policy({"action": "downgrade to next tier"}), False),
+    ("policy", "vertical action 'add 1 instance'", vertical_policy({"action": "add 1 instance"}), False),
+    ("policy", "vertical trigger 'cpu_credits << 20'", vertical_policy({"trigger": "cpu_credits << 20"}), False),
+    ("policy", "vertical trigger with 'fr'", vertical_policy({"trigger": "cpu_credits < 20 fr 5 minutes"}), False),
+    ("policy", "vertical without trigger", vertical_policy(drop=["trigger"]), False),
+    ("policy", "vertical without options", vertical_policy(drop=["options"]), False),
+    ("policy", "vertical with empty options", vertical_policy(options=[]), False),
+    ("policy", "vertical option without to", vertical_policy(options=[{"from": "t3.medium"}]), False),
+    ("policy", "vertical option with an empty tier", vertical_policy(options=[{"from": "t3.medium", "to": " "}]), False),
+    ("policy", "vertical option with an unknown key", vertical_policy(options=[{"from": "t3.medium", "to": "c5.large", "via": "x"}]), False),
+    ("policy", "vertical option tier as a number", vertical_policy(options=[{"from": "t3.medium", "to": 5}]), False),
+    ("policy", "misspelt vertical key", vertical_policy({"optoins": []}), False),
+    ("policy", "vertical cooldown 'soon'", vertical_policy({"cooldown": "soon"}), False),
+    ("policy", "vertical category as a list", vertical_policy(category=[{"trigger": "cpu_credits < 20"}]), False),
+    ("policy", "vertical rules as a list", with_(policy(), vertical_scaling_rules=["cpu_intensive"]), False),
+    ("policy", "sim tier empty", vertical_policy(sim={"initial": 4, "tier": " "}), False),
+    ("policy", "sim tier as a number", vertical_policy(sim={"initial": 4, "tier": 5}), False),
+    ("policy", "sim tier without vertical rules", policy(backend={"sim": {"initial": 2, "tier": "m5.large"}}), True),
 ]
 
 

@@ -1,12 +1,16 @@
 //! Invariants of the decision logic, over random inputs (proptest):
 //! - capacity never leaves [min, max];
 //! - never two actions in one direction inside that direction's cooldown;
-//! - the same sample stream gives the same triggers replayed in one burst or live.
+//! - the same sample stream gives the same triggers replayed in one burst or live;
+//! - a tracking rule's scale-up never ends more above the capacity at the
+//!   start of its period than its Pods policy allows.
 
 use nova_shared::arbitrate::{ArbiterSettings, TargetState, decide};
 use nova_shared::evaluate::Evaluator;
 use nova_shared::policy::{Policy, from_yaml};
-use nova_shared::wire::{CapacityRecord, Direction, RuleFiring, Sample, Trigger, TriggerSource};
+use nova_shared::wire::{
+    CapacityRecord, Direction, RuleFiring, Sample, ScaleAction, Trigger, TriggerSource,
+};
 use proptest::prelude::*;
 
 const POLICY: &str = r#"
@@ -76,8 +80,67 @@ fn trigger(policy: &Policy, n: usize, ts: i64, rules: &[usize]) -> Trigger {
     }
 }
 
+const TRACKING: &str = r#"
+targets:
+  w: {rules: [track], min: 2, max: 60, backend: {sim: {initial: 5}}}
+target_tracking_rules:
+  track:
+    metric: avg_cpu
+    target: 50%
+    behavior:
+      scale_up: {policies: [{type: pods, value: 3, period: 60}]}
+"#;
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn tracking_moves_stay_in_bounds_and_within_the_pods_policy(
+        start in 2u32..=60,
+        asks in prop::collection::vec((1i64..40, 0u32..100), 1..80),
+    ) {
+        let policy = from_yaml(TRACKING, "p.yaml").expect("policy");
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let observed = CapacityRecord { target: "w".into(), desired: start, running: None, applied_seq: 0, tier: None, observed_ms: 0, backend: "sim".into() };
+        let mut state = TargetState::default();
+        let mut current = start;
+        let mut changes: Vec<(i64, i64)> = Vec::new();
+        let mut ts = 0;
+        for (n, (gap, asked)) in asks.iter().enumerate() {
+            ts += gap * 1000;
+            let direction = if *asked > current { Direction::Up } else { Direction::Down };
+            let trigger = Trigger {
+                id: format!("t-{n}"),
+                ts,
+                target: "w".into(),
+                source: TriggerSource::Rule,
+                firings: vec![RuleFiring {
+                    rule: "track".into(),
+                    direction,
+                    action: ScaleAction::Set(*asked),
+                    observed: None,
+                    threshold: None,
+                    condition: String::new(),
+                    held_secs: 0,
+                    reason: String::new(),
+                }],
+            };
+            let verdict = decide(target, settings, &state, Some(&observed), &trigger);
+            if let Some(command) = &verdict.command {
+                prop_assert!((2..=60).contains(&command.desired), "{command:?}");
+                changes.push((ts, i64::from(command.desired) - i64::from(current)));
+                // A scale-up ends at most 3 above the capacity 60 s before
+                // (the net of every change since: removals free budget).
+                if command.desired > current {
+                    let net: i64 = changes.iter().filter(|(at, _)| ts - at < 60_000).map(|(_, c)| c).sum();
+                    prop_assert!(net <= 3, "{net} net added within 60 s: {changes:?}");
+                }
+                current = command.desired;
+            }
+            state = verdict.state.unwrap_or(state);
+        }
+    }
 
     #[test]
     fn capacity_stays_in_bounds_and_cooldowns_hold(start in 3u32..=40, steps in triggers(), applied_lag in 0usize..3) {

@@ -245,15 +245,40 @@ fn validate(file: &std::path::Path) -> ExitCode {
                     target.backend.kind(),
                     target.min,
                     target.max,
-                    target.rules.len()
+                    target.rules.len() + target.tracking.len()
                 );
                 for rule in &target.rules {
+                    let ladder = target
+                        .ladders
+                        .get(&rule.name)
+                        .map_or(String::new(), |steps| {
+                            let steps: Vec<String> = steps
+                                .iter()
+                                .map(|s| format!("{} -> {}", s.from, s.to))
+                                .collect();
+                            format!(" ({})", steps.join(", "))
+                        });
                     println!(
-                        "    {}: \"{}\" -> {}, cooldown {}s",
+                        "    {}: \"{}\" -> {}{ladder}, cooldown {}s",
                         rule.name,
                         rule.condition.text,
                         rule.action.describe(),
                         rule.cooldown_secs
+                    );
+                }
+                for rule in &target.tracking {
+                    let up = &rule.behavior.scale_up;
+                    let down = &rule.behavior.scale_down;
+                    println!(
+                        "    {}: track {} (tolerance {}, every {}s), up window {}s select {}, down window {}s select {}",
+                        rule.name,
+                        rule.text,
+                        rule.tolerance,
+                        rule.interval_secs,
+                        up.stabilization_window_secs,
+                        up.select.as_str(),
+                        down.stabilization_window_secs,
+                        down.select.as_str(),
                     );
                 }
             }

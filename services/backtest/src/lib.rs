@@ -1,0 +1,20 @@
+//! Backtesting: replays a load trace against a simulated fleet through the
+//! same pure decision code as the live services, and through a reference of
+//! the Kubernetes HPA algorithm, and measures both.
+//!
+//! Modules:
+//! - [`trace`]: reading load traces (one number per line, or CSV with timestamps; plain or gzip),
+//!   with scale, time compression and limit.
+//! - [`fleet`]: a simulated fleet stepped in event time (warm-up, dropped load, cpu), and a
+//!   metric-pipeline delay.
+//! - [`elasticity`]: the SPEC Research Group elasticity metrics (accuracy, timeshare,
+//!   instability, jitter), SLO-violation time, instance-seconds and actions.
+//! - [`chart`]: an SVG chart of demand and supply over time for the runs compared.
+//! - [`progress`]: a progress bar on stderr for long replays.
+#![warn(missing_docs)]
+
+pub mod chart;
+pub mod elasticity;
+pub mod fleet;
+pub mod progress;
+pub mod trace;
