@@ -11,10 +11,15 @@
 //!   instability, jitter), SLO-violation time, instance-seconds and actions.
 //! - [`chart`]: an SVG chart of demand and supply over time for the runs compared.
 //! - [`progress`]: a progress bar on stderr for long replays.
+//! - [`replay`]: the replay itself: NovaCron's evaluator and arbiter and the HPA reference,
+//!   each against its own simulated fleet, on the same trace.
+//! - [`report`]: the side-by-side table of the two runs.
 #![warn(missing_docs)]
 
 pub mod chart;
 pub mod elasticity;
 pub mod fleet;
 pub mod progress;
+pub mod replay;
+pub mod report;
 pub mod trace;

@@ -6,7 +6,9 @@
 //! - `audit tail`: read the audit stream.
 //! - `policy validate`: check a policy file and list every problem.
 //! - `status`, `pause`, `resume`, `scale`: the arbiter's control verbs (`nova.ctl.<verb>`).
+//! - `backtest`: replay a load trace through NovaCron and the HPA reference ([`backtest`]).
 
+mod backtest;
 mod format;
 
 use std::path::PathBuf;
@@ -79,6 +81,9 @@ enum Command {
     },
     /// Let a paused target scale again.
     Resume(PauseArgs),
+    /// Replay a load trace through NovaCron's decision code and the HPA
+    /// algorithm against simulated fleets; print the elasticity metrics.
+    Backtest(Box<backtest::BacktestArgs>),
 }
 
 /// What `pause` and `resume` take.
@@ -184,6 +189,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             return control_command(&control.nats_url, "status", request).await;
         }
         Command::Pause(args) => return args.send("pause").await,
+        Command::Backtest(args) => return backtest::run(*args),
         Command::Resume(args) => return args.send("resume").await,
         Command::Scale {
             control,

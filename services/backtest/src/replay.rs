@@ -1,0 +1,654 @@
+//! The replay: one load trace, two autoscalers, two identical simulated
+//! fleets, stepped together one trace interval at a time in event time.
+//!
+//! - **NovaCron** runs the live services' own decision code: every
+//!   `sample_every` seconds the fleet reports its cpu and its total requests,
+//!   averaged over those seconds (as a metrics agent pushing on an interval
+//!   does), as samples which reach [`Evaluator::observe`] after the metric
+//!   delay; the triggers go
+//!   through [`arbitrate::decide`] with the target's state carried between
+//!   decisions as the arbiter keeps it in KV, and each command sets the
+//!   fleet's desired capacity at once (the actuator's part). The evaluator
+//!   learns the capacity as it does from KV `nova_capacity`: instances
+//!   running, or desired while none run.
+//! - **HPA** is [`tracking::Hpa`], the Kubernetes controller's algorithm with
+//!   its documented defaults: every `sync` seconds it reads the average cpu
+//!   of the last metrics window (metrics-server's resolution), delayed like
+//!   NovaCron's samples, and sets the replicas it computes.
+//!
+//! Both fleets serve the same load with the same capacity per instance and
+//! warm-up. The cpu an instance reports is the offered load over the ready
+//! capacity; above 100 % it means load the ready instances cannot serve, as a
+//! pod's usage can exceed its request. For the HPA, instances still warming
+//! up count as 0 % (its rule for pods not yet ready when scaling up), so the
+//! utilisation it reads is the load over all provisioned capacity.
+
+use std::collections::VecDeque;
+
+use nova_shared::arbitrate::{self, ArbiterSettings, TargetState};
+use nova_shared::evaluate::{Evaluator, REQUESTS};
+use nova_shared::policy::{Backend, Policy, Target};
+use nova_shared::tracking;
+use nova_shared::wire::{CapacityRecord, Direction, RuleFiring, Sample, Trigger, TriggerSource};
+use thiserror::Error;
+
+use crate::elasticity::{
+    ElasticityError, ElasticityMeter, ElasticityMetrics, IntervalSample, demand_instances,
+};
+use crate::fleet::{Fleet, FleetError, MetricDelay};
+use crate::trace::Trace;
+
+/// The cpu metric both autoscalers read, in canonical units (a ratio).
+pub const CPU: &str = "cpu";
+
+/// What a replay needs besides the policy and the trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayConfig {
+    /// The policy's target to replay (its rules, bounds and sim backend).
+    pub target: String,
+    /// Requests per second one instance serves (default: the sim backend's).
+    pub capacity_per_instance: Option<f64>,
+    /// Seconds before a new instance serves (default: the sim backend's).
+    pub warmup_secs: Option<u64>,
+    /// Instances at the start (default: the sim backend's `initial`).
+    pub initial: Option<u32>,
+    /// Seconds between a measurement and the autoscaler seeing it.
+    pub metric_delay_secs: u64,
+    /// Seconds between NovaCron's samples, each the average over them.
+    pub sample_every_secs: u64,
+    /// The HPA reference's settings.
+    pub hpa: HpaConfig,
+}
+
+/// The HPA reference's settings; [`HpaConfig::default`] is the documented
+/// Kubernetes defaults, with the cpu target chosen from the policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HpaConfig {
+    /// Target average cpu utilisation, a ratio (default: see [`hpa_target_for`]).
+    pub target_cpu: Option<f64>,
+    /// Seconds between syncs (15).
+    pub sync_secs: u64,
+    /// Seconds of cpu averaged per reading (15, metrics-server's resolution).
+    pub metric_window_secs: u64,
+}
+
+impl Default for HpaConfig {
+    fn default() -> Self {
+        HpaConfig {
+            target_cpu: None,
+            sync_secs: tracking::HPA_SYNC_SECS,
+            metric_window_secs: 15,
+        }
+    }
+}
+
+/// A replay that could not run.
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    /// The target is not in the policy.
+    #[error("no target {target:?} in the policy; it has: {known}")]
+    UnknownTarget {
+        /// The name asked for.
+        target: String,
+        /// The policy's targets.
+        known: String,
+    },
+    /// The trace has no intervals.
+    #[error("the trace is empty")]
+    EmptyTrace,
+    /// A setting is out of range.
+    #[error("{0}")]
+    Setting(String),
+    /// The fleet could not be built.
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    /// The metrics could not be computed.
+    #[error(transparent)]
+    Elasticity(#[from] ElasticityError),
+}
+
+/// One autoscaler's run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// "NovaCron" or "HPA".
+    pub name: String,
+    /// Ready instances in each interval.
+    pub supply: Vec<u32>,
+    /// The elasticity metrics.
+    pub metrics: ElasticityMetrics,
+}
+
+/// Both runs on one trace.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// Instances needed in each interval.
+    pub demand: Vec<u32>,
+    /// NovaCron's run.
+    pub novacron: Run,
+    /// The HPA reference's run.
+    pub hpa: Run,
+    /// The settings actually used, after defaults: for the report.
+    pub settings: ResolvedSettings,
+}
+
+/// The settings of a replay after defaults were filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedSettings {
+    /// Target replayed.
+    pub target: String,
+    /// Its bounds.
+    pub min: u32,
+    /// Its bounds.
+    pub max: u32,
+    /// Instances at the start.
+    pub initial: u32,
+    /// Requests per second per instance.
+    pub capacity_per_instance: f64,
+    /// Warm-up, seconds.
+    pub warmup_secs: u64,
+    /// Metric delay, seconds.
+    pub metric_delay_secs: u64,
+    /// Seconds between NovaCron's samples.
+    pub sample_every_secs: u64,
+    /// The HPA's cpu target, a ratio, and where it came from.
+    pub hpa_target_cpu: f64,
+    /// Why that target.
+    pub hpa_target_source: String,
+    /// HPA sync period, seconds.
+    pub hpa_sync_secs: u64,
+    /// HPA metric window, seconds.
+    pub hpa_metric_window_secs: u64,
+}
+
+/// The HPA's cpu target for a target's rules, when none is given: a tracking
+/// rule's own target on cpu; else the middle of the cpu scale-up and
+/// scale-down thresholds (the band a threshold policy keeps cpu in); else
+/// 60 %.
+pub fn hpa_target_for(target: &Target) -> (f64, String) {
+    if let Some(rule) = target.tracking.iter().find(|r| r.metric == CPU) {
+        return (
+            rule.target,
+            format!("the target of tracking rule {}", rule.name),
+        );
+    }
+    let threshold = |direction| {
+        target
+            .rules
+            .iter()
+            .find(|r| r.direction == direction && r.condition.metric == CPU)
+            .map(|r| r.condition.threshold)
+    };
+    match (threshold(Direction::Up), threshold(Direction::Down)) {
+        (Some(up), Some(down)) => (
+            (up + down) / 2.0,
+            format!(
+                "the middle of the cpu thresholds {:.0}% and {:.0}%",
+                down * 100.0,
+                up * 100.0
+            ),
+        ),
+        _ => (0.6, "60%, no cpu rule to take it from".to_string()),
+    }
+}
+
+/// Replays `trace` for `config.target` through NovaCron and the HPA
+/// reference; `progress` is told how many intervals are done now and then.
+pub fn replay(
+    policy: &Policy,
+    trace: &Trace,
+    config: &ReplayConfig,
+    mut progress: impl FnMut(u64),
+) -> Result<Comparison, ReplayError> {
+    let target = policy
+        .targets
+        .get(&config.target)
+        .ok_or_else(|| ReplayError::UnknownTarget {
+            target: config.target.clone(),
+            known: policy
+                .targets
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    if trace.rps.is_empty() {
+        return Err(ReplayError::EmptyTrace);
+    }
+    let settings = resolve(target, config)?;
+    let interval_ms = (trace.interval_secs * 1000.0).round() as i64;
+    if interval_ms < 1 {
+        return Err(ReplayError::Setting(format!(
+            "the trace's interval of {} s is shorter than a millisecond",
+            trace.interval_secs
+        )));
+    }
+    let mut novacron = NovaRun::new(policy, target, &settings, interval_ms)?;
+    let mut hpa = HpaRun::new(&settings, interval_ms)?;
+    let cap = settings.capacity_per_instance;
+    let mut meters = [
+        ElasticityMeter::new(trace.interval_secs, cap)?,
+        ElasticityMeter::new(trace.interval_secs, cap)?,
+    ];
+    let mut demand = Vec::with_capacity(trace.rps.len());
+    let mut supplies = [
+        Vec::with_capacity(trace.rps.len()),
+        Vec::with_capacity(trace.rps.len()),
+    ];
+    for (i, &load) in trace.rps.iter().enumerate() {
+        let now = i as i64 * interval_ms;
+        demand.push(demand_instances(load, cap));
+        let observations = [novacron.step(now, load), hpa.step(now, load)];
+        for ((meter, supply), (ready, provisioned)) in
+            meters.iter_mut().zip(&mut supplies).zip(observations)
+        {
+            meter.record(IntervalSample {
+                load_rps: load,
+                ready,
+                provisioned,
+            })?;
+            supply.push(ready);
+        }
+        if i % 65_536 == 0 {
+            progress(i as u64);
+        }
+    }
+    progress(trace.rps.len() as u64);
+    let [nova_supply, hpa_supply] = supplies;
+    Ok(Comparison {
+        demand,
+        novacron: Run {
+            name: "NovaCron".into(),
+            supply: nova_supply,
+            metrics: meters[0].finish(Some(novacron.actions))?,
+        },
+        hpa: Run {
+            name: "HPA".into(),
+            supply: hpa_supply,
+            metrics: meters[1].finish(Some(hpa.actions))?,
+        },
+        settings,
+    })
+}
+
+fn resolve(target: &Target, config: &ReplayConfig) -> Result<ResolvedSettings, ReplayError> {
+    let sim = match &target.backend {
+        Backend::Sim(sim) => Some(sim),
+        Backend::Ecs(_) => None,
+    };
+    let capacity_per_instance = config
+        .capacity_per_instance
+        .or(sim.map(|s| s.capacity_per_instance))
+        .unwrap_or(100.0);
+    let warmup_secs = config
+        .warmup_secs
+        .or(sim.map(|s| s.warmup_secs))
+        .unwrap_or(0);
+    let initial = config
+        .initial
+        .or(sim.map(|s| s.initial))
+        .unwrap_or(target.min)
+        .clamp(target.min, target.max);
+    let (hpa_target_cpu, hpa_target_source) = match config.hpa.target_cpu {
+        Some(t) => (t, "given".to_string()),
+        None => hpa_target_for(target),
+    };
+    if !(hpa_target_cpu.is_finite() && hpa_target_cpu > 0.0) {
+        return Err(ReplayError::Setting(format!(
+            "the HPA's cpu target must be above 0, not {hpa_target_cpu}"
+        )));
+    }
+    if config.sample_every_secs == 0 {
+        return Err(ReplayError::Setting(
+            "samples must be at least 1 second apart".into(),
+        ));
+    }
+    if config.hpa.sync_secs == 0 || config.hpa.metric_window_secs == 0 {
+        return Err(ReplayError::Setting(
+            "the HPA's sync period and metric window must be at least 1 second".into(),
+        ));
+    }
+    Ok(ResolvedSettings {
+        target: target.name.clone(),
+        min: target.min,
+        max: target.max,
+        initial,
+        capacity_per_instance,
+        warmup_secs,
+        metric_delay_secs: config.metric_delay_secs,
+        sample_every_secs: config.sample_every_secs,
+        hpa_target_cpu,
+        hpa_target_source,
+        hpa_sync_secs: config.hpa.sync_secs,
+        hpa_metric_window_secs: config.hpa.metric_window_secs,
+    })
+}
+
+/// A reading the fleet takes each interval: cpu (ratio) and total requests/s.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reading {
+    cpu: f64,
+    requests: f64,
+}
+
+/// NovaCron's side: fleet, delayed samples, evaluator, arbiter state.
+struct NovaRun<'p> {
+    target: &'p Target,
+    settings: ArbiterSettings,
+    fleet: Fleet,
+    delay: MetricDelay<Reading>,
+    evaluator: Evaluator,
+    state: TargetState,
+    cpu: Sample,
+    requests: Sample,
+    firings: Vec<RuleFiring>,
+    actions: u64,
+    triggers: u64,
+    /// Readings summed since the last sample, and how many.
+    pending: (Reading, u32),
+    /// Intervals per sample.
+    intervals_per_sample: u32,
+}
+
+impl<'p> NovaRun<'p> {
+    fn new(
+        policy: &Policy,
+        target: &'p Target,
+        s: &ResolvedSettings,
+        interval_ms: i64,
+    ) -> Result<Self, ReplayError> {
+        let every_ms = i64::try_from(s.sample_every_secs * 1000).unwrap_or(i64::MAX);
+        let intervals_per_sample =
+            u32::try_from((every_ms / interval_ms).max(1)).unwrap_or(u32::MAX);
+        let sample = |metric: &str| Sample {
+            metric: metric.to_string(),
+            value: 0.0,
+            ts: 0,
+            instance: None,
+        };
+        Ok(NovaRun {
+            target,
+            settings: ArbiterSettings::for_target(target, policy.evaluation.refire_secs),
+            fleet: Fleet::new(s.initial, s.capacity_per_instance, s.warmup_secs)?,
+            delay: MetricDelay::new(s.metric_delay_secs),
+            evaluator: Evaluator::new(policy),
+            state: TargetState::default(),
+            cpu: sample(CPU),
+            requests: sample(REQUESTS),
+            firings: Vec::new(),
+            actions: 0,
+            triggers: 0,
+            pending: (Reading::default(), 0),
+            intervals_per_sample,
+        })
+    }
+
+    /// One interval at `now`: serve, report, evaluate what has arrived,
+    /// decide and act. Returns (ready, provisioned) for the interval.
+    fn step(&mut self, now: i64, load: f64) -> (u32, u32) {
+        let observation = self.fleet.step(now, load);
+        let (sum, count) = &mut self.pending;
+        sum.cpu += observation.cpu;
+        sum.requests += load;
+        *count += 1;
+        if *count == self.intervals_per_sample {
+            let n = f64::from(*count);
+            let average = Reading {
+                cpu: sum.cpu / n,
+                requests: sum.requests / n,
+            };
+            self.pending = (Reading::default(), 0);
+            self.delay.push(now, average);
+        }
+        let name = &self.target.name;
+        let serving = match observation.ready {
+            0 => observation.provisioned,
+            ready => ready,
+        };
+        self.evaluator.set_capacity(name, serving);
+        while let Some(due) = self.delay.pop_due(now) {
+            self.cpu.value = due.value.cpu;
+            self.cpu.ts = due.taken_ms;
+            self.requests.value = due.value.requests;
+            self.requests.ts = due.taken_ms;
+            self.firings.clear();
+            for sample in [&self.cpu, &self.requests] {
+                // Samples of a valid trace are finite and never from the
+                // future, so the evaluator accepts them all.
+                let _ = self.evaluator.observe(name, sample, now, &mut self.firings);
+            }
+            if !self.firings.is_empty() {
+                self.decide(due.taken_ms, now);
+            }
+        }
+        let after = self.fleet.step(now, load);
+        (after.ready, after.provisioned)
+    }
+
+    /// Decides the firings of one instant as the arbiter does: horizontal
+    /// and vertical ones in triggers of their own.
+    fn decide(&mut self, ts: i64, now: i64) {
+        let firings = std::mem::take(&mut self.firings);
+        let (vertical, horizontal): (Vec<RuleFiring>, Vec<RuleFiring>) = firings
+            .into_iter()
+            .partition(|f| f.action == nova_shared::wire::ScaleAction::NextTier);
+        for group in [horizontal, vertical] {
+            if group.is_empty() {
+                continue;
+            }
+            self.triggers += 1;
+            let trigger = Trigger {
+                id: format!("replay-{}", self.triggers),
+                ts,
+                target: self.target.name.clone(),
+                source: TriggerSource::Rule,
+                firings: group,
+            };
+            let observed = CapacityRecord {
+                target: self.target.name.clone(),
+                desired: self.fleet.provisioned(),
+                running: None,
+                applied_seq: self.state.seq,
+                tier: self.state.tier.clone(),
+                observed_ms: now,
+                backend: "sim".into(),
+            };
+            let verdict = arbitrate::decide(
+                self.target,
+                self.settings,
+                &self.state,
+                Some(&observed),
+                &trigger,
+            );
+            if let Some(command) = &verdict.command
+                && command.desired != self.fleet.provisioned()
+            {
+                self.fleet.set_desired(now, command.desired);
+                self.actions += 1;
+            }
+            if let Some(mut state) = verdict.state {
+                // The replay never redelivers; the replay buffer only costs time.
+                state.recent_verdicts.clear();
+                self.state = state;
+            }
+        }
+    }
+}
+
+/// The HPA reference's side: fleet, delayed cpu window, controller.
+struct HpaRun {
+    fleet: Fleet,
+    delay: MetricDelay<f64>,
+    /// Delivered utilisation readings inside the metric window: (taken, cpu).
+    window: VecDeque<(i64, f64)>,
+    window_ms: i64,
+    sync_ms: i64,
+    next_sync: i64,
+    hpa: tracking::Hpa,
+    capacity_per_instance: f64,
+    actions: u64,
+}
+
+impl HpaRun {
+    fn new(s: &ResolvedSettings, interval_ms: i64) -> Result<Self, ReplayError> {
+        let sync_ms = i64::try_from(s.hpa_sync_secs * 1000).unwrap_or(i64::MAX);
+        Ok(HpaRun {
+            fleet: Fleet::new(s.initial, s.capacity_per_instance, s.warmup_secs)?,
+            delay: MetricDelay::new(s.metric_delay_secs),
+            window: VecDeque::new(),
+            window_ms: i64::try_from(s.hpa_metric_window_secs * 1000).unwrap_or(i64::MAX),
+            sync_ms: sync_ms.max(interval_ms),
+            next_sync: sync_ms,
+            hpa: tracking::Hpa::new(s.hpa_target_cpu, s.min, s.max),
+            capacity_per_instance: s.capacity_per_instance,
+            actions: 0,
+        })
+    }
+
+    fn step(&mut self, now: i64, load: f64) -> (u32, u32) {
+        let observation = self.fleet.step(now, load);
+        let provisioned = f64::from(observation.provisioned.max(1));
+        self.delay
+            .push(now, load / (provisioned * self.capacity_per_instance));
+        while let Some(due) = self.delay.pop_due(now) {
+            self.window.push_back((due.taken_ms, due.value));
+        }
+        while self
+            .window
+            .front()
+            .is_some_and(|(taken, _)| *taken <= now - self.window_ms)
+        {
+            self.window.pop_front();
+        }
+        if now >= self.next_sync {
+            self.next_sync += self.sync_ms;
+            if !self.window.is_empty() {
+                let cpu =
+                    self.window.iter().map(|(_, c)| c).sum::<f64>() / self.window.len() as f64;
+                let current = self.fleet.provisioned();
+                let desired = self.hpa.sync(now, current, cpu);
+                if desired != current {
+                    self.fleet.set_desired(now, desired);
+                    self.actions += 1;
+                }
+            }
+        }
+        let after = self.fleet.step(now, load);
+        (after.ready, after.provisioned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nova_shared::policy::from_yaml;
+
+    const POLICY: &str = r#"
+metrics: {cpu: {unit: percent}}
+evaluation: {staleness_secs: 30, refire_secs: 10}
+targets:
+  web:
+    rules: [cpu_based]
+    min: 2
+    max: 40
+    backend: {sim: {initial: 2, warmup_secs: 10, capacity_per_instance: 100}}
+horizontal_scaling_rules:
+  cpu_based:
+    scale_up: {condition: "avg_cpu > 70% for 15 seconds", action: "add 3 instances", cooldown: 20}
+    scale_down: {condition: "avg_cpu < 30% for 30 seconds", action: "remove 1 instance", cooldown: 15}
+"#;
+
+    fn config() -> ReplayConfig {
+        ReplayConfig {
+            target: "web".into(),
+            capacity_per_instance: None,
+            warmup_secs: None,
+            initial: None,
+            metric_delay_secs: 0,
+            sample_every_secs: 1,
+            hpa: HpaConfig::default(),
+        }
+    }
+
+    /// 607 s at 100 rps (50 % of the two instances), then 10 minutes at
+    /// 1500 rps; the step falls between two HPA syncs (600 and 615 s).
+    fn step_trace() -> Trace {
+        let mut rps = vec![100.0; 607];
+        rps.extend(vec![1500.0; 600]);
+        Trace {
+            interval_secs: 1.0,
+            rps,
+        }
+    }
+
+    #[test]
+    fn both_autoscalers_follow_a_step_each_at_its_own_pace() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let result = replay(&policy, &step_trace(), &config(), |_| {}).unwrap();
+        assert_eq!(result.settings.hpa_target_cpu, 0.5);
+        let first_up = |supply: &[u32]| supply.iter().skip(607).position(|s| *s > 2);
+        let nova = first_up(&result.novacron.supply).expect("NovaCron scales up");
+        let hpa = first_up(&result.hpa.supply).expect("HPA scales up");
+        // NovaCron: the rule's 15 s hold, then 10 s of warm-up. The HPA: its
+        // next sync 8 s later (the window already averages above target),
+        // then the same warm-up.
+        assert_eq!((nova, hpa), (25, 18), "ready after the step");
+        // Both end up serving the load: demand 15, cpu within their bands.
+        let last = |supply: &[u32]| supply[supply.len() - 1];
+        assert!(
+            last(&result.novacron.supply) >= 15,
+            "{:?}",
+            &result.novacron.supply[1150..]
+        );
+        assert_eq!(
+            last(&result.hpa.supply),
+            30,
+            "1500 rps at 50 % of 100 rps each"
+        );
+        assert!(result.novacron.metrics.actions > 0 && result.hpa.metrics.actions > 0);
+        assert_eq!(result.demand[700], 15);
+    }
+
+    #[test]
+    fn the_hpa_target_comes_from_the_policy() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let (target, why) = hpa_target_for(&policy.targets["web"]);
+        assert_eq!(target, 0.5);
+        assert_eq!(why, "the middle of the cpu thresholds 30% and 70%");
+        let tracking = POLICY.replace("rules: [cpu_based]", "rules: [track]")
+            + "target_tracking_rules:\n  track: {metric: avg_cpu, target: 65%}\n";
+        let policy = from_yaml(&tracking, "p.yaml").unwrap();
+        let (target, why) = hpa_target_for(&policy.targets["web"]);
+        assert_eq!(
+            (target, why.as_str()),
+            (0.65, "the target of tracking rule track")
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let mut bad = config();
+        bad.target = "api".into();
+        let error = replay(&policy, &step_trace(), &bad, |_| {}).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "no target \"api\" in the policy; it has: web"
+        );
+        let empty = Trace {
+            interval_secs: 1.0,
+            rps: vec![],
+        };
+        assert!(matches!(
+            replay(&policy, &empty, &config(), |_| {}),
+            Err(ReplayError::EmptyTrace)
+        ));
+        let mut bad = config();
+        bad.hpa.target_cpu = Some(0.0);
+        assert!(
+            replay(&policy, &step_trace(), &bad, |_| {})
+                .unwrap_err()
+                .to_string()
+                .contains("cpu target must be above 0")
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The side-by-side table of a [`Comparison`], as `novactl backtest` prints
+//! it and the README quotes it: one row per metric, lower is better except
+//! where the row says otherwise.
+
+use std::fmt::Write;
+
+use crate::elasticity::ElasticityMetrics;
+use crate::replay::Comparison;
+
+/// One row: name, how to read it, and how to take it from the metrics.
+type Row = (&'static str, &'static str, fn(&ElasticityMetrics) -> String);
+
+const ROWS: &[Row] = &[
+    (
+        "under-provisioning accuracy θ_U",
+        "%, lower is better",
+        |m| format!("{:.2}", m.under_provisioning_accuracy_pct),
+    ),
+    (
+        "over-provisioning accuracy θ_O",
+        "%, lower is better",
+        |m| format!("{:.2}", m.over_provisioning_accuracy_pct),
+    ),
+    (
+        "under-provisioning timeshare τ_U",
+        "%, lower is better",
+        |m| format!("{:.2}", m.under_provisioning_timeshare_pct),
+    ),
+    (
+        "over-provisioning timeshare τ_O",
+        "%, lower is better",
+        |m| format!("{:.2}", m.over_provisioning_timeshare_pct),
+    ),
+    ("instability υ", "%, lower is better", |m| {
+        format!("{:.2}", m.instability_pct)
+    }),
+    ("jitter j", "adaptations/h, best at 0", |m| {
+        format!("{:+.2}", m.jitter_per_hour)
+    }),
+    ("SLO-violation time", "s, load above ready capacity", |m| {
+        format!("{:.0}", m.slo_violation_secs)
+    }),
+    ("instance-seconds", "provisioned, what is paid", |m| {
+        format!("{:.0}", m.instance_secs)
+    }),
+    ("actions", "scaling changes", |m| m.actions.to_string()),
+];
+
+/// The settings line and the metric table, as Markdown.
+pub fn markdown(comparison: &Comparison) -> String {
+    let s = &comparison.settings;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "target {} (min {}, max {}, start {}), {} rps per instance, warm-up {} s, metric delay {} s, \
+         NovaCron samples every {} s; HPA: cpu target {:.0}% ({}), sync {} s, metric window {} s, tolerance 0.1, default behavior",
+        s.target,
+        s.min,
+        s.max,
+        s.initial,
+        s.capacity_per_instance,
+        s.warmup_secs,
+        s.metric_delay_secs,
+        s.sample_every_secs,
+        s.hpa_target_cpu * 100.0,
+        s.hpa_target_source,
+        s.hpa_sync_secs,
+        s.hpa_metric_window_secs,
+    );
+    let _ = writeln!(out);
+    let (nova, hpa) = (&comparison.novacron, &comparison.hpa);
+    let _ = writeln!(out, "| metric | unit | {} | {} |", nova.name, hpa.name);
+    let _ = writeln!(out, "|---|---|---:|---:|");
+    for (name, unit, value) in ROWS {
+        let _ = writeln!(
+            out,
+            "| {name} | {unit} | {} | {} |",
+            value(&nova.metrics),
+            value(&hpa.metrics)
+        );
+    }
+    let m = &nova.metrics;
+    let _ = writeln!(
+        out,
+        "\n{} intervals, {:.1} h of trace; demand changed {} times.",
+        m.intervals,
+        m.duration_secs / 3600.0,
+        m.demand_changes
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::{Comparison, ResolvedSettings, Run};
+
+    fn metrics(actions: u64) -> ElasticityMetrics {
+        ElasticityMetrics {
+            intervals: 3600,
+            duration_secs: 3600.0,
+            under_provisioning_accuracy_pct: 1.234,
+            over_provisioning_accuracy_pct: 50.0,
+            under_provisioning_timeshare_pct: 2.0,
+            over_provisioning_timeshare_pct: 90.0,
+            instability_pct: 3.0,
+            jitter_per_hour: -4.5,
+            supply_adaptations: 10,
+            demand_changes: 14,
+            slo_violation_secs: 12.0,
+            instance_secs: 36000.0,
+            actions,
+        }
+    }
+
+    #[test]
+    fn the_table_has_one_row_per_metric_and_both_runs() {
+        let run = |name: &str, actions| Run {
+            name: name.into(),
+            supply: vec![],
+            metrics: metrics(actions),
+        };
+        let comparison = Comparison {
+            demand: vec![],
+            novacron: run("NovaCron", 7),
+            hpa: run("HPA", 9),
+            settings: ResolvedSettings {
+                target: "web".into(),
+                min: 2,
+                max: 20,
+                initial: 2,
+                capacity_per_instance: 100.0,
+                warmup_secs: 10,
+                metric_delay_secs: 0,
+                sample_every_secs: 1,
+                hpa_target_cpu: 0.5,
+                hpa_target_source: "given".into(),
+                hpa_sync_secs: 15,
+                hpa_metric_window_secs: 15,
+            },
+        };
+        let table = markdown(&comparison);
+        assert!(
+            table.contains("| metric | unit | NovaCron | HPA |"),
+            "{table}"
+        );
+        assert!(
+            table
+                .contains("| under-provisioning accuracy θ_U | %, lower is better | 1.23 | 1.23 |"),
+            "{table}"
+        );
+        assert!(table.contains("| jitter j | adaptations/h, best at 0 | -4.50 | -4.50 |"));
+        assert!(table.contains("| actions | scaling changes | 7 | 9 |"));
+        assert!(table.contains("HPA: cpu target 50% (given)"));
+        assert_eq!(table.matches("\n|").count(), ROWS.len() + 2);
+    }
+}
