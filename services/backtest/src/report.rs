@@ -79,6 +79,17 @@ pub fn markdown(comparison: &Comparison) -> String {
             value(&hpa.metrics)
         );
     }
+    let interval = nova.metrics.duration_secs / nova.metrics.intervals.max(1) as f64;
+    let cover = |supply: &[u32]| match time_to_cover(&comparison.demand, supply) {
+        Some(intervals) => format!("{:.0}", intervals as f64 * interval),
+        None => "never".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "| time to cover the largest demand step | s, until ready ≥ demand | {} | {} |",
+        cover(&nova.supply),
+        cover(&hpa.supply)
+    );
     let m = &nova.metrics;
     let _ = writeln!(
         out,
@@ -88,6 +99,22 @@ pub fn markdown(comparison: &Comparison) -> String {
         m.demand_changes
     );
     out
+}
+
+/// Intervals from the largest rise of demand between two intervals until
+/// the supply first covers the demand; `None` if it never does (or demand
+/// never rises). Measures reaction on step and spike traces.
+pub fn time_to_cover(demand: &[u32], supply: &[u32]) -> Option<usize> {
+    let (step, _) = demand
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| (i + 1, i64::from(w[1]) - i64::from(w[0])))
+        .filter(|(_, rise)| *rise > 0)
+        .max_by_key(|(i, rise)| (*rise, std::cmp::Reverse(*i)))?;
+    demand[step..]
+        .iter()
+        .zip(&supply[step..])
+        .position(|(d, s)| s >= d)
 }
 
 #[cfg(test)]
@@ -114,14 +141,33 @@ mod tests {
     }
 
     #[test]
+    fn time_to_cover_counts_from_the_largest_rise() {
+        // (demand, supply, expected)
+        let cases: [(&[u32], &[u32], Option<usize>); 5] = [
+            (&[1, 1, 5, 5, 5, 5], &[1, 1, 1, 1, 5, 5], Some(2)),
+            (&[1, 3, 3, 9, 9], &[1, 1, 3, 3, 9], Some(1)), // the rise to 9, not to 3
+            (&[1, 5, 5], &[5, 5, 5], Some(0)),
+            (&[1, 5, 5], &[1, 1, 1], None),
+            (&[5, 5, 1], &[5, 5, 5], None),
+        ];
+        for (demand, supply, expected) in cases {
+            assert_eq!(
+                time_to_cover(demand, supply),
+                expected,
+                "{demand:?} {supply:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_table_has_one_row_per_metric_and_both_runs() {
         let run = |name: &str, actions| Run {
             name: name.into(),
-            supply: vec![],
+            supply: vec![1, 1, 4],
             metrics: metrics(actions),
         };
         let comparison = Comparison {
-            demand: vec![],
+            demand: vec![1, 4, 4],
             novacron: run("NovaCron", 7),
             hpa: run("HPA", 9),
             settings: ResolvedSettings {
@@ -152,6 +198,12 @@ mod tests {
         assert!(table.contains("| jitter j | adaptations/h, best at 0 | -4.50 | -4.50 |"));
         assert!(table.contains("| actions | scaling changes | 7 | 9 |"));
         assert!(table.contains("HPA: cpu target 50% (given)"));
-        assert_eq!(table.matches("\n|").count(), ROWS.len() + 2);
+        assert!(
+            table.contains(
+                "| time to cover the largest demand step | s, until ready ≥ demand | 1 | 1 |"
+            ),
+            "{table}"
+        );
+        assert_eq!(table.matches("\n|").count(), ROWS.len() + 3);
     }
 }
