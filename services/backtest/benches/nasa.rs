@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nova_backtest::replay::{HpaConfig, ReplayConfig, replay};
+use nova_backtest::replay::{ReplayConfig, replay};
 use nova_backtest::trace::{TraceOptions, read_trace};
 use nova_shared::policy::load_file;
 
@@ -50,15 +50,7 @@ fn main() {
     for policy_file in ["demo.yaml", "tracking.yaml"] {
         let path = root.join("../../deploy/policies").join(policy_file);
         let policy = load_file(&path).expect("shipped policy");
-        let config = ReplayConfig {
-            target: "web".into(),
-            capacity_per_instance: None,
-            warmup_secs: None,
-            initial: None,
-            metric_delay_secs: 0,
-            sample_every_secs: 1,
-            hpa: HpaConfig::default(),
-        };
+        let config = ReplayConfig::for_target("web");
         let mut times = Vec::new();
         let mut actions = (0, 0);
         for _ in 0..runs {

@@ -60,6 +60,22 @@ pub struct ReplayConfig {
     pub hpa: HpaConfig,
 }
 
+impl ReplayConfig {
+    /// Replays `target` with the sim backend's fleet, no metric delay, a
+    /// sample every second and the HPA's defaults.
+    pub fn for_target(target: &str) -> Self {
+        ReplayConfig {
+            target: target.to_string(),
+            capacity_per_instance: None,
+            warmup_secs: None,
+            initial: None,
+            metric_delay_secs: 0,
+            sample_every_secs: 1,
+            hpa: HpaConfig::default(),
+        }
+    }
+}
+
 /// The HPA reference's settings; [`HpaConfig::default`] is the documented
 /// Kubernetes defaults, with the cpu target chosen from the policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -558,15 +574,7 @@ horizontal_scaling_rules:
 "#;
 
     fn config() -> ReplayConfig {
-        ReplayConfig {
-            target: "web".into(),
-            capacity_per_instance: None,
-            warmup_secs: None,
-            initial: None,
-            metric_delay_secs: 0,
-            sample_every_secs: 1,
-            hpa: HpaConfig::default(),
-        }
+        ReplayConfig::for_target("web")
     }
 
     /// 607 s at 100 rps (50 % of the two instances), then 10 minutes at

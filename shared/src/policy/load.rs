@@ -506,20 +506,8 @@ impl Walker {
         // max_workers) is left out, so no bound is derived from half a rule.
         let problems_before = self.problems.len();
         let map = self.map(value, path, RULE_KEYS)?;
-        let condition = match map.get("condition") {
-            None => {
-                self.problem(
-                    &join(path, "condition"),
-                    "required, e.g. \"avg_cpu > 70% for 2 minutes\"",
-                );
-                None
-            }
-            Some(v) => self.string(v, &join(path, "condition")).and_then(|text| {
-                parse_condition(text, |m| units.get(m).copied())
-                    .map_err(|e| self.problem(&join(path, "condition"), e))
-                    .ok()
-            }),
-        };
+        let condition =
+            self.condition(map, path, "condition", "avg_cpu > 70% for 2 minutes", units);
         let action = match map.get("action") {
             None => {
                 self.problem(&join(path, "action"), "required, e.g. \"add 2 instances\"");
@@ -575,6 +563,29 @@ impl Walker {
             min,
             max,
         })
+    }
+
+    /// The condition under `key` (required), parsed with the metrics' units.
+    fn condition(
+        &mut self,
+        map: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        example: &str,
+        units: &BTreeMap<String, Unit>,
+    ) -> Option<super::Condition> {
+        let at = join(path, key);
+        match map.get(key) {
+            None => {
+                self.problem(&at, format!("required, e.g. {example:?}"));
+                None
+            }
+            Some(v) => self.string(v, &at).and_then(|text| {
+                parse_condition(text, |m| units.get(m).copied())
+                    .map_err(|e| self.problem(&at, e))
+                    .ok()
+            }),
+        }
     }
 
     /// Reads one of several synonymous bound keys (`max_instances`, `max_workers`, ...).

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::{Walker, join, kind_of, show};
-use crate::policy::rule_text::{parse_condition, split_aggregation};
+use crate::policy::rule_text::split_aggregation;
 use crate::policy::{Aggregation, ThresholdRule, TierStep, TrackingRule};
 use crate::tracking::{
     Behavior, HPA_SYNC_SECS, HPA_TOLERANCE, PolicyKind, RatePolicy, ScalingRules, SelectPolicy,
@@ -389,20 +389,13 @@ impl Walker {
     ) -> Option<VerticalRule> {
         let problems_before = self.problems.len();
         let map = self.map(value, path, VERTICAL_KEYS)?;
-        let condition = match map.get("trigger") {
-            None => {
-                self.problem(
-                    &join(path, "trigger"),
-                    "required, e.g. \"cpu_credits < 20 for 5 minutes\"",
-                );
-                None
-            }
-            Some(v) => self.string(v, &join(path, "trigger")).and_then(|text| {
-                parse_condition(text, |m| units.get(m).copied())
-                    .map_err(|e| self.problem(&join(path, "trigger"), e))
-                    .ok()
-            }),
-        };
+        let condition = self.condition(
+            map,
+            path,
+            "trigger",
+            "cpu_credits < 20 for 5 minutes",
+            units,
+        );
         // The action is the operator's wording; what it does is the ladder's next step.
         if let Some(v) = map.get("action")
             && let Some(text) = self.string(v, &join(path, "action"))
