@@ -539,3 +539,10 @@ pub async fn stream_messages<T: serde::de::DeserializeOwned>(
     .await;
     out
 }
+
+impl NatsServer {
+    /// The server's process id (for benchmarks that account its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
+}
