@@ -111,7 +111,7 @@ pub async fn run(
         config.call_timeout * 3,
     )
     .await?;
-    let actuator = Actuator {
+    let actuator = Arc::new(Actuator {
         backends: backend::build_all(
             &config.policy,
             &sim_states,
@@ -124,7 +124,7 @@ pub async fn run(
         auditor: Auditor::new(js.clone(), Stage::Actuator),
         js,
         max_attempts: config.max_attempts,
-    };
+    });
     // Capacity first: the arbiter needs it before it can decide anything.
     actuator.observe_all().await;
     let mut capacity_requests = setup::subscribe(
@@ -137,11 +137,19 @@ pub async fn run(
     // The first observation ran above; the next is one period away.
     let first = tokio::time::Instant::now() + config.observe_every;
     let mut observe = tokio::time::interval_at(first, config.observe_every);
+    // The periodic pass runs beside the command loop, so a command never
+    // waits for hundreds of backend reads; one pass at a time.
+    let mut observing: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = observe.tick() => actuator.observe_all().await,
+            _ = observe.tick() => {
+                if observing.as_ref().is_none_or(|pass| pass.is_finished()) {
+                    let actuator = actuator.clone();
+                    observing = Some(tokio::spawn(async move { actuator.observe_all().await }));
+                }
+            }
             request = capacity_requests.next() => match request {
                 Some(request) => actuator.answer_capacity(&client, request).await,
                 None => break,
@@ -153,30 +161,71 @@ pub async fn run(
             },
         }
     }
+    if let Some(pass) = observing {
+        // Observations are idempotent: one cut short is simply redone later.
+        pass.abort();
+    }
     tracing::info!("actuator stopped");
     Ok(())
 }
 
+/// Backends read at once by the periodic observation pass.
+const OBSERVE_CONCURRENCY: usize = 8;
+
+fn capacity_record(target: &str, kind: &str, obs: Observation, applied_seq: u64) -> CapacityRecord {
+    CapacityRecord {
+        target: target.to_string(),
+        desired: obs.desired,
+        running: obs.running,
+        applied_seq,
+        tier: obs.tier,
+        observed_ms: nova_runtime::now_ms(),
+        backend: kind.to_string(),
+    }
+}
+
 impl Actuator {
-    /// Reads every backend's capacity into KV, keeping `applied_seq`.
+    /// Reads every backend's capacity into KV, a few targets at a time.
     async fn observe_all(&self) {
-        for target in self.backends.keys() {
-            if let Err(error) = self.observe(target).await {
-                tracing::warn!(%error, target, "cannot observe capacity");
-            }
-        }
+        futures_util::stream::iter(self.backends.keys())
+            .for_each_concurrent(OBSERVE_CONCURRENCY, |target| async move {
+                if let Err(error) = self.observe(target).await {
+                    tracing::warn!(%error, target, "cannot observe capacity");
+                }
+            })
+            .await;
     }
 
-    /// Reads one target's capacity from its backend into KV.
+    /// Reads one target's capacity from its backend into KV, keeping
+    /// `applied_seq`. The record is written only if nothing else wrote it
+    /// while the backend was read: a command applied meanwhile (here or in
+    /// another replica) is newer than this observation, and wins.
     async fn observe(&self, target: &str) -> Result<CapacityRecord, String> {
         let backend = self
             .backends
             .get(target)
             .ok_or_else(|| format!("no target {target:?} in the policy"))?;
-        let obs = backend.observe().await.map_err(|e| e.to_string())?;
-        self.record_capacity(target, backend.kind(), obs, None)
+        let before = kv::load::<CapacityRecord>(&self.capacities, target)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let obs = backend.observe().await.map_err(|e| e.to_string())?;
+        let (revision, previous_seq) = before
+            .as_ref()
+            .map_or((0, 0), |v| (v.revision, v.value.applied_seq));
+        let record = capacity_record(target, backend.kind(), obs, previous_seq);
+        match kv::save(&self.capacities, target, &record, revision).await {
+            Ok(_) => Ok(record),
+            Err(KvError::Conflict { .. }) => {
+                metrics::counter!(names::KV_CONFLICTS, "bucket" => CAPACITY_BUCKET).increment(1);
+                let newer = kv::load::<CapacityRecord>(&self.capacities, target)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                newer
+                    .map(|v| v.value)
+                    .ok_or_else(|| format!("capacity of {target} vanished while observed"))
+            }
+            Err(error) => Err(error.to_string()),
+        }
     }
 
     /// Answers `nova.ctl.capacity` (payload: a target name) with a fresh
@@ -217,15 +266,8 @@ impl Actuator {
     ) -> Result<CapacityRecord, KvError> {
         kv::modify(&self.capacities, target, |old: Option<CapacityRecord>| {
             let previous_seq = old.map_or(0, |r| r.applied_seq);
-            CapacityRecord {
-                target: target.to_string(),
-                desired: obs.desired,
-                running: obs.running,
-                applied_seq: applied.map_or(previous_seq, |seq| seq.max(previous_seq)),
-                tier: obs.tier.clone(),
-                observed_ms: nova_runtime::now_ms(),
-                backend: kind.to_string(),
-            }
+            let applied_seq = applied.map_or(previous_seq, |seq| seq.max(previous_seq));
+            capacity_record(target, kind, obs.clone(), applied_seq)
         })
         .await
     }
