@@ -168,6 +168,64 @@ mod tests {
     }
 
     #[test]
+    fn values_and_times_decode_in_every_shape_and_name_what_is_wrong() {
+        // (JSON, Ok((value, ts)) or Err(part of the message))
+        let cases: [(&str, Result<(SampleValue, Option<i64>), &str>); 8] = [
+            (r#"{"value": 3}"#, Ok((SampleValue::Number(3.0), None))),
+            (
+                r#"{"value": -2, "ts": 5}"#,
+                Ok((SampleValue::Number(-2.0), Some(5))),
+            ),
+            (
+                r#"{"value": 0.5, "ts": 1500.7}"#,
+                Ok((SampleValue::Number(0.5), Some(1500))),
+            ),
+            (
+                r#"{"value": "70%", "ts": null}"#,
+                Ok((SampleValue::Text("70%".into()), None)),
+            ),
+            (
+                r#"{"value": true}"#,
+                Err("a number, or a string with its unit"),
+            ),
+            (
+                r#"{"value": 1, "ts": "soon"}"#,
+                Err("a unix time in milliseconds"),
+            ),
+            (
+                r#"{"value": 1, "ts": 1e300}"#,
+                Err("ts 1e300 is not a unix time"),
+            ),
+            (
+                r#"{"value": 1, "ts": 18446744073709551615}"#,
+                Err("is not a unix time"),
+            ),
+        ];
+        for (json, want) in cases {
+            let got = decode::<MetricSampleIn>(json.as_bytes(), Encoding::Json);
+            match (got, want) {
+                (Ok(sample), Ok((value, ts))) => {
+                    assert_eq!((sample.value, sample.ts), (value, ts), "{json}")
+                }
+                (Err(error), Err(part)) => {
+                    assert!(error.to_string().contains(part), "{json}: {error}")
+                }
+                (got, want) => panic!("{json}: got {got:?}, want {want:?}"),
+            }
+            // MessagePack carries the same shapes.
+            if let Ok(tree) = serde_json::from_str::<serde_json::Value>(json) {
+                let packed = rmp_serde::to_vec_named(&tree).unwrap();
+                let via_msgpack = decode::<MetricSampleIn>(&packed, Encoding::MsgPack);
+                assert_eq!(
+                    via_msgpack.is_ok(),
+                    decode::<MetricSampleIn>(json.as_bytes(), Encoding::Json).is_ok(),
+                    "{json}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn garbage_is_an_error() {
         assert!(decode_samples(b"\xc1garbage", Encoding::MsgPack).unwrap()[0].is_err());
         assert!(decode_samples(b"[1,", Encoding::Json).is_err());

@@ -32,7 +32,7 @@ impl Direction {
 
 /// A sample's value as published: a number in the metric's configured unit,
 /// or a string carrying its own unit (`"70%"`, `"500ms"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum SampleValue {
     /// A number in the unit configured for the metric.
@@ -65,22 +65,86 @@ pub struct MetricSampleIn {
     pub labels: BTreeMap<String, String>,
 }
 
+// Hand-written visitors instead of `#[serde(untagged)]`: an untagged enum
+// buffers every value before trying its variants, which made decoding the
+// costliest part of ingest (see BENCHMARKS.md).
+impl<'de> Deserialize<'de> for SampleValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl serde::de::Visitor<'_> for ValueVisitor {
+            type Value = SampleValue;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, or a string with its unit such as \"70%\"")
+            }
+
+            fn visit_f64<E>(self, v: f64) -> Result<SampleValue, E> {
+                Ok(SampleValue::Number(v))
+            }
+
+            fn visit_i64<E>(self, v: i64) -> Result<SampleValue, E> {
+                Ok(SampleValue::Number(v as f64))
+            }
+
+            fn visit_u64<E>(self, v: u64) -> Result<SampleValue, E> {
+                Ok(SampleValue::Number(v as f64))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<SampleValue, E> {
+                Ok(SampleValue::Text(v.to_string()))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<SampleValue, E> {
+                Ok(SampleValue::Text(v))
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
 /// Accepts integer or float milliseconds (Python's `time.time() * 1000` is a float).
 fn de_opt_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Millis {
-        Int(i64),
-        Float(f64),
+    struct MillisVisitor;
+    impl<'de> serde::de::Visitor<'de> for MillisVisitor {
+        type Value = Option<i64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a unix time in milliseconds")
+        }
+
+        fn visit_none<E>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_i64<E>(self, ms: i64) -> Result<Option<i64>, E> {
+            Ok(Some(ms))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, ms: u64) -> Result<Option<i64>, E> {
+            i64::try_from(ms)
+                .map(Some)
+                .map_err(|_| E::custom(format!("ts {ms} is not a unix time in milliseconds")))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, ms: f64) -> Result<Option<i64>, E> {
+            if ms.is_finite() && ms.abs() < 9.0e15 {
+                Ok(Some(ms as i64))
+            } else {
+                Err(E::custom(format!(
+                    "ts {ms:e} is not a unix time in milliseconds"
+                )))
+            }
+        }
     }
-    match Option::<Millis>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(Millis::Int(ms)) => Ok(Some(ms)),
-        Some(Millis::Float(ms)) if ms.is_finite() && ms.abs() < 9.0e15 => Ok(Some(ms as i64)),
-        Some(Millis::Float(ms)) => Err(serde::de::Error::custom(format!(
-            "ts {ms} is not a unix time in milliseconds"
-        ))),
-    }
+    deserializer.deserialize_option(MillisVisitor)
 }
 
 /// A validated sample in canonical units (ratio, seconds, count).
