@@ -24,8 +24,12 @@ pub fn line(record: &AuditRecord) -> String {
 pub fn status(status: &TargetStatus, now_ms: i64) -> String {
     let capacity = match &status.capacity {
         Some(c) => format!(
-            "{} ({} backend{})",
+            "{}{} ({} backend{})",
             c.desired,
+            c.tier
+                .as_ref()
+                .map(|tier| format!(" x {tier}"))
+                .unwrap_or_default(),
             c.backend,
             c.running
                 .map(|r| format!(", {r} running"))
