@@ -287,10 +287,11 @@ pub fn decide(
             Some(next),
         );
     };
-    if trigger
-        .firings
-        .iter()
-        .all(|f| f.action == ScaleAction::NextTier)
+    if !trigger.firings.is_empty()
+        && trigger
+            .firings
+            .iter()
+            .all(|f| f.action == ScaleAction::NextTier)
     {
         return remember(resize(
             target, state, next, observed, trigger, current, verdict,

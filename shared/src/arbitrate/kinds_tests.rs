@@ -368,3 +368,23 @@ fn a_resize_in_dry_run_names_the_next_tier_and_sends_nothing() {
     );
     assert!(v.command.is_none());
 }
+
+#[test]
+fn a_trigger_without_firings_changes_nothing() {
+    let policy = policy();
+    let v = run(
+        &policy,
+        "db",
+        &TargetState::default(),
+        &observed("db", 2, Some("c5.large")),
+        100,
+        vec![],
+    );
+    assert_eq!(
+        v.decision.outcome,
+        Outcome::NoChange,
+        "{}",
+        v.decision.reason
+    );
+    assert!(v.command.is_none());
+}
