@@ -345,7 +345,8 @@ pub fn decide(
             .map(|f| {
                 let ceiling = rule_bound(target, f, true);
                 let (asked, limit) = propose(f);
-                (*f, asked.min(ceiling), ceiling, limit)
+                // From below the target's min, a scale-up goes at least to it.
+                (*f, asked.min(ceiling).max(target.min), ceiling, limit)
             })
             .max_by_key(|(_, desired, _, _)| *desired)
             .expect("ups is not empty");
@@ -386,7 +387,8 @@ pub fn decide(
             .map(|f| {
                 let floor = rule_bound(target, f, false);
                 let (asked, limit) = propose(f);
-                (*f, asked.max(floor), floor, limit)
+                // From above the target's max, a scale-down goes at least to it.
+                (*f, asked.max(floor).min(target.max), floor, limit)
             })
             .max_by_key(|(_, desired, _, _)| *desired)
             .expect("downs is not empty");
@@ -488,13 +490,15 @@ pub fn decide(
             Some(next),
         );
     }
-    let clamp = if desired == bound && desired != firing.action.apply(current) {
-        let which = if firing.direction == Direction::Up {
-            "max"
-        } else {
-            "min"
-        };
+    let asked = firing.action.apply(current);
+    let up = firing.direction == Direction::Up;
+    let clamp = if desired == bound && desired != asked {
+        let which = if up { "max" } else { "min" };
         format!(", clamped at {which} {bound}")
+    } else if up && desired > asked {
+        format!(", raised to the target's min {}", target.min)
+    } else if !up && desired < asked {
+        format!(", lowered to the target's max {}", target.max)
     } else if let Some(why) = &limited_by {
         format!(", {why}")
     } else {

@@ -3,7 +3,9 @@
 //! - never two actions in one direction inside that direction's cooldown;
 //! - the same sample stream gives the same triggers replayed in one burst or live;
 //! - a tracking rule's scale-up never ends more above the capacity at the
-//!   start of its period than its Pods policy allows.
+//!   start of its period than its Pods policy allows;
+//! - any trigger at all (unknown rules, empty, mixed kinds) gets a decision
+//!   with a reason, and a command only inside the bounds.
 
 use nova_shared::arbitrate::{ArbiterSettings, TargetState, decide};
 use nova_shared::evaluate::Evaluator;
@@ -91,8 +93,77 @@ target_tracking_rules:
       scale_up: {policies: [{type: pods, value: 3, period: 60}]}
 "#;
 
+const MIXED: &str = r#"
+targets:
+  m: {rules: [track, q, credits], min: 2, max: 30, backend: {sim: {initial: 5, tier: c5.large}}}
+target_tracking_rules:
+  track: {metric: avg_cpu, target: 50%}
+horizontal_scaling_rules:
+  q:
+    scale_up: {condition: "queue_depth > 1000", action: "add 5 workers", cooldown: 60}
+    scale_down: {condition: "queue_depth < 100", action: "remove 2 workers", cooldown: 60}
+vertical_scaling_rules:
+  resize:
+    credits:
+      trigger: "cpu_credits < 20"
+      options: [{from: c5.large, to: c5.xlarge}]
+"#;
+
+fn any_firing() -> impl Strategy<Value = RuleFiring> {
+    let rules = prop::sample::select(vec![
+        "track",
+        "q.scale_up",
+        "q.scale_down",
+        "resize.credits",
+        "unknown",
+        "",
+    ]);
+    let actions = prop_oneof![
+        (0u32..100).prop_map(ScaleAction::Add),
+        (0u32..100).prop_map(ScaleAction::Remove),
+        (0u32..100).prop_map(ScaleAction::Set),
+        Just(ScaleAction::NextTier),
+    ];
+    let directions = prop::sample::select(vec![Direction::Up, Direction::None, Direction::Down]);
+    (rules, actions, directions).prop_map(|(rule, action, direction)| RuleFiring {
+        rule: rule.into(),
+        direction,
+        action,
+        observed: None,
+        threshold: None,
+        condition: String::new(),
+        held_secs: 0,
+        reason: String::new(),
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_trigger_is_decided_with_a_reason_and_within_bounds(
+        start in 0u32..40,
+        tier in prop::sample::select(vec![None, Some("c5.large"), Some("c5.xlarge"), Some("t2.nano")]),
+        steps in prop::collection::vec((0i64..120, prop::collection::vec(any_firing(), 0..4)), 1..40),
+    ) {
+        let policy = from_yaml(MIXED, "p.yaml").expect("policy");
+        let target = &policy.targets["m"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let observed = CapacityRecord { target: "m".into(), desired: start, running: None, applied_seq: 0, tier: tier.map(str::to_string), observed_ms: 0, backend: "sim".into() };
+        let mut state = TargetState::default();
+        let mut ts = 0;
+        for (n, (gap, firings)) in steps.into_iter().enumerate() {
+            ts += gap * 1000;
+            let trigger = Trigger { id: format!("t-{n}"), ts, target: "m".into(), source: TriggerSource::Rule, firings };
+            let verdict = decide(target, settings, &state, Some(&observed), &trigger);
+            prop_assert!(!verdict.decision.reason.is_empty());
+            if let Some(command) = &verdict.command {
+                let resize = command.tier.is_some();
+                prop_assert!(resize || (2..=30).contains(&command.desired), "{command:?}");
+            }
+            state = verdict.state.unwrap_or(state);
+        }
+    }
 
     #[test]
     fn tracking_moves_stay_in_bounds_and_within_the_pods_policy(

@@ -388,3 +388,39 @@ fn a_trigger_without_firings_changes_nothing() {
     );
     assert!(v.command.is_none());
 }
+
+#[test]
+fn a_capacity_outside_the_bounds_is_brought_inside_by_the_first_action() {
+    let policy = policy();
+    // (current, firing, expected desired, reason)
+    let cases = [
+        (
+            0,
+            firing("cpu.scale_up", ScaleAction::Add(1)),
+            2,
+            "raised to the target's min 2",
+        ),
+        (
+            60,
+            {
+                let mut f = firing("cpu_target", ScaleAction::Set(50));
+                f.direction = Direction::Down;
+                f
+            },
+            40,
+            "lowered to the target's max 40",
+        ),
+    ];
+    for (current, f, want, reason) in cases {
+        let v = run(
+            &policy,
+            "web",
+            &TargetState::default(),
+            &observed("web", current, None),
+            100,
+            vec![f],
+        );
+        assert_eq!(v.decision.to, Some(want), "{}", v.decision.reason);
+        assert!(v.decision.reason.contains(reason), "{}", v.decision.reason);
+    }
+}
