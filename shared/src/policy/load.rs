@@ -536,21 +536,7 @@ impl Walker {
             Some(v) => self.secs(v, &join(path, "cooldown")),
             None => Some(DEFAULT_COOLDOWN_SECS),
         };
-        let min = self.bound(
-            map,
-            path,
-            &["min_instances", "min_workers", "min_replicas", "min"],
-        );
-        let max = self.bound(
-            map,
-            path,
-            &["max_instances", "max_workers", "max_replicas", "max"],
-        );
-        if let (Some(lo), Some(hi)) = (min, max)
-            && lo > hi
-        {
-            self.problem(path, format!("minimum {lo} is above maximum {hi}"));
-        }
+        let (min, max) = self.rule_bounds(map, path);
         if self.problems.len() > problems_before {
             return None;
         }
@@ -586,6 +572,26 @@ impl Walker {
                     .ok()
             }),
         }
+    }
+
+    /// A rule's own min and max (under any of their synonyms), in order.
+    fn rule_bounds(&mut self, map: &Map<String, Value>, path: &str) -> (Option<u32>, Option<u32>) {
+        let min = self.bound(
+            map,
+            path,
+            &["min_instances", "min_workers", "min_replicas", "min"],
+        );
+        let max = self.bound(
+            map,
+            path,
+            &["max_instances", "max_workers", "max_replicas", "max"],
+        );
+        if let (Some(lo), Some(hi)) = (min, max)
+            && lo > hi
+        {
+            self.problem(path, format!("minimum {lo} is above maximum {hi}"));
+        }
+        (min, max)
     }
 
     /// Reads one of several synonymous bound keys (`max_instances`, `max_workers`, ...).

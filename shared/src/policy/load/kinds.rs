@@ -177,21 +177,7 @@ impl Walker {
             None => Some(Behavior::default()),
             Some(v) => self.behavior(v, &join(path, "behavior")),
         };
-        let min = self.bound(
-            map,
-            path,
-            &["min_instances", "min_workers", "min_replicas", "min"],
-        );
-        let max = self.bound(
-            map,
-            path,
-            &["max_instances", "max_workers", "max_replicas", "max"],
-        );
-        if let (Some(lo), Some(hi)) = (min, max)
-            && lo > hi
-        {
-            self.problem(path, format!("minimum {lo} is above maximum {hi}"));
-        }
+        let (min, max) = self.rule_bounds(map, path);
         if self.problems.len() > problems_before {
             return None;
         }
