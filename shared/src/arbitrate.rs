@@ -49,6 +49,7 @@
 //! target's `flapping.cooldown_factor` while the actions of the flap window
 //! reverse direction more than `flapping.max_reversals` times.
 
+use crate::units::secs_to_ms;
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
@@ -327,12 +328,12 @@ pub fn decide(
     let name = &target.name;
     // Each firing's proposal: what it asks for, limited by its rule's rate
     // limits (tracking rules), then by its own and the target's bounds.
-    let events: Vec<ScaleEvent> = state.scale_events.iter().copied().collect();
     let propose = |f: &RuleFiring| -> (u32, Option<String>) {
         let asked = f.action.apply(current);
         match target.limits(&f.rule).behavior {
             Some(behavior) => {
-                let limited = tracking::rate_limit(current, asked, ts, &events, behavior);
+                let limited =
+                    tracking::rate_limit(current, asked, ts, &state.scale_events, behavior);
                 (limited.desired, limited.limited_by)
             }
             None => (asked, None),
@@ -538,13 +539,12 @@ pub fn decide(
             human_secs(cooldown_secs),
         )
     });
-    let cooldown_ms = i64::try_from(cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let cooldown_ms = secs_to_ms(cooldown_secs);
     let until = ts.saturating_add(cooldown_ms);
     match firing.direction {
         Direction::Up => {
             next.up_cooldown_until = until;
-            let warmup_ms =
-                i64::try_from(target.warmup_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let warmup_ms = secs_to_ms(target.warmup_secs);
             next.warming_until = ts.saturating_add(warmup_ms);
         }
         _ => next.down_cooldown_until = until,
@@ -592,9 +592,7 @@ fn record_scale_event(state: &mut TargetState, target: &Target, ts: i64, change:
         .map(|r| r.behavior.longest_period_secs())
         .max()
         .unwrap_or(0);
-    let horizon =
-        ts.saturating_sub(i64::try_from(longest_secs.saturating_mul(1000)).unwrap_or(i64::MAX));
-    state.scale_events.retain(|e| e.ts > horizon);
+    tracking::prune_events(&mut state.scale_events, ts, longest_secs);
     if longest_secs > 0 {
         state.scale_events.push_back(ScaleEvent { ts, change });
     }
@@ -708,10 +706,9 @@ fn resize(
         );
     }
     let cooldown_secs = target.limits(&firing.rule).cooldown_secs;
-    next.resize_cooldown_until =
-        ts.saturating_add(i64::try_from(cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX));
+    next.resize_cooldown_until = ts.saturating_add(secs_to_ms(cooldown_secs));
     // Replacement instances warm up like added ones; scale-downs wait for them.
-    let warmup_ms = i64::try_from(target.warmup_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let warmup_ms = secs_to_ms(target.warmup_secs);
     next.warming_until = next.warming_until.max(ts.saturating_add(warmup_ms));
     next.seq = state.seq + 1;
     next.desired = Some(current);
@@ -753,7 +750,7 @@ fn record_action(
     ts: i64,
     direction: Direction,
 ) -> Option<u32> {
-    let window_ms = i64::try_from(flap.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let window_ms = secs_to_ms(flap.window_secs);
     while state
         .recent_actions
         .front()

@@ -23,6 +23,7 @@
 //! The same sample stream therefore yields the same triggers whether it is
 //! replayed in one burst or arrives live.
 
+use crate::units::secs_to_ms;
 use std::collections::HashMap;
 
 use thiserror::Error;
@@ -394,10 +395,6 @@ pub fn trigger_id(trigger: &Trigger) -> String {
     let mut parts: Vec<&[u8]> = vec![trigger.target.as_bytes(), &ts];
     parts.extend(trigger.firings.iter().map(|f| f.rule.as_bytes()));
     ids::derive("t", &parts)
-}
-
-fn secs_to_ms(secs: u64) -> i64 {
-    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 fn aggregate(aggregation: Aggregation, instances: &[(Option<String>, i64, f64)]) -> Option<f64> {

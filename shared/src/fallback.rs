@@ -7,6 +7,7 @@
 //! and stopped once more. The trigger id derives from the last sample's event
 //! time, so every evaluator replica raises the same trigger and JetStream keeps one.
 
+use crate::units::secs_to_ms;
 use std::collections::HashMap;
 
 use crate::evaluate::human_secs;
@@ -69,8 +70,7 @@ impl SilenceWatch {
         let mut due = Vec::new();
         for (target, watch) in &mut self.targets {
             let silent_ms = now_ms.saturating_sub(watch.heard_ms);
-            let limit_ms =
-                i64::try_from(watch.fallback.after_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let limit_ms = secs_to_ms(watch.fallback.after_secs);
             if watch.fallen_back || silent_ms < limit_ms {
                 continue;
             }

@@ -20,6 +20,7 @@
 //! reference the backtest compares against. Every function takes the time
 //! as an argument.
 
+use crate::units::secs_to_ms;
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
@@ -283,7 +284,7 @@ pub fn rate_limit(
     current: u32,
     desired: u32,
     now_ms: i64,
-    events: &[ScaleEvent],
+    events: &VecDeque<ScaleEvent>,
     behavior: &Behavior,
 ) -> RateLimited {
     let direction = match desired.cmp(&current) {
@@ -388,9 +389,10 @@ pub fn rate_limit(
     }
 }
 
-/// Drops events older than every policy's period.
-pub fn prune_events(events: &mut VecDeque<ScaleEvent>, now_ms: i64, behavior: &Behavior) {
-    let horizon = now_ms - secs_to_ms(behavior.longest_period_secs());
+/// Drops events older than `period_secs` (the longest period any policy
+/// counts over), oldest first.
+pub fn prune_events(events: &mut VecDeque<ScaleEvent>, now_ms: i64, period_secs: u64) {
+    let horizon = now_ms.saturating_sub(secs_to_ms(period_secs));
     while events.front().is_some_and(|e| e.ts <= horizon) {
         events.pop_front();
     }
@@ -437,9 +439,12 @@ impl Hpa {
             .recommendations
             .stabilize(now_ms, raw, current, &self.behavior)
             .desired;
-        prune_events(&mut self.events, now_ms, &self.behavior);
-        let events: Vec<ScaleEvent> = self.events.iter().copied().collect();
-        let limited = rate_limit(current, stabilized, now_ms, &events, &self.behavior).desired;
+        prune_events(
+            &mut self.events,
+            now_ms,
+            self.behavior.longest_period_secs(),
+        );
+        let limited = rate_limit(current, stabilized, now_ms, &self.events, &self.behavior).desired;
         let desired = limited.clamp(self.min, self.max.max(self.min));
         if desired != current {
             self.events.push_back(ScaleEvent {
@@ -449,10 +454,6 @@ impl Hpa {
         }
         desired
     }
-}
-
-fn secs_to_ms(secs: u64) -> i64 {
-    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -735,7 +736,7 @@ mod tests {
                 scale_up: case.up,
                 scale_down: case.down,
             };
-            let events: Vec<ScaleEvent> = case
+            let events: VecDeque<ScaleEvent> = case
                 .events
                 .iter()
                 .map(|&(secs, change)| ScaleEvent {

@@ -133,6 +133,12 @@ pub fn parse_quantity(text: &str) -> Result<(f64, Option<Unit>), QuantityError> 
     Ok((value, unit))
 }
 
+/// Whole seconds as milliseconds of event time, saturating rather than
+/// overflowing for absurd settings.
+pub fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 /// Reads a duration into whole seconds: `2 minutes`, `1 minute`, `90 seconds`,
 /// `1 hour`, `30s`, `5m`, `1h`, `1.5 minutes`.
 pub fn parse_duration_secs(text: &str) -> Result<u64, QuantityError> {

@@ -26,6 +26,7 @@
 //!   With no instance ready, cpu is 1 if there is any load (saturated: all of
 //!   it is dropped) and 0 if there is none.
 
+use nova_shared::units::secs_to_ms;
 use std::collections::VecDeque;
 
 use thiserror::Error;
@@ -85,7 +86,7 @@ impl Fleet {
         }
         Ok(Fleet {
             capacity_per_instance,
-            warmup_ms: i64::try_from(warmup_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            warmup_ms: secs_to_ms(warmup_secs),
             ready: initial,
             warming: VecDeque::new(),
         })
@@ -187,7 +188,7 @@ impl<T> MetricDelay<T> {
     /// A pipeline that delivers each observation `delay_secs` after it was taken.
     pub fn new(delay_secs: u64) -> Self {
         MetricDelay {
-            delay_ms: i64::try_from(delay_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            delay_ms: secs_to_ms(delay_secs),
             pending: VecDeque::new(),
         }
     }

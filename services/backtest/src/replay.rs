@@ -23,13 +23,14 @@
 //! up count as 0 % (its rule for pods not yet ready when scaling up), so the
 //! utilisation it reads is the load over all provisioned capacity.
 
+use nova_shared::units::secs_to_ms;
 use std::collections::VecDeque;
 
 use nova_shared::arbitrate::{self, ArbiterSettings, TargetState};
 use nova_shared::evaluate::{Evaluator, REQUESTS};
 use nova_shared::policy::{Backend, Policy, Target};
 use nova_shared::tracking;
-use nova_shared::wire::{CapacityRecord, Direction, RuleFiring, Sample, Trigger, TriggerSource};
+use nova_shared::wire::{CapacityRecord, Direction, Sample, Trigger};
 use thiserror::Error;
 
 use crate::elasticity::{
@@ -354,11 +355,9 @@ struct NovaRun<'p> {
     delay: MetricDelay<Reading>,
     evaluator: Evaluator,
     state: TargetState,
-    cpu: Sample,
-    requests: Sample,
-    firings: Vec<RuleFiring>,
+    /// The cpu and requests samples, re-stamped for every reading.
+    samples: [Sample; 2],
     actions: u64,
-    triggers: u64,
     /// Readings summed since the last sample, and how many.
     pending: (Reading, u32),
     /// Intervals per sample.
@@ -372,7 +371,7 @@ impl<'p> NovaRun<'p> {
         s: &ResolvedSettings,
         interval_ms: i64,
     ) -> Result<Self, ReplayError> {
-        let every_ms = i64::try_from(s.sample_every_secs * 1000).unwrap_or(i64::MAX);
+        let every_ms = secs_to_ms(s.sample_every_secs);
         let intervals_per_sample =
             u32::try_from((every_ms / interval_ms).max(1)).unwrap_or(u32::MAX);
         let sample = |metric: &str| Sample {
@@ -388,11 +387,8 @@ impl<'p> NovaRun<'p> {
             delay: MetricDelay::new(s.metric_delay_secs),
             evaluator: Evaluator::new(policy),
             state: TargetState::default(),
-            cpu: sample(CPU),
-            requests: sample(REQUESTS),
-            firings: Vec::new(),
+            samples: [sample(CPU), sample(REQUESTS)],
             actions: 0,
-            triggers: 0,
             pending: (Reading::default(), 0),
             intervals_per_sample,
         })
@@ -422,70 +418,50 @@ impl<'p> NovaRun<'p> {
         };
         self.evaluator.set_capacity(name, serving);
         while let Some(due) = self.delay.pop_due(now) {
-            self.cpu.value = due.value.cpu;
-            self.cpu.ts = due.taken_ms;
-            self.requests.value = due.value.requests;
-            self.requests.ts = due.taken_ms;
-            self.firings.clear();
-            for sample in [&self.cpu, &self.requests] {
-                // Samples of a valid trace are finite and never from the
-                // future, so the evaluator accepts them all.
-                let _ = self.evaluator.observe(name, sample, now, &mut self.firings);
-            }
-            if !self.firings.is_empty() {
-                self.decide(due.taken_ms, now);
+            let [cpu, requests] = &mut self.samples;
+            (cpu.value, cpu.ts) = (due.value.cpu, due.taken_ms);
+            (requests.value, requests.ts) = (due.value.requests, due.taken_ms);
+            // The evaluator service's own grouping into triggers. Samples of
+            // a valid trace are finite and never from the future, so none
+            // is rejected.
+            let (triggers, _rejected) = self.evaluator.observe_batch(name, &self.samples, now);
+            for trigger in triggers {
+                self.decide(&trigger, now);
             }
         }
         let after = self.fleet.step(now, load);
         (after.ready, after.provisioned)
     }
 
-    /// Decides the firings of one instant as the arbiter does: horizontal
-    /// and vertical ones in triggers of their own.
-    fn decide(&mut self, ts: i64, now: i64) {
-        let firings = std::mem::take(&mut self.firings);
-        let (vertical, horizontal): (Vec<RuleFiring>, Vec<RuleFiring>) = firings
-            .into_iter()
-            .partition(|f| f.action == nova_shared::wire::ScaleAction::NextTier);
-        for group in [horizontal, vertical] {
-            if group.is_empty() {
-                continue;
-            }
-            self.triggers += 1;
-            let trigger = Trigger {
-                id: format!("replay-{}", self.triggers),
-                ts,
-                target: self.target.name.clone(),
-                source: TriggerSource::Rule,
-                firings: group,
-            };
-            let observed = CapacityRecord {
-                target: self.target.name.clone(),
-                desired: self.fleet.provisioned(),
-                running: None,
-                applied_seq: self.state.seq,
-                tier: self.state.tier.clone(),
-                observed_ms: now,
-                backend: "sim".into(),
-            };
-            let verdict = arbitrate::decide(
-                self.target,
-                self.settings,
-                &self.state,
-                Some(&observed),
-                &trigger,
-            );
-            if let Some(command) = &verdict.command
-                && command.desired != self.fleet.provisioned()
-            {
-                self.fleet.set_desired(now, command.desired);
-                self.actions += 1;
-            }
-            if let Some(mut state) = verdict.state {
-                // The replay never redelivers; the replay buffer only costs time.
-                state.recent_verdicts.clear();
-                self.state = state;
-            }
+    /// Decides a trigger as the arbiter does, the actuator applying its
+    /// command at once.
+    fn decide(&mut self, trigger: &Trigger, now: i64) {
+        let observed = CapacityRecord {
+            target: self.target.name.clone(),
+            desired: self.fleet.provisioned(),
+            running: None,
+            applied_seq: self.state.seq,
+            tier: self.state.tier.clone(),
+            observed_ms: now,
+            backend: "sim".into(),
+        };
+        let verdict = arbitrate::decide(
+            self.target,
+            self.settings,
+            &self.state,
+            Some(&observed),
+            trigger,
+        );
+        if let Some(command) = &verdict.command
+            && command.desired != self.fleet.provisioned()
+        {
+            self.fleet.set_desired(now, command.desired);
+            self.actions += 1;
+        }
+        if let Some(mut state) = verdict.state {
+            // The replay never redelivers; the replay buffer only costs time.
+            state.recent_verdicts.clear();
+            self.state = state;
         }
     }
 }
@@ -506,12 +482,12 @@ struct HpaRun {
 
 impl HpaRun {
     fn new(s: &ResolvedSettings, interval_ms: i64) -> Result<Self, ReplayError> {
-        let sync_ms = i64::try_from(s.hpa_sync_secs * 1000).unwrap_or(i64::MAX);
+        let sync_ms = secs_to_ms(s.hpa_sync_secs);
         Ok(HpaRun {
             fleet: Fleet::new(s.initial, s.capacity_per_instance, s.warmup_secs)?,
             delay: MetricDelay::new(s.metric_delay_secs),
             window: VecDeque::new(),
-            window_ms: i64::try_from(s.hpa_metric_window_secs * 1000).unwrap_or(i64::MAX),
+            window_ms: secs_to_ms(s.hpa_metric_window_secs),
             sync_ms: sync_ms.max(interval_ms),
             next_sync: sync_ms,
             hpa: tracking::Hpa::new(s.hpa_target_cpu, s.min, s.max),

@@ -130,19 +130,10 @@ const TARGET_KEYS: &[&str] = &[
     "fallback",
     "warmup_secs",
 ];
-const RULE_KEYS: &[&str] = &[
-    "condition",
-    "action",
-    "cooldown",
-    "min_instances",
-    "max_instances",
-    "min_workers",
-    "max_workers",
-    "min_replicas",
-    "max_replicas",
-    "min",
-    "max",
-];
+/// A rule's floor and ceiling, as the runbook spells them for each noun.
+const MIN_KEYS: &[&str] = &["min_instances", "min_workers", "min_replicas", "min"];
+const MAX_KEYS: &[&str] = &["max_instances", "max_workers", "max_replicas", "max"];
+const RULE_KEYS: &[&str] = &["condition", "action", "cooldown"];
 const DEFAULT_COOLDOWN_SECS: u64 = 300;
 
 #[derive(Default)]
@@ -505,7 +496,7 @@ impl Walker {
         // A rule with any problem (even an unknown key such as a misspelt
         // max_workers) is left out, so no bound is derived from half a rule.
         let problems_before = self.problems.len();
-        let map = self.map(value, path, RULE_KEYS)?;
+        let map = self.map(value, path, &with_bounds(RULE_KEYS))?;
         let condition =
             self.condition(map, path, "condition", "avg_cpu > 70% for 2 minutes", units);
         let action = match map.get("action") {
@@ -576,16 +567,8 @@ impl Walker {
 
     /// A rule's own min and max (under any of their synonyms), in order.
     fn rule_bounds(&mut self, map: &Map<String, Value>, path: &str) -> (Option<u32>, Option<u32>) {
-        let min = self.bound(
-            map,
-            path,
-            &["min_instances", "min_workers", "min_replicas", "min"],
-        );
-        let max = self.bound(
-            map,
-            path,
-            &["max_instances", "max_workers", "max_replicas", "max"],
-        );
+        let min = self.bound(map, path, MIN_KEYS);
+        let max = self.bound(map, path, MAX_KEYS);
         if let (Some(lo), Some(hi)) = (min, max)
             && lo > hi
         {
@@ -1008,6 +991,11 @@ enum Binding {
     Tracking(TrackingRule),
     /// A vertical rule and its ladder.
     Vertical(kinds::VerticalRule),
+}
+
+/// A rule's own keys followed by the bound keys every rule kind accepts.
+fn with_bounds(keys: &[&'static str]) -> Vec<&'static str> {
+    [keys, MIN_KEYS, MAX_KEYS].concat()
 }
 
 fn show(value: &Value) -> String {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::{Walker, join, kind_of, show};
+use super::{Walker, join, kind_of, show, with_bounds};
 use crate::policy::rule_text::split_aggregation;
 use crate::policy::{Aggregation, ThresholdRule, TierStep, TrackingRule};
 use crate::tracking::{
@@ -23,14 +23,6 @@ const TRACKING_KEYS: &[&str] = &[
     "interval",
     "cooldown",
     "behavior",
-    "min_instances",
-    "max_instances",
-    "min_workers",
-    "max_workers",
-    "min_replicas",
-    "max_replicas",
-    "min",
-    "max",
 ];
 const DIRECTION_KEYS: &[&str] = &["stabilization_window", "select_policy", "policies"];
 const POLICY_KEYS: &[&str] = &["type", "value", "period"];
@@ -73,7 +65,7 @@ impl Walker {
         units: &BTreeMap<String, Unit>,
     ) -> Option<TrackingRule> {
         let problems_before = self.problems.len();
-        let map = self.map(value, path, TRACKING_KEYS)?;
+        let map = self.map(value, path, &with_bounds(TRACKING_KEYS))?;
         let metric_path = join(path, "metric");
         let metric = match map.get("metric") {
             None => {
