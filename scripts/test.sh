@@ -7,6 +7,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/lib.sh"
 "$root/scripts/setup-tools.sh"
 ensure_cargo
+# The end-to-end tests also run the services' own binaries as processes.
+cargo build --manifest-path "$root/Cargo.toml" --workspace --bins --locked
 cargo test --manifest-path "$root/Cargo.toml" --workspace --locked
 "$root/.venv/bin/python" "$root/scripts/check_schemas.py" --self-test
 "$root/scripts/outside-check.sh"

@@ -212,14 +212,38 @@ fn base_tier(state: &TargetState, observed: Option<&CapacityRecord>) -> Option<S
     }
 }
 
+/// What the arbiter knows of a target's capacity beside its own state: the
+/// actuator's record, and why the backend cannot be read when it has no
+/// record to give.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Observed<'a> {
+    /// The record in KV `nova_capacity`.
+    pub record: Option<&'a CapacityRecord>,
+    /// The backend's error, from an actuator asked for the capacity.
+    pub unreadable: Option<&'a str>,
+}
+
+impl<'a> From<Option<&'a CapacityRecord>> for Observed<'a> {
+    fn from(record: Option<&'a CapacityRecord>) -> Self {
+        Observed {
+            record,
+            unreadable: None,
+        }
+    }
+}
+
 /// Decides one trigger.
-pub fn decide(
+pub fn decide<'a>(
     target: &Target,
     settings: ArbiterSettings,
     state: &TargetState,
-    observed: Option<&CapacityRecord>,
+    observed: impl Into<Observed<'a>>,
     trigger: &Trigger,
 ) -> Verdict {
+    let Observed {
+        record: observed,
+        unreadable,
+    } = observed.into();
     let ts = trigger.ts;
     let decision_id = ids::derive("d", &[trigger.id.as_bytes()]);
     let mut next = state.clone();
@@ -280,11 +304,18 @@ pub fn decide(
             firing,
             None,
             None,
-            format!(
-                "{}; capacity of {} is not known yet (the actuator has not reported it)",
-                lead(firing),
-                target.name
-            ),
+            match unreadable {
+                Some(error) => format!(
+                    "{}; capacity of {} is unknown: its backend cannot be read ({error})",
+                    lead(firing),
+                    target.name
+                ),
+                None => format!(
+                    "{}; capacity of {} is not known yet (the actuator has not reported it)",
+                    lead(firing),
+                    target.name
+                ),
+            },
             Some(next),
         );
     };
@@ -866,6 +897,7 @@ horizontal_scaling_rules:
             tier: None,
             observed_ms: 0,
             backend: "sim".into(),
+            ..Default::default()
         }
     }
 
@@ -1079,6 +1111,33 @@ horizontal_scaling_rules:
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_unreadable_backend_is_named_in_the_reason() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let error = "target w: no AWS credentials (tried environment variables)";
+        let observed = Observed {
+            record: None,
+            unreadable: Some(error),
+        };
+        let v = decide(
+            target,
+            settings,
+            &TargetState::default(),
+            observed,
+            &trigger(1000, &["q.scale_up"]),
+        );
+        assert_eq!(v.decision.outcome, Outcome::UnknownCapacity);
+        assert!(
+            v.decision.reason.contains("its backend cannot be read")
+                && v.decision.reason.contains(error)
+                && !v.decision.reason.contains("has not reported"),
+            "{}",
+            v.decision.reason
+        );
     }
 
     #[test]
@@ -1464,6 +1523,7 @@ mod tests_support {
             tier: None,
             observed_ms: 0,
             backend: "sim".into(),
+            ..Default::default()
         }
     }
 }

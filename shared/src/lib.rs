@@ -14,12 +14,14 @@
 //! - [`fallback`]: falling back to a set capacity when a metric source goes silent.
 //! - [`tracking`]: target tracking, the HPA algorithm (tolerance, stabilization, rate limits).
 //! - [`arbitrate`]: cooldowns, bounds and conflict resolution into an absolute desired capacity.
+//! - [`lease`]: the per-target lease that keeps actuator replicas in decision order.
 
 pub mod arbitrate;
 pub mod codec;
 pub mod evaluate;
 pub mod fallback;
 pub mod ids;
+pub mod lease;
 pub mod normalise;
 pub mod policy;
 pub mod subjects;

@@ -382,8 +382,12 @@ pub enum ResultStatus {
     Succeeded,
     /// The backend refused or could not be reached.
     Failed,
-    /// Not applied: an equal or newer command was already applied.
+    /// Not applied again: this very command was already applied (a
+    /// redelivery after the result was written).
     Skipped,
+    /// Not applied: a newer command for the target was already applied or is
+    /// being applied, and commands take effect in decision order.
+    Superseded,
 }
 
 impl ResultStatus {
@@ -393,6 +397,7 @@ impl ResultStatus {
             ResultStatus::Succeeded => "succeeded",
             ResultStatus::Failed => "failed",
             ResultStatus::Skipped => "skipped",
+            ResultStatus::Superseded => "superseded",
         }
     }
 }
@@ -425,7 +430,7 @@ pub struct ActionResult {
 }
 
 /// Capacity of a target as the actuator last saw it (KV `nova_capacity`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityRecord {
     /// Target.
     pub target: String,
@@ -444,6 +449,41 @@ pub struct CapacityRecord {
     pub observed_ms: i64,
     /// Backend kind.
     pub backend: String,
+    /// Highest command sequence an actuator has started to apply (0: none).
+    /// Commands older than this are superseded: see `nova_shared::lease`.
+    #[serde(default)]
+    pub claimed_seq: u64,
+    /// The actuator applying command `claimed_seq` now, until its lease ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// Backend attempts made for command `claimed_seq`.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The backend's last error, when the latest read or change failed
+    /// (`desired` is then the last value read successfully).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<BackendFault>,
+}
+
+/// An actuator's hold on a target while it applies one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The command's decision id.
+    pub decision_id: String,
+    /// The actuator process holding it.
+    pub owner: String,
+    /// Wall-clock end of the lease, unix ms: after it, another actuator may
+    /// take the command over.
+    pub expires_ms: i64,
+}
+
+/// A backend error as stored for operators and the arbiter: one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendFault {
+    /// Wall-clock time of the failed call, unix ms.
+    pub at_ms: i64,
+    /// What is wrong and what to do, in one line.
+    pub message: String,
 }
 
 /// Which stage wrote an audit record or a dead letter.
@@ -665,4 +705,7 @@ pub struct TargetStatus {
     /// The last decision's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
+    /// Why the backend cannot be read or changed now, when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_error: Option<String>,
 }

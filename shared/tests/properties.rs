@@ -149,7 +149,7 @@ proptest! {
         let policy = from_yaml(MIXED, "p.yaml").expect("policy");
         let target = &policy.targets["m"];
         let settings = ArbiterSettings::for_target(target, 30);
-        let observed = CapacityRecord { target: "m".into(), desired: start, running: None, applied_seq: 0, tier: tier.map(str::to_string), observed_ms: 0, backend: "sim".into() };
+        let observed = CapacityRecord { target: "m".into(), desired: start, running: None, applied_seq: 0, tier: tier.map(str::to_string), observed_ms: 0, backend: "sim".into(), ..Default::default() };
         let mut state = TargetState::default();
         let mut ts = 0;
         for (n, (gap, firings)) in steps.into_iter().enumerate() {
@@ -173,7 +173,7 @@ proptest! {
         let policy = from_yaml(TRACKING, "p.yaml").expect("policy");
         let target = &policy.targets["w"];
         let settings = ArbiterSettings::for_target(target, 30);
-        let observed = CapacityRecord { target: "w".into(), desired: start, running: None, applied_seq: 0, tier: None, observed_ms: 0, backend: "sim".into() };
+        let observed = CapacityRecord { target: "w".into(), desired: start, running: None, applied_seq: 0, tier: None, observed_ms: 0, backend: "sim".into(), ..Default::default() };
         let mut state = TargetState::default();
         let mut current = start;
         let mut changes: Vec<(i64, i64)> = Vec::new();
@@ -219,7 +219,7 @@ proptest! {
         let target = &policy.targets["w"];
         let settings = ArbiterSettings::for_target(target, policy.evaluation.refire_secs);
         let mut state = TargetState::default();
-        let mut observed = CapacityRecord { target: "w".into(), desired: start, running: None, applied_seq: 0, tier: None, observed_ms: 0, backend: "sim".into() };
+        let mut observed = CapacityRecord { target: "w".into(), desired: start, running: None, applied_seq: 0, tier: None, observed_ms: 0, backend: "sim".into(), ..Default::default() };
         let mut pending = Vec::new();
         let mut last_action: [Option<(i64, u64)>; 2] = [None, None];
         for (n, (ts, rules)) in steps.iter().enumerate() {
@@ -249,7 +249,7 @@ proptest! {
         let policy = policy();
         let target = &policy.targets["w"];
         let settings = ArbiterSettings::for_target(target, policy.evaluation.refire_secs);
-        let observed = CapacityRecord { target: "w".into(), desired: 10, running: None, applied_seq: 0, tier: None, observed_ms: 0, backend: "sim".into() };
+        let observed = CapacityRecord { target: "w".into(), desired: 10, running: None, applied_seq: 0, tier: None, observed_ms: 0, backend: "sim".into(), ..Default::default() };
         let mut state = TargetState::default();
         for (n, (ts, rules)) in steps.iter().enumerate() {
             let t = trigger(&policy, n, *ts, rules);

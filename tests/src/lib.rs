@@ -6,6 +6,10 @@
 //! - [`Pipeline`]: the five services in this process, each on its own NATS
 //!   connection and with its own shutdown, so a test can stop and restart one.
 //! - [`AuditReader`]: waits for audit records on stream `NOVA_AUDIT`.
+//! - [`process`]: the services' own binaries as separate processes, killed
+//!   with SIGKILL on demand.
+//! - [`proxy`]: a pass-through proxy in front of moto that counts the AWS
+//!   calls reaching the backend, in order.
 //! - [`within`]: every wait has a deadline.
 //!
 //! Tools are found through `NOVA_NATS_SERVER` / `NOVA_MOTO_SERVER`, then the
@@ -28,6 +32,9 @@ use nova_shared::wire::{AuditRecord, Stage};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
+
+pub mod process;
+pub mod proxy;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -336,40 +343,7 @@ impl Pipeline {
     /// Waits until `replicas` distinct replicas of `stage` answer its ping,
     /// i.e. their inputs are subscribed.
     pub async fn wait_ready(&self, stage: Stage, replicas: usize) {
-        let client = connect(&self.url, "ping").await;
-        let subject = nova_runtime::ping::subject(stage);
-        within(
-            &format!("{replicas} {} replica(s) to answer", stage.as_str()),
-            WAIT,
-            async {
-                let inbox = client.new_inbox();
-                let mut replies = client.subscribe(inbox.clone()).await.expect("subscribe");
-                let mut seen = std::collections::HashSet::new();
-                while seen.len() < replicas {
-                    client
-                        .publish_with_reply(subject.clone(), inbox.clone(), "".into())
-                        .await
-                        .expect("ping");
-                    // Collect what answers within a moment, then ask again: a
-                    // replica that is still starting answers a later round.
-                    let round = tokio::time::sleep(Duration::from_millis(50));
-                    tokio::pin!(round);
-                    loop {
-                        tokio::select! {
-                            _ = &mut round => break,
-                            reply = replies.next() => match reply {
-                                // A status message (503 "no responders")
-                                // means nobody answered yet: not a replica.
-                                Some(reply) if reply.status.is_some() => {}
-                                Some(reply) => { seen.insert(reply.payload); }
-                                None => break,
-                            },
-                        }
-                    }
-                }
-            },
-        )
-        .await;
+        wait_ready(&self.url, stage, replicas).await;
     }
 
     /// Kills every replica of a stage where it stands, as a crash would:
@@ -406,6 +380,46 @@ impl Pipeline {
             self.stop_stage(stage).await;
         }
     }
+}
+
+/// Waits until `replicas` distinct replicas of `stage` (in this process or
+/// not) answer its ping on the server at `url`, i.e. their inputs are
+/// subscribed.
+pub async fn wait_ready(url: &str, stage: Stage, replicas: usize) {
+    let client = connect(url, "ping").await;
+    let subject = nova_runtime::ping::subject(stage);
+    within(
+        &format!("{replicas} {} replica(s) to answer", stage.as_str()),
+        WAIT,
+        async {
+            let inbox = client.new_inbox();
+            let mut replies = client.subscribe(inbox.clone()).await.expect("subscribe");
+            let mut seen = std::collections::HashSet::new();
+            while seen.len() < replicas {
+                client
+                    .publish_with_reply(subject.clone(), inbox.clone(), "".into())
+                    .await
+                    .expect("ping");
+                // Collect what answers within a moment, then ask again: a
+                // replica that is still starting answers a later round.
+                let round = tokio::time::sleep(Duration::from_millis(50));
+                tokio::pin!(round);
+                loop {
+                    tokio::select! {
+                        _ = &mut round => break,
+                        reply = replies.next() => match reply {
+                            // A status message (503 "no responders")
+                            // means nobody answered yet: not a replica.
+                            Some(reply) if reply.status.is_some() => {}
+                            Some(reply) => { seen.insert(reply.payload); }
+                            None => break,
+                        },
+                    }
+                }
+            }
+        },
+    )
+    .await;
 }
 
 /// Reads the audit stream from its start, in order.
@@ -511,6 +525,32 @@ pub async fn publish(client: &async_nats::Client, subject: String, payload: Vec<
         .await
         .expect("publish");
     client.flush().await.expect("flush");
+}
+
+/// The first `count` messages of a stream, decoded, waiting (within
+/// `limit`) for those not there yet.
+pub async fn stream_first<T: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    stream: &str,
+    count: usize,
+    limit: Duration,
+) -> Vec<T> {
+    let js = jetstream::new(client.clone());
+    let stream_handle = js.get_stream(stream).await.expect("stream");
+    let consumer = stream_handle
+        .create_consumer(pull::OrderedConfig::default())
+        .await
+        .expect("reader");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::with_capacity(count);
+    within(&format!("{count} messages in {stream}"), limit, async {
+        while out.len() < count {
+            let message = messages.next().await.expect("open").expect("message");
+            out.push(codec::decode(&message.payload, Encoding::MsgPack).expect("decodes"));
+        }
+    })
+    .await;
+    out
 }
 
 /// Every message currently in a stream, decoded.

@@ -23,20 +23,54 @@ pub struct Observation {
     pub tier: Option<String>,
 }
 
-/// A backend call that failed.
+/// What a change did, as the backend reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// What the backend reported just before the change, when it was read.
+    pub before: Option<Observation>,
+    /// What the backend reports after the change.
+    pub after: Observation,
+    /// One line summarising the backend's answer.
+    pub response: String,
+}
+
+/// A backend call that failed. Every message is one line that names the
+/// target, so it can go to a log, the capacity record and an audit reason
+/// as it is.
 #[derive(Debug, Error)]
 pub enum BackendError {
+    /// No AWS credentials could be found by the provider chain.
+    #[error(
+        "target {target}: no AWS credentials (tried {providers}: {detail}); set AWS_ACCESS_KEY_ID \
+         and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an IAM role"
+    )]
+    Credentials {
+        /// Target.
+        target: String,
+        /// The providers tried, in order.
+        providers: &'static str,
+        /// What the last provider said.
+        detail: String,
+    },
     /// An ECS API call failed.
-    #[error("ECS {operation} failed: {message}")]
+    #[error("target {target}: ECS {operation} failed: {message}")]
     Ecs {
+        /// Target.
+        target: String,
         /// The API operation.
         operation: &'static str,
-        /// The SDK's full error text.
+        /// What went wrong, on one line (the service's code and message, or
+        /// the connection's innermost error).
         message: String,
+        /// Whether another attempt may succeed (throttling, 5xx, timeouts,
+        /// connection failures).
+        retryable: bool,
     },
     /// The ECS service does not exist.
-    #[error("ECS service {service} not found in cluster {cluster}: {reason}")]
+    #[error("target {target}: ECS service {service} not found in cluster {cluster}: {reason}")]
     EcsMissing {
+        /// Target.
+        target: String,
         /// Cluster.
         cluster: String,
         /// Service.
@@ -52,9 +86,31 @@ pub enum BackendError {
         /// What was asked.
         what: String,
     },
+    /// The call did not finish within the action's deadline.
+    #[error("target {target}: the backend did not answer within {secs} s")]
+    Deadline {
+        /// Target.
+        target: String,
+        /// The deadline.
+        secs: u64,
+    },
     /// The simulated fleet's state could not be read or written.
     #[error("simulated fleet state: {0}")]
     Sim(#[from] nova_runtime::kv::KvError),
+}
+
+impl BackendError {
+    /// Whether another attempt may succeed. Missing credentials, a missing
+    /// service, a refused request or an impossible change fail at once.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackendError::Ecs { retryable, .. } => *retryable,
+            BackendError::Deadline { .. } | BackendError::Sim(_) => true,
+            BackendError::Credentials { .. }
+            | BackendError::EcsMissing { .. }
+            | BackendError::Unsupported { .. } => false,
+        }
+    }
 }
 
 /// A target's backend.
@@ -83,13 +139,8 @@ impl Backend {
     }
 
     /// Sets the desired capacity, and the instance tier when `tier` is
-    /// given; returns what the backend reports after, with a one-line
-    /// summary of its answer.
-    pub async fn apply(
-        &self,
-        desired: u32,
-        tier: Option<&str>,
-    ) -> Result<(Observation, String), BackendError> {
+    /// given; returns what the backend reports before and after.
+    pub async fn apply(&self, desired: u32, tier: Option<&str>) -> Result<Applied, BackendError> {
         let started = std::time::Instant::now();
         let result = match (self, tier) {
             (Backend::Ecs(_), Some(tier)) => Err(BackendError::Unsupported {
@@ -132,7 +183,7 @@ pub async fn build_all(
                         client
                     }
                 };
-                Backend::Ecs(EcsService::new(client, spec))
+                Backend::Ecs(EcsService::new(client, &target.name, spec))
             }
             BackendSpec::Sim(spec) => Backend::Sim(Box::new(SimFleet::new(
                 sim_states.clone(),

@@ -1,20 +1,40 @@
 //! Actuator: changes real capacity.
 //!
-//! - [`backend`]: the backend of each target (ECS or simulated).
+//! - [`backend`]: the backend of each target (ECS or simulated), with its
+//!   errors classified as retryable or not.
 //! - [`ecs`]: AWS ECS through DescribeServices / UpdateService.
 //! - [`sim`]: the simulated fleet and its load generator.
 //!
 //! On start, and every `observe_every`, the actuator reads each target's
 //! capacity from its backend into KV `nova_capacity`, which the arbiter uses
-//! as the base for relative actions. It consumes stream `NOVA_COMMANDS`
-//! through the durable consumer `actuator` and, per command:
-//! 1. skips it if the target's `applied_seq` already covers it (a
-//!    redelivery, or an older command overtaken by a newer one);
-//! 2. audits `executing`, calls the backend, records the new capacity and
-//!    `applied_seq` by compare-and-set;
-//! 3. publishes the result to `NOVA_RESULTS` and audits it;
-//! 4. only then acks the command. A failed backend call is retried with
-//!    back-off; after the last attempt the result is `failed`.
+//! as the base for relative actions; a read that fails stores the backend's
+//! one-line error in the record (and logs it). It consumes stream
+//! `NOVA_COMMANDS` through the durable consumer `actuator`, shared by every
+//! replica, and per command:
+//! 1. claims the target's lease in its capacity record by compare-and-set
+//!    (`nova_shared::lease`): a command older than one applied or being
+//!    applied is `superseded`; one behind a live lease waits (nak with a
+//!    short delay, not counted as an attempt); a command applied already is
+//!    answered again (`skipped`, de-duplicated with its first result);
+//! 2. audits `executing` and calls the backend within the action deadline
+//!    (twice the call timeout: a read and a write), holding the lease;
+//! 3. records what the backend reported after the call, `applied_seq`, and
+//!    releases the lease, by compare-and-set, only while it still holds it;
+//! 4. publishes the result to `NOVA_RESULTS` and audits it; the ids of the
+//!    result and its audit record derive from the decision id, so each
+//!    decision has exactly one;
+//! 5. only then acks the command.
+//!
+//! A retryable backend failure releases the lease but keeps the claim, and
+//! naks with back-off; after `max_attempts` backend attempts, or at once for
+//! an error that cannot succeed (credentials, a missing service), the result
+//! is `failed` and the record holds what the backend really has.
+//!
+//! Crashes: before 1, or with the claim lost, nothing happened. Between 1
+//! and 3 the lease expires and the command's redelivery takes it over (an
+//! older command never does: the claim is a high-water mark), re-applying
+//! the same absolute capacity. Between 3 and 5 the redelivery finds the
+//! command applied and re-publishes its result under the same ids.
 
 pub mod backend;
 pub mod ecs;
@@ -34,15 +54,16 @@ use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec;
 use nova_shared::ids;
+use nova_shared::lease::{self, Claim};
 use nova_shared::policy::Policy;
 use nova_shared::subjects;
 use nova_shared::wire::{
-    ActionResult, AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command,
-    ResultStatus, Stage,
+    ActionResult, AuditKind, AuditRecord, BackendFault, CAPACITY_VERB, CapacityAnswer,
+    CapacityRecord, Command, ResultStatus, Stage,
 };
 use thiserror::Error;
 
-use crate::backend::{Backend, Observation};
+use crate::backend::{Backend, BackendError, Observation};
 
 /// Actuator settings.
 #[derive(Debug, Clone)]
@@ -53,9 +74,10 @@ pub struct Config {
     pub consumer: String,
     /// How often to re-read every target's capacity from its backend.
     pub observe_every: Duration,
-    /// Deliveries of one command before its failure is final.
-    pub max_attempts: i64,
-    /// Time limit of one backend API call.
+    /// Backend attempts for one command before its failure is final.
+    pub max_attempts: u32,
+    /// Time limit of one backend API call; a command's action (a read and
+    /// a write) has twice this, and its lease that plus a margin.
     pub call_timeout: Duration,
     /// AWS credentials to use instead of the standard chain (environment,
     /// profile, instance role); for embedding and tests.
@@ -90,7 +112,11 @@ struct Actuator {
     capacities: Store,
     dead: DeadLetters,
     auditor: Auditor,
-    max_attempts: i64,
+    max_attempts: u32,
+    /// Time limit of one command's backend action.
+    deadline: Duration,
+    /// This process's name on the leases it takes.
+    owner: String,
 }
 
 /// Runs until `shutdown` completes; the command in hand is finished first.
@@ -124,6 +150,8 @@ pub async fn run(
         auditor: Auditor::new(js.clone(), Stage::Actuator),
         js,
         max_attempts: config.max_attempts,
+        deadline: config.call_timeout * 2,
+        owner: nova_runtime::unique_id("actuator"),
     });
     // Capacity first: the arbiter needs it before it can decide anything.
     actuator.observe_all().await;
@@ -172,16 +200,41 @@ pub async fn run(
 /// Backends read at once by the periodic observation pass.
 const OBSERVE_CONCURRENCY: usize = 8;
 
-fn capacity_record(target: &str, kind: &str, obs: Observation, applied_seq: u64) -> CapacityRecord {
+/// Longest wait before a command behind another's lease is tried again.
+const LEASE_POLL: Duration = Duration::from_millis(250);
+
+/// `previous` (or a fresh record) with what the backend reports now; the
+/// actuation fields (applied and claimed commands, lease) are kept.
+fn observed_record(
+    previous: Option<&CapacityRecord>,
+    target: &str,
+    kind: &str,
+    obs: Observation,
+) -> CapacityRecord {
     CapacityRecord {
         target: target.to_string(),
         desired: obs.desired,
         running: obs.running,
-        applied_seq,
         tier: obs.tier,
         observed_ms: nova_runtime::now_ms(),
         backend: kind.to_string(),
+        error: None,
+        ..previous.cloned().unwrap_or_default()
     }
+}
+
+fn fault(error: &BackendError) -> BackendFault {
+    BackendFault {
+        at_ms: nova_runtime::now_ms(),
+        message: error.to_string(),
+    }
+}
+
+/// What became of a command, for its result.
+struct Outcome {
+    status: ResultStatus,
+    from: Option<u32>,
+    response: String,
 }
 
 impl Actuator {
@@ -190,16 +243,17 @@ impl Actuator {
         futures_util::stream::iter(self.backends.keys())
             .for_each_concurrent(OBSERVE_CONCURRENCY, |target| async move {
                 if let Err(error) = self.observe(target).await {
-                    tracing::warn!(%error, target, "cannot observe capacity");
+                    tracing::warn!(target, "cannot observe capacity: {error}");
                 }
             })
             .await;
     }
 
-    /// Reads one target's capacity from its backend into KV, keeping
-    /// `applied_seq`. The record is written only if nothing else wrote it
-    /// while the backend was read: a command applied meanwhile (here or in
-    /// another replica) is newer than this observation, and wins.
+    /// Reads one target's capacity from its backend into KV. The record is
+    /// written only if nothing else wrote it while the backend was read: a
+    /// command applied meanwhile (here or in another replica) is newer than
+    /// this observation, and wins. A failed read is stored as the record's
+    /// `error` (when there is a record to keep it in) and returned as one line.
     async fn observe(&self, target: &str) -> Result<CapacityRecord, String> {
         let backend = self
             .backends
@@ -208,13 +262,27 @@ impl Actuator {
         let before = kv::load::<CapacityRecord>(&self.capacities, target)
             .await
             .map_err(|e| e.to_string())?;
-        let obs = backend.observe().await.map_err(|e| e.to_string())?;
-        let (revision, previous_seq) = before
+        let (revision, previous) = before
             .as_ref()
-            .map_or((0, 0), |v| (v.revision, v.value.applied_seq));
-        let record = capacity_record(target, backend.kind(), obs, previous_seq);
-        match kv::save(&self.capacities, target, &record, revision).await {
-            Ok(_) => Ok(record),
+            .map_or((0, None), |v| (v.revision, Some(&v.value)));
+        let (record, failure) = match backend.observe().await {
+            Ok(obs) => (
+                Some(observed_record(previous, target, backend.kind(), obs)),
+                None,
+            ),
+            Err(error) => {
+                let failed = previous.map(|p| CapacityRecord {
+                    error: Some(fault(&error)),
+                    ..p.clone()
+                });
+                (failed, Some(error.to_string()))
+            }
+        };
+        let Some(record) = record else {
+            return Err(failure.unwrap_or_default());
+        };
+        let stored = match kv::save(&self.capacities, target, &record, revision).await {
+            Ok(_) => record,
             Err(KvError::Conflict { .. }) => {
                 metrics::counter!(names::KV_CONFLICTS, "bucket" => CAPACITY_BUCKET).increment(1);
                 let newer = kv::load::<CapacityRecord>(&self.capacities, target)
@@ -222,9 +290,13 @@ impl Actuator {
                     .map_err(|e| e.to_string())?;
                 newer
                     .map(|v| v.value)
-                    .ok_or_else(|| format!("capacity of {target} vanished while observed"))
+                    .ok_or_else(|| format!("capacity of {target} vanished while observed"))?
             }
-            Err(error) => Err(error.to_string()),
+            Err(error) => return Err(error.to_string()),
+        };
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(stored),
         }
     }
 
@@ -257,21 +329,6 @@ impl Actuator {
         }
     }
 
-    async fn record_capacity(
-        &self,
-        target: &str,
-        kind: &str,
-        obs: Observation,
-        applied: Option<u64>,
-    ) -> Result<CapacityRecord, KvError> {
-        kv::modify(&self.capacities, target, |old: Option<CapacityRecord>| {
-            let previous_seq = old.map_or(0, |r| r.applied_seq);
-            let applied_seq = applied.map_or(previous_seq, |seq| seq.max(previous_seq));
-            capacity_record(target, kind, obs.clone(), applied_seq)
-        })
-        .await
-    }
-
     async fn handle(&self, message: jetstream::Message) {
         let subject = message.subject.to_string();
         let command: Command =
@@ -295,11 +352,11 @@ impl Actuator {
             let reason = format!("no target {:?} in the policy", command.target);
             return self.dead.reject(&message, reason).await;
         };
-        let attempt = message.info().map_or(1, |info| info.delivered);
-        match self.execute(backend, &command, attempt).await {
-            Ok(true) => nova_runtime::ack(&message, AckKind::Ack).await,
-            Ok(false) => {
-                let delay = Duration::from_millis(500 * 2u64.pow(attempt.clamp(1, 8) as u32));
+        match self.execute(backend, &command).await {
+            Ok(Step::Done) => nova_runtime::ack(&message, AckKind::Ack).await,
+            Ok(Step::Wait(delay)) => nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await,
+            Ok(Step::Retry(attempt)) => {
+                let delay = Duration::from_millis(500 * 2u64.pow(attempt.clamp(1, 8)));
                 nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await;
             }
             Err(error) => {
@@ -310,67 +367,223 @@ impl Actuator {
         }
     }
 
-    /// Executes one command. `Ok(true)`: done, ack. `Ok(false)`: the backend
-    /// failed and another attempt is due.
-    async fn execute(
-        &self,
-        backend: &Backend,
-        command: &Command,
-        attempt: i64,
-    ) -> Result<bool, StepError> {
-        let kind = backend.kind();
-        let known = kv::load::<CapacityRecord>(&self.capacities, &command.target).await?;
-        if let Some(applied) = known
-            .as_ref()
-            .map(|v| v.value.applied_seq)
-            .filter(|seq| *seq >= command.seq)
-        {
-            let response = format!(
-                "skipped: command {} is not newer than the applied command {applied}",
-                command.seq
+    /// Claims the target's lease for `command`, by compare-and-set.
+    async fn claim(&self, command: &Command) -> Result<(Claim, CapacityRecord), KvError> {
+        loop {
+            let stored = kv::load::<CapacityRecord>(&self.capacities, &command.target).await?;
+            let (revision, record) = stored.map_or_else(
+                || {
+                    // Never observed (the backend could not be read at
+                    // start): the lease needs a record; the capacity is
+                    // the arbiter's belief until the call reports the truth.
+                    let fresh = CapacityRecord {
+                        target: command.target.clone(),
+                        desired: command.from,
+                        ..Default::default()
+                    };
+                    (0, fresh)
+                },
+                |v| (v.revision, v.value),
             );
-            self.finish(command, kind, ResultStatus::Skipped, None, response)
-                .await?;
-            return Ok(true);
+            let now = nova_runtime::now_ms();
+            let claim = lease::claim(Some(&record), command.seq, now);
+            let Claim::Take { attempt } = claim else {
+                return Ok((claim, record));
+            };
+            let expires = now
+                .saturating_add(i64::try_from(self.deadline.as_millis()).unwrap_or(i64::MAX))
+                .saturating_add(lease::LEASE_MARGIN_MS);
+            let taken = lease::take(
+                &record,
+                command.seq,
+                &command.decision_id,
+                &self.owner,
+                expires,
+                attempt,
+            );
+            match kv::save(&self.capacities, &command.target, &taken, revision).await {
+                Ok(_) => return Ok((claim, taken)),
+                Err(KvError::Conflict { .. }) => {
+                    metrics::counter!(names::KV_CONFLICTS, "bucket" => CAPACITY_BUCKET)
+                        .increment(1);
+                }
+                Err(error) => return Err(error),
+            }
         }
-        let mut record = self.record(
+    }
+
+    /// Writes the end of this actuator's hold on `command`, if it still
+    /// holds the lease: `change` gets the record and returns the new one.
+    /// Returns false when the lease was lost (expired and taken over).
+    async fn release(
+        &self,
+        command: &Command,
+        change: impl Fn(&CapacityRecord) -> CapacityRecord,
+    ) -> Result<bool, KvError> {
+        let mut held = true;
+        kv::modify(
+            &self.capacities,
+            &command.target,
+            |old: Option<CapacityRecord>| {
+                let old = old.unwrap_or_default();
+                held = lease::holds(&old, command.seq, &self.owner);
+                if held {
+                    CapacityRecord {
+                        lease: None,
+                        ..change(&old)
+                    }
+                } else {
+                    old
+                }
+            },
+        )
+        .await?;
+        if !held {
+            tracing::warn!(
+                target = command.target,
+                seq = command.seq,
+                "lease lost during the backend call; the record is left to its new holder"
+            );
+        }
+        Ok(held)
+    }
+
+    /// Executes one command; see the module doc for the steps.
+    async fn execute(&self, backend: &Backend, command: &Command) -> Result<Step, StepError> {
+        let kind = backend.kind();
+        let (claim, record) = self.claim(command).await?;
+        let attempt = match claim {
+            Claim::Superseded { by } => {
+                let response = format!(
+                    "superseded: command {} is older than command {by}, applied or being applied",
+                    command.seq
+                );
+                self.finish(
+                    command,
+                    kind,
+                    outcome(ResultStatus::Superseded, None, response),
+                )
+                .await?;
+                return Ok(Step::Done);
+            }
+            Claim::AlreadyApplied => {
+                let response = format!(
+                    "already applied (a redelivery): the backend last reported desired {}",
+                    record.desired
+                );
+                self.finish(
+                    command,
+                    kind,
+                    outcome(ResultStatus::Skipped, None, response),
+                )
+                .await?;
+                return Ok(Step::Done);
+            }
+            Claim::Wait { holder, until_ms } => {
+                let left = u64::try_from(until_ms - nova_runtime::now_ms()).unwrap_or(0);
+                tracing::debug!(
+                    target = command.target,
+                    seq = command.seq,
+                    holder,
+                    "waiting for the command in flight"
+                );
+                return Ok(Step::Wait(
+                    Duration::from_millis(left.max(20)).min(LEASE_POLL),
+                ));
+            }
+            Claim::Take { attempt } => attempt,
+        };
+        if attempt > self.max_attempts {
+            // The last attempt failed and the actuator died before saying so.
+            let response = format!("failed after {} attempts", self.max_attempts);
+            self.release(command, |r| CapacityRecord {
+                applied_seq: r.applied_seq.max(command.seq),
+                ..r.clone()
+            })
+            .await?;
+            self.finish(command, kind, outcome(ResultStatus::Failed, None, response))
+                .await?;
+            return Ok(Step::Done);
+        }
+        let mut audit = self.record(
             command,
             AuditKind::Command,
             "executing",
             command.reason.clone(),
         );
-        record.from = Some(command.from);
-        record.to = Some(command.desired);
-        self.auditor.record(&record).await?;
-        match backend
-            .apply(command.desired, command.tier.as_deref())
-            .await
-        {
-            Ok((obs, response)) => {
-                let from = known.map(|v| v.value.desired);
-                self.record_capacity(&command.target, kind, obs, Some(command.seq))
-                    .await?;
-                self.finish(command, kind, ResultStatus::Succeeded, from, response)
-                    .await?;
-                Ok(true)
+        audit.from = Some(command.from);
+        audit.to = Some(command.desired);
+        self.auditor.record(&audit).await?;
+        let applied = tokio::time::timeout(
+            self.deadline,
+            backend.apply(command.desired, command.tier.as_deref()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(BackendError::Deadline {
+                target: command.target.clone(),
+                secs: self.deadline.as_secs(),
+            })
+        });
+        match applied {
+            Ok(applied) => {
+                let after = applied.after.clone();
+                self.release(command, |r| CapacityRecord {
+                    applied_seq: r.applied_seq.max(command.seq),
+                    ..observed_record(Some(r), &command.target, kind, after.clone())
+                })
+                .await?;
+                let from = applied.before.map(|b| b.desired);
+                self.finish(
+                    command,
+                    kind,
+                    outcome(ResultStatus::Succeeded, from, applied.response),
+                )
+                .await?;
+                Ok(Step::Done)
             }
-            Err(error) if attempt < self.max_attempts => {
+            Err(error) if error.is_retryable() && attempt < self.max_attempts => {
                 metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
-                tracing::warn!(%error, attempt, decision = command.decision_id, "backend call failed, will retry");
-                Ok(false)
+                tracing::warn!(
+                    attempt,
+                    decision = command.decision_id,
+                    "backend call failed, will retry: {error}"
+                );
+                let stored = fault(&error);
+                self.release(command, |r| CapacityRecord {
+                    error: Some(stored.clone()),
+                    ..r.clone()
+                })
+                .await?;
+                Ok(Step::Retry(attempt))
             }
             Err(error) => {
+                tracing::warn!(decision = command.decision_id, "command failed: {error}");
                 // Record what the backend really has, and mark the command
                 // as settled, so the arbiter's next base is the truth and not
                 // the capacity that never came.
-                if let Ok(obs) = backend.observe().await {
-                    self.record_capacity(&command.target, kind, obs, Some(command.seq))
-                        .await?;
-                }
-                let response = format!("failed after {attempt} attempts: {error}");
-                self.finish(command, kind, ResultStatus::Failed, None, response)
+                let observed = backend.observe().await.ok();
+                let stored = fault(&error);
+                self.release(command, |r| {
+                    let base = match &observed {
+                        Some(obs) => observed_record(Some(r), &command.target, kind, obs.clone()),
+                        None => r.clone(),
+                    };
+                    CapacityRecord {
+                        applied_seq: r.applied_seq.max(command.seq),
+                        error: Some(stored.clone()),
+                        ..base
+                    }
+                })
+                .await?;
+                let response = if attempt > 1 {
+                    format!("failed after {attempt} attempts: {error}")
+                } else {
+                    format!("failed: {error}")
+                };
+                self.finish(command, kind, outcome(ResultStatus::Failed, None, response))
                     .await?;
-                Ok(true)
+                Ok(Step::Done)
             }
         }
     }
@@ -382,8 +595,14 @@ impl Actuator {
         outcome: &str,
         reason: String,
     ) -> AuditRecord {
+        // One command record and one result record per decision, whatever
+        // the outcome and however often a command is redelivered.
+        let role: &[u8] = match kind {
+            AuditKind::Result => b"result",
+            _ => b"command",
+        };
         let mut record = AuditRecord::new(
-            ids::derive("a", &[command.decision_id.as_bytes(), outcome.as_bytes()]),
+            ids::derive("a", &[command.decision_id.as_bytes(), role]),
             nova_runtime::now_ms(),
             Stage::Actuator,
             &command.target,
@@ -400,10 +619,13 @@ impl Actuator {
         &self,
         command: &Command,
         kind: &str,
-        status: ResultStatus,
-        from: Option<u32>,
-        response: String,
+        outcome: Outcome,
     ) -> Result<(), PublishError> {
+        let Outcome {
+            status,
+            from,
+            response,
+        } = outcome;
         let result = ActionResult {
             decision_id: command.decision_id.clone(),
             seq: command.seq,
@@ -428,7 +650,9 @@ impl Actuator {
                     .as_ref()
                     .map_or(String::new(), |tier| format!(" on tier {tier}")),
             ),
-            ResultStatus::Skipped => format!("{} left alone: {response}", command.target),
+            ResultStatus::Skipped | ResultStatus::Superseded => {
+                format!("{} left alone: {response}", command.target)
+            }
             ResultStatus::Failed => format!("{} not changed: {response}", command.target),
         };
         let mut record = self.record(command, AuditKind::Result, status.as_str(), reason);
@@ -439,10 +663,29 @@ impl Actuator {
         metrics::counter!(names::COMMANDS, "status" => status.as_str()).increment(1);
         tracing::info!(
             target = command.target,
+            seq = command.seq,
             status = status.as_str(),
             desired = command.desired,
             "command done"
         );
         Ok(())
     }
+}
+
+fn outcome(status: ResultStatus, from: Option<u32>, response: String) -> Outcome {
+    Outcome {
+        status,
+        from,
+        response,
+    }
+}
+
+/// What to do with a command message after a step.
+enum Step {
+    /// Settled: ack.
+    Done,
+    /// Behind another command's lease: nak, to come back after this.
+    Wait(Duration),
+    /// The backend failed on this attempt: nak with back-off.
+    Retry(u32),
 }

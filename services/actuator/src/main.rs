@@ -12,12 +12,18 @@ struct Args {
     /// Also publish the simulated fleets' load samples.
     #[arg(long)]
     sim_load: bool,
+    /// Time limit of one backend API call, in seconds. A command's action
+    /// gets twice this, its lease that plus 2 s, and its delivery three times
+    /// this before JetStream hands it to another replica.
+    #[arg(long, env = "NOVA_CALL_TIMEOUT_SECS", default_value_t = 20)]
+    call_timeout_secs: u64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let sim_load = args.sim_load;
+    let call_timeout = std::time::Duration::from_secs(args.call_timeout_secs.max(1));
     serve(
         "nova-actuator",
         &args.common,
@@ -29,12 +35,9 @@ async fn main() -> anyhow::Result<()> {
                     shutdown.signal(),
                 ))
             });
-            nova_actuator::run(
-                nova_actuator::Config::new(policy),
-                client,
-                shutdown.signal(),
-            )
-            .await?;
+            let mut config = nova_actuator::Config::new(policy);
+            config.call_timeout = call_timeout;
+            nova_actuator::run(config, client, shutdown.signal()).await?;
             if let Some(load) = load {
                 // The load generator only stops on the same shutdown; a panic there is a bug.
                 load.await.expect("simulated load task")?;

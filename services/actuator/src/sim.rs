@@ -21,7 +21,7 @@ use nova_shared::subjects;
 use nova_shared::wire::{MetricSampleIn, SampleValue};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{BackendError, Observation};
+use crate::backend::{Applied, BackendError, Observation};
 
 /// A simulated fleet's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,7 +101,7 @@ impl SimFleet {
         desired: u32,
         tier: Option<&str>,
         now_ms: i64,
-    ) -> Result<(Observation, String), BackendError> {
+    ) -> Result<Applied, BackendError> {
         if let Some(tier) = tier
             && self.spec.tier.is_none()
         {
@@ -111,10 +111,18 @@ impl SimFleet {
             });
         }
         let warmup = self.spec.warmup_secs;
-        let mut before = (0, None);
+        let mut before = Observation {
+            desired: 0,
+            running: None,
+            tier: None,
+        };
         let state = kv::modify(&self.states, &self.target, |s: Option<SimState>| {
             let s = s.unwrap_or_else(|| self.fresh(now_ms));
-            before = (s.desired, s.tier.clone());
+            before = Observation {
+                desired: s.desired,
+                running: Some(s.running(now_ms, warmup)),
+                tier: s.tier.clone(),
+            };
             SimState {
                 desired,
                 previous: s.running(now_ms, warmup),
@@ -124,22 +132,23 @@ impl SimFleet {
         })
         .await?;
         let running = state.running(now_ms, warmup);
-        let resized = match (&before.1, &state.tier) {
+        let resized = match (&before.tier, &state.tier) {
             (Some(old), Some(new)) if old != new => format!(", tier {old} -> {new}"),
             _ => String::new(),
         };
-        let summary = format!(
+        let response = format!(
             "sim {}: desired {} -> {desired}{resized} (running {running}, new instances warm up in {warmup}s)",
-            self.target, before.0
+            self.target, before.desired
         );
-        Ok((
-            Observation {
+        Ok(Applied {
+            before: Some(before),
+            after: Observation {
                 desired,
                 running: Some(running),
                 tier: state.tier,
             },
-            summary,
-        ))
+            response,
+        })
     }
 }
 

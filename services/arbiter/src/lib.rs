@@ -28,7 +28,7 @@ use nova_runtime::nats::{ARBITER_BUCKET, ARBITER_CONSUMER, CAPACITY_BUCKET, TRIG
 use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
-use nova_shared::arbitrate::{self, ArbiterSettings, LastVerdict, TargetState};
+use nova_shared::arbitrate::{self, ArbiterSettings, LastVerdict, Observed, TargetState};
 use nova_shared::codec;
 use nova_shared::ids;
 use nova_shared::policy::{Policy, Target};
@@ -128,6 +128,12 @@ pub async fn run(
     tracing::info!("arbiter stopped");
     Ok(())
 }
+
+/// How long a decision waits for an actuator to read a never-seen capacity.
+const CAPACITY_ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a status request waits for the same, per target without a record.
+const STATUS_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Control verbs the arbiter answers: `nova.ctl.<verb>`.
 pub const CONTROL_VERBS: [&str; 4] = ["status", "pause", "resume", "scale"];
@@ -314,7 +320,17 @@ impl Arbiter {
         let capacity = kv::load::<CapacityRecord>(&self.capacities, &target.name)
             .await?
             .map(|v| v.value);
+        // The record keeps the backend's last error; a target never read
+        // has no record, so ask an actuator why.
+        let backend_error = match &capacity {
+            Some(record) => record.error.as_ref().map(|e| e.message.clone()),
+            None => self
+                .ask_capacity(&target.name, STATUS_ASK_TIMEOUT)
+                .await
+                .err(),
+        };
         Ok(TargetStatus {
+            backend_error,
             target: target.name.clone(),
             min: target.min,
             max: target.max,
@@ -381,10 +397,18 @@ impl Arbiter {
             let mut capacity = kv::load::<CapacityRecord>(&self.capacities, &target.name)
                 .await?
                 .map(|v| v.value);
+            let mut unreadable = None;
             if capacity.is_none() && state.desired.is_none() {
-                capacity = self.ask_capacity(&target.name).await;
+                match self.ask_capacity(&target.name, CAPACITY_ASK_TIMEOUT).await {
+                    Ok(record) => capacity = Some(record),
+                    Err(error) => unreadable = Some(error),
+                }
             }
-            let verdict = arbitrate::decide(target, settings, &state, capacity.as_ref(), trigger);
+            let observed = Observed {
+                record: capacity.as_ref(),
+                unreadable: unreadable.as_deref(),
+            };
+            let verdict = arbitrate::decide(target, settings, &state, observed, trigger);
             let Some(next) = verdict.state else {
                 metrics::counter!(names::DECISIONS, "outcome" => Outcome::Duplicate.as_str())
                     .increment(1);
@@ -413,30 +437,31 @@ impl Arbiter {
     }
 
     /// Asks an actuator to read a target's capacity now (`nova.ctl.capacity`);
-    /// `None` if none answers in time or the backend cannot say.
-    async fn ask_capacity(&self, target: &str) -> Option<CapacityRecord> {
+    /// the error says why there is none: no actuator answered in time, or
+    /// the backend cannot be read (the actuator's one-line reason).
+    async fn ask_capacity(&self, target: &str, limit: Duration) -> Result<CapacityRecord, String> {
         let subject = subjects::control(CAPACITY_VERB);
         let request = self.client.request(subject, target.to_string().into());
-        let reply = match tokio::time::timeout(Duration::from_secs(10), request).await {
+        let reply = match tokio::time::timeout(limit, request).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => {
                 tracing::warn!(%error, target, "no actuator answered a capacity request");
-                return None;
+                return Err(format!("no actuator answered: {error}"));
             }
             Err(_) => {
                 tracing::warn!(target, "capacity request timed out");
-                return None;
+                return Err(format!("no actuator answered within {} s", limit.as_secs()));
             }
         };
         match nova_shared::codec::decode(&reply.payload, nova_shared::codec::Encoding::MsgPack) {
-            Ok(CapacityAnswer::Capacity(record)) => Some(record),
+            Ok(CapacityAnswer::Capacity(record)) => Ok(record),
             Ok(CapacityAnswer::Error(error)) => {
-                tracing::warn!(target, %error, "actuator cannot read capacity");
-                None
+                tracing::warn!(target, "actuator cannot read capacity: {error}");
+                Err(error)
             }
             Err(error) => {
                 tracing::warn!(target, %error, "unreadable capacity answer");
-                None
+                Err(format!("unreadable answer from the actuator: {error}"))
             }
         }
     }

@@ -444,6 +444,7 @@ impl<'p> NovaRun<'p> {
             tier: self.state.tier.clone(),
             observed_ms: now,
             backend: "sim".into(),
+            ..Default::default()
         };
         let verdict = arbitrate::decide(
             self.target,

@@ -59,6 +59,7 @@ fn observed(target: &str, desired: u32, tier: Option<&str>) -> CapacityRecord {
         tier: tier.map(str::to_string),
         observed_ms: 0,
         backend: "sim".into(),
+        ..Default::default()
     }
 }
 
