@@ -53,8 +53,19 @@ pub fn status(status: &TargetStatus, now_ms: i64) -> String {
             "-".into()
         }
     };
+    let in_flight = status
+        .capacity
+        .as_ref()
+        .filter(|c| c.lease.as_ref().is_some_and(|l| l.expires_ms > now_ms))
+        .map(|c| format!(", applying command {}", c.claimed_seq))
+        .unwrap_or_default();
+    let backend = status
+        .backend_error
+        .as_ref()
+        .map(|e| format!("\n  backend: {e}"))
+        .unwrap_or_default();
     format!(
-        "{name}: capacity {capacity}, bounds {min}..{max}, {paused}{dry}, cooldown up {up} down {down}\n  last: {last}",
+        "{name}: capacity {capacity}{in_flight}, bounds {min}..{max}, {paused}{dry}, cooldown up {up} down {down}\n  last: {last}{backend}",
         name = status.target,
         min = status.min,
         max = status.max,

@@ -31,8 +31,27 @@ use nova_shared::wire::{AuditRecord, ControlReply, ControlRequest, Direction};
 #[derive(Parser)]
 #[command(version, about = "NovaCron autoscaler control")]
 struct Cli {
+    /// How to print: sentences for people, or JSON for programs (one
+    /// document per reply; one line per record where records stream).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How a command prints what it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// Sentences and aligned columns.
+    Text,
+    /// JSON with the wire field names.
+    Json,
+}
+
+/// Prints `value` as one line of JSON.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -102,14 +121,14 @@ struct PauseArgs {
 }
 
 impl PauseArgs {
-    async fn send(self, verb: &str) -> anyhow::Result<ExitCode> {
+    async fn send(self, verb: &str, output: Output) -> anyhow::Result<ExitCode> {
         let request = ControlRequest {
             target: Some(self.target),
             direction: self.direction,
             reason: self.reason,
             desired: None,
         };
-        control_command(&self.control.nats_url, verb, request).await
+        control_command(&self.control.nats_url, verb, request, output).await
     }
 }
 
@@ -145,7 +164,7 @@ enum AuditCommand {
         /// Keep printing new records until Ctrl-C.
         #[arg(long, short = 'f')]
         follow: bool,
-        /// Print each record as one JSON line instead of a sentence.
+        /// Print each record as one JSON line (the same as `--output json`).
         #[arg(long)]
         json: bool,
     },
@@ -162,12 +181,14 @@ enum PolicyCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let output = cli.output;
+    match cli.command {
         Command::Run {
             common,
             no_sim_load,
             quiet,
-        } => run_all(common, no_sim_load, quiet).await?,
+        } => run_all(common, no_sim_load, quiet, output).await?,
         Command::Audit {
             command:
                 AuditCommand::Tail {
@@ -177,20 +198,23 @@ async fn main() -> anyhow::Result<ExitCode> {
                     follow,
                     json,
                 },
-        } => tail(&nats_url, target.as_deref(), last, follow, json).await?,
+        } => {
+            let json = json || output == Output::Json;
+            tail(&nats_url, target.as_deref(), last, follow, json).await?
+        }
         Command::Policy {
             command: PolicyCommand::Validate { file },
-        } => return Ok(validate(&file)),
+        } => return validate(&file, output),
         Command::Status { control, target } => {
             let request = ControlRequest {
                 target,
                 ..Default::default()
             };
-            return control_command(&control.nats_url, "status", request).await;
+            return control_command(&control.nats_url, "status", request, output).await;
         }
-        Command::Pause(args) => return args.send("pause").await,
+        Command::Pause(args) => return args.send("pause", output).await,
         Command::Backtest(args) => return backtest::run(*args),
-        Command::Resume(args) => return args.send("resume").await,
+        Command::Resume(args) => return args.send("resume", output).await,
         Command::Scale {
             control,
             target,
@@ -203,7 +227,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 reason,
                 desired: Some(desired),
             };
-            return control_command(&control.nats_url, "scale", request).await;
+            return control_command(&control.nats_url, "scale", request, output).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -214,6 +238,7 @@ async fn control_command(
     url: &str,
     verb: &str,
     request: ControlRequest,
+    output: Output,
 ) -> anyhow::Result<ExitCode> {
     nova_runtime::telemetry::init_tracing_at("warn");
     let client = nova_runtime::nats::connect(url, "novactl").await?;
@@ -226,12 +251,16 @@ async fn control_command(
     .map_err(|_| anyhow::anyhow!("no arbiter answered nova.ctl.{verb} within 10s"))?
     .map_err(|e| anyhow::anyhow!("nova.ctl.{verb}: {e} (is an arbiter running?)"))?;
     let reply: ControlReply = codec::decode(&answer.payload, Encoding::MsgPack)?;
-    if verb != "status" || !reply.ok {
-        println!("{}", reply.message);
-    }
-    let now = nova_runtime::now_ms();
-    for status in &reply.targets {
-        println!("{}", format::status(status, now));
+    if output == Output::Json {
+        print_json(&reply)?;
+    } else {
+        if verb != "status" || !reply.ok {
+            println!("{}", reply.message);
+        }
+        let now = nova_runtime::now_ms();
+        for status in &reply.targets {
+            println!("{}", format::status(status, now));
+        }
     }
     Ok(if reply.ok {
         ExitCode::SUCCESS
@@ -240,8 +269,93 @@ async fn control_command(
     })
 }
 
-fn validate(file: &std::path::Path) -> ExitCode {
-    match policy::load_file(file) {
+/// `policy validate --output json`: the verdict and every problem, for programs.
+#[derive(serde::Serialize)]
+struct Validation<'a> {
+    file: String,
+    ok: bool,
+    /// Targets and their rules, when valid.
+    targets: Vec<ValidTarget<'a>>,
+    /// Every problem, with its path in the file, when invalid.
+    problems: Vec<ValidationProblem>,
+}
+
+#[derive(serde::Serialize)]
+struct ValidTarget<'a> {
+    name: &'a str,
+    backend: &'static str,
+    min: u32,
+    max: u32,
+    rules: Vec<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct ValidationProblem {
+    path: String,
+    message: String,
+}
+
+fn validate(file: &std::path::Path, output: Output) -> anyhow::Result<ExitCode> {
+    let loaded = policy::load_file(file);
+    let code = if loaded.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    if output == Output::Json {
+        let mut report = Validation {
+            file: file.display().to_string(),
+            ok: loaded.is_ok(),
+            targets: vec![],
+            problems: vec![],
+        };
+        match &loaded {
+            Ok(policy) => {
+                report.targets = policy
+                    .targets
+                    .values()
+                    .map(|t| ValidTarget {
+                        name: &t.name,
+                        backend: t.backend.kind(),
+                        min: t.min,
+                        max: t.max,
+                        rules: t
+                            .rules
+                            .iter()
+                            .map(|r| r.name.as_str())
+                            .chain(t.tracking.iter().map(|r| r.name.as_str()))
+                            .collect(),
+                    })
+                    .collect();
+            }
+            Err(error @ policy::PolicyError::Read { .. }) => {
+                report.problems.push(ValidationProblem {
+                    path: String::new(),
+                    message: error.to_string(),
+                });
+            }
+            Err(error) => {
+                report.problems = error
+                    .problems()
+                    .iter()
+                    .map(|p| ValidationProblem {
+                        path: p.path.clone(),
+                        message: p.message.clone(),
+                    })
+                    .collect();
+            }
+        }
+        print_json(&report)?;
+        return Ok(code);
+    }
+    Ok(validate_text(file, loaded))
+}
+
+fn validate_text(
+    file: &std::path::Path,
+    loaded: Result<policy::Policy, policy::PolicyError>,
+) -> ExitCode {
+    match loaded {
         Ok(policy) => {
             println!("{}: ok", file.display());
             for target in policy.targets.values() {
@@ -297,7 +411,12 @@ fn validate(file: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn run_all(common: CommonArgs, no_sim_load: bool, quiet: bool) -> anyhow::Result<()> {
+async fn run_all(
+    common: CommonArgs,
+    no_sim_load: bool,
+    quiet: bool,
+    output: Output,
+) -> anyhow::Result<()> {
     let started = start("novactl-run", &common).await?;
     let (policy, client) = (started.policy, started.client);
     let signal = shutdown::on_ctrl_c();
@@ -311,6 +430,9 @@ async fn run_all(common: CommonArgs, no_sim_load: bool, quiet: bool) -> anyhow::
                     _ = &mut stop => break,
                     message = audit.next() => match message {
                         Some(message) => match codec::decode::<AuditRecord>(&message.payload, Encoding::MsgPack) {
+                            Ok(record) if output == Output::Json => {
+                                println!("{}", serde_json::to_string(&record).unwrap_or_default());
+                            }
                             Ok(record) => println!("{}", format::line(&record)),
                             Err(error) => eprintln!("unreadable audit record on {}: {error}", message.subject),
                         },
