@@ -13,8 +13,9 @@
 //!   running, or desired while none run.
 //! - **HPA** is [`tracking::Hpa`], the Kubernetes controller's algorithm with
 //!   its documented defaults: every `sync` seconds it reads the average cpu
-//!   of the last metrics window (metrics-server's resolution), delayed like
-//!   NovaCron's samples, and sets the replicas it computes.
+//!   of the last metrics window (metrics-server's resolution) that the metric
+//!   delay has delivered, the window ending at the newest reading's event
+//!   time as NovaCron's do, and sets the replicas it computes.
 //!
 //! Both fleets serve the same load with the same capacity per instance and
 //! warm-up. The cpu an instance reports is the offered load over the ready
@@ -504,12 +505,19 @@ impl HpaRun {
         while let Some(due) = self.delay.pop_due(now) {
             self.window.push_back((due.taken_ms, due.value));
         }
-        while self
-            .window
-            .front()
-            .is_some_and(|(taken, _)| *taken <= now - self.window_ms)
-        {
-            self.window.pop_front();
+        // The window ends at the newest delivered reading, in event time, as
+        // metrics-server's value is the average over the window ending at
+        // its own timestamp. Ending it at `now` would keep only the readings
+        // taken in the last (window − delay) seconds, and none at all once
+        // the delay reaches the window: the HPA would never act.
+        if let Some(&(newest, _)) = self.window.back() {
+            while self
+                .window
+                .front()
+                .is_some_and(|(taken, _)| *taken <= newest - self.window_ms)
+            {
+                self.window.pop_front();
+            }
         }
         if now >= self.next_sync {
             self.next_sync += self.sync_ms;
