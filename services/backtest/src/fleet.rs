@@ -18,16 +18,26 @@
 //!   first (they are the furthest from serving), then ready ones.
 //! - Ready instances serve up to `capacity_per_instance` requests per second
 //!   each; load beyond that is dropped.
-//! - CPU is `load / (ready · capacity_per_instance)`: the share of the ready
-//!   capacity the load asks for. It exceeds 1 when the fleet is overloaded,
-//!   which is what a proportional autoscaler (HPA's
-//!   `desired = ⌈ready · cpu / target⌉`) needs to size a scale-up; a real
-//!   cpu gauge would saturate at 1 and hide how far behind the fleet is.
-//!   With no instance ready, cpu is 1 if there is any load (saturated: all of
-//!   it is dropped) and 0 if there is none.
+//! - CPU follows the fleet's [`CpuModel`]. By default it saturates, as a
+//!   real cpu gauge does: `min(1, load / (ready · capacity_per_instance))`,
+//!   the share of the ready capacity the served load uses. Under overload
+//!   it reads 100 % however far behind the fleet is, so a proportional
+//!   autoscaler (HPA's `desired = ⌈ready · cpu / target⌉`) underestimates
+//!   the scale-up it needs: its real weakness, which the backtest must
+//!   show. [`CpuModel::Unbounded`] keeps the earlier model, `load / (ready ·
+//!   capacity_per_instance)` above 1 under overload (as if cpu measured the
+//!   work asked for, not done), to compare with it. The request rate a
+//!   replay reports is the offered load in both models, never capped.
+//!   With no instance ready, cpu is 1 if there is any load (saturated: all
+//!   of it is dropped) and 0 if there is none.
+//! - The cpu averaged over all provisioned instances, warming ones at 0 (the
+//!   HPA's rule for pods not yet ready), is the served load over provisioned
+//!   capacity when saturating, the offered load when unbounded.
 
 use nova_shared::units::secs_to_ms;
 use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
 
 use thiserror::Error;
 
@@ -39,6 +49,54 @@ pub enum FleetError {
     InvalidCapacity(f64),
 }
 
+/// How an instance's cpu answers a load beyond its capacity; see the module
+/// docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuModel {
+    /// `min(1, load / ready capacity)`: a real gauge, at most 100 %.
+    #[default]
+    Saturating,
+    /// `load / ready capacity`, above 100 % under overload: the earlier
+    /// model, which tells an autoscaler how far behind the fleet is.
+    Unbounded,
+}
+
+impl CpuModel {
+    /// The names [`FromStr`] accepts, in the order of the variants.
+    pub const NAMES: [&'static str; 2] = ["saturating", "unbounded"];
+
+    /// Its name, as [`FromStr`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuModel::Saturating => Self::NAMES[0],
+            CpuModel::Unbounded => Self::NAMES[1],
+        }
+    }
+}
+
+impl fmt::Display for CpuModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A cpu model name that is not one of [`CpuModel::NAMES`].
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("unknown cpu model {0:?}; expected saturating or unbounded")]
+pub struct UnknownCpuModel(pub String);
+
+impl FromStr for CpuModel {
+    type Err = UnknownCpuModel;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "saturating" => Ok(CpuModel::Saturating),
+            "unbounded" => Ok(CpuModel::Unbounded),
+            other => Err(UnknownCpuModel(other.to_string())),
+        }
+    }
+}
+
 /// What the fleet looked like at one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FleetObservation {
@@ -46,8 +104,12 @@ pub struct FleetObservation {
     pub ready: u32,
     /// Instances ready or warming up: what is billed.
     pub provisioned: u32,
-    /// Load over ready capacity; above 1 when overloaded (see the module docs).
+    /// Each ready instance's cpu, a ratio: at most 1 when saturating, the
+    /// load over ready capacity when unbounded (see the module docs).
     pub cpu: f64,
+    /// The cpu averaged over provisioned instances, warming ones at 0: what
+    /// the HPA reads (its rule for pods not yet ready).
+    pub provisioned_cpu: f64,
     /// Requests per second served.
     pub served_rps: f64,
     /// Requests per second dropped for want of ready capacity.
@@ -65,6 +127,7 @@ struct WarmingCohort {
 #[derive(Debug, Clone)]
 pub struct Fleet {
     capacity_per_instance: f64,
+    cpu_model: CpuModel,
     warmup_ms: i64,
     ready: u32,
     /// In the order they were added; one entry per scale-up, so a scale-up
@@ -74,18 +137,20 @@ pub struct Fleet {
 
 impl Fleet {
     /// A fleet of `initial` ready instances that each serve
-    /// `capacity_per_instance` requests per second and warm up for
-    /// `warmup_secs` after a scale-up.
+    /// `capacity_per_instance` requests per second, warm up for
+    /// `warmup_secs` after a scale-up and report cpu by `cpu_model`.
     pub fn new(
         initial: u32,
         capacity_per_instance: f64,
         warmup_secs: u64,
+        cpu_model: CpuModel,
     ) -> Result<Self, FleetError> {
         if !(capacity_per_instance.is_finite() && capacity_per_instance > 0.0) {
             return Err(FleetError::InvalidCapacity(capacity_per_instance));
         }
         Ok(Fleet {
             capacity_per_instance,
+            cpu_model,
             warmup_ms: secs_to_ms(warmup_secs),
             ready: initial,
             warming: VecDeque::new(),
@@ -136,18 +201,29 @@ impl Fleet {
             0.0
         };
         let ready_capacity = f64::from(self.ready) * self.capacity_per_instance;
+        let served_rps = load_rps.min(ready_capacity);
+        // The work the cpu gauge counts: what is served when it saturates,
+        // what is asked for when it does not.
+        let busy_rps = match self.cpu_model {
+            CpuModel::Saturating => served_rps,
+            CpuModel::Unbounded => load_rps,
+        };
         let cpu = if self.ready > 0 {
-            load_rps / ready_capacity
+            busy_rps / ready_capacity
         } else if load_rps > 0.0 {
             1.0
         } else {
             0.0
         };
-        let served_rps = load_rps.min(ready_capacity);
+        let provisioned = self.provisioned();
+        // At least one instance's capacity, so an empty fleet reads its load
+        // (as before the models were named) rather than dividing by zero.
+        let provisioned_capacity = f64::from(provisioned.max(1)) * self.capacity_per_instance;
         FleetObservation {
             ready: self.ready,
-            provisioned: self.provisioned(),
+            provisioned,
             cpu,
+            provisioned_cpu: busy_rps / provisioned_capacity,
             served_rps,
             dropped_rps: load_rps - served_rps,
         }
@@ -241,7 +317,8 @@ mod tests {
                 events: vec![
                     (0, Step(100.0), Some((2, 2, 0.5, 100.0, 0.0))),
                     (1, Step(200.0), Some((2, 2, 1.0, 200.0, 0.0))),
-                    (2, Step(300.0), Some((2, 2, 1.5, 200.0, 100.0))),
+                    // Saturated: the cpu of an overload is 100 %.
+                    (2, Step(300.0), Some((2, 2, 1.0, 200.0, 100.0))),
                     (3, Step(0.0), Some((2, 2, 0.0, 0.0, 0.0))),
                 ],
             },
@@ -251,8 +328,8 @@ mod tests {
                 warmup_secs: 30,
                 events: vec![
                     (0, Desire(3), None),
-                    (0, Step(200.0), Some((1, 3, 2.0, 100.0, 100.0))),
-                    (29, Step(200.0), Some((1, 3, 2.0, 100.0, 100.0))),
+                    (0, Step(200.0), Some((1, 3, 1.0, 100.0, 100.0))),
+                    (29, Step(200.0), Some((1, 3, 1.0, 100.0, 100.0))),
                     (30, Step(200.0), Some((3, 3, 200.0 / 300.0, 200.0, 0.0))),
                 ],
             },
@@ -333,7 +410,8 @@ mod tests {
             },
         ];
         for case in cases {
-            let mut fleet = Fleet::new(case.initial, 100.0, case.warmup_secs).expect("valid fleet");
+            let mut fleet = Fleet::new(case.initial, 100.0, case.warmup_secs, CpuModel::default())
+                .expect("valid fleet");
             for (index, (at_secs, event, seen)) in case.events.into_iter().enumerate() {
                 let now_ms = at_secs.saturating_mul(1000);
                 match event {
@@ -349,14 +427,102 @@ mod tests {
     }
 
     #[test]
+    fn cpu_follows_its_model() {
+        use CpuModel::{Saturating, Unbounded};
+        // Ready and warming instances, load; then (cpu, provisioned cpu)
+        // saturating and unbounded. 100 rps per instance.
+        type Row = (&'static str, u32, u32, f64, (f64, f64), (f64, f64));
+        let rows: [Row; 8] = [
+            ("under capacity", 2, 0, 100.0, (0.5, 0.5), (0.5, 0.5)),
+            ("at capacity", 2, 0, 200.0, (1.0, 1.0), (1.0, 1.0)),
+            (
+                "overloaded three times",
+                2,
+                0,
+                600.0,
+                (1.0, 1.0),
+                (3.0, 3.0),
+            ),
+            // Warming instances count at 0 % in the provisioned average.
+            (
+                "overloaded, two warming",
+                2,
+                2,
+                600.0,
+                (1.0, 0.5),
+                (3.0, 1.5),
+            ),
+            (
+                "under capacity, two warming",
+                2,
+                2,
+                100.0,
+                (0.5, 0.25),
+                (0.5, 0.25),
+            ),
+            // Nothing ready: the gauge of a dropped load is 100 %; nothing is
+            // served, so a saturating fleet's provisioned average is 0.
+            (
+                "none ready, one warming",
+                0,
+                1,
+                50.0,
+                (1.0, 0.0),
+                (1.0, 0.5),
+            ),
+            (
+                "none at all, under load",
+                0,
+                0,
+                50.0,
+                (1.0, 0.0),
+                (1.0, 0.5),
+            ),
+            ("none at all, no load", 0, 0, 0.0, (0.0, 0.0), (0.0, 0.0)),
+        ];
+        for (name, ready, warming, load, saturating, unbounded) in rows {
+            for (model, want) in [(Saturating, saturating), (Unbounded, unbounded)] {
+                let mut fleet = Fleet::new(ready, 100.0, 60, model).expect("valid fleet");
+                fleet.set_desired(0, ready + warming);
+                let o = fleet.step(1000, load);
+                assert_eq!((o.ready, o.provisioned), (ready, ready + warming), "{name}");
+                assert_eq!((o.cpu, o.provisioned_cpu), want, "{name}, {model}");
+                // Serving does not depend on how cpu is gauged.
+                let served = load.min(f64::from(ready) * 100.0);
+                assert_eq!(
+                    (o.served_rps, o.dropped_rps),
+                    (served, load - served),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cpu_models_by_name() {
+        for (name, model) in CpuModel::NAMES
+            .iter()
+            .zip([CpuModel::Saturating, CpuModel::Unbounded])
+        {
+            assert_eq!(name.parse::<CpuModel>(), Ok(model));
+            assert_eq!(model.to_string(), *name);
+        }
+        assert_eq!(CpuModel::default(), CpuModel::Saturating);
+        assert_eq!(
+            "capped".parse::<CpuModel>().unwrap_err().to_string(),
+            "unknown cpu model \"capped\"; expected saturating or unbounded"
+        );
+    }
+
+    #[test]
     fn rejects_bad_capacity() {
         for capacity in [0.0, -1.0, f64::INFINITY] {
             assert_eq!(
-                Fleet::new(1, capacity, 0).err(),
+                Fleet::new(1, capacity, 0, CpuModel::default()).err(),
                 Some(FleetError::InvalidCapacity(capacity))
             );
         }
-        assert!(Fleet::new(1, f64::NAN, 0).is_err());
+        assert!(Fleet::new(1, f64::NAN, 0, CpuModel::default()).is_err());
     }
 
     #[test]

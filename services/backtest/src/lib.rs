@@ -5,7 +5,8 @@
 //! Modules:
 //! - [`trace`]: reading load traces (one number per line, or CSV with timestamps; plain or gzip),
 //!   with scale, time compression and limit.
-//! - [`fleet`]: a simulated fleet stepped in event time (warm-up, dropped load, cpu), and a
+//! - [`fleet`]: a simulated fleet stepped in event time (warm-up, dropped load, and cpu that
+//!   saturates at 100 % by default or, as a flag, grows with the overload), and a
 //!   metric-pipeline delay.
 //! - [`elasticity`]: the SPEC Research Group elasticity metrics (accuracy, timeshare,
 //!   instability, jitter), SLO-violation time, instance-seconds and actions.

@@ -13,15 +13,20 @@
 //!   running, or desired while none run.
 //! - **HPA** is [`tracking::Hpa`], the Kubernetes controller's algorithm with
 //!   its documented defaults: every `sync` seconds it reads the average cpu
-//!   of the last metrics window (metrics-server's resolution), delayed like
-//!   NovaCron's samples, and sets the replicas it computes.
+//!   of the last metrics window (metrics-server's resolution) that the metric
+//!   delay has delivered, the window ending at the newest reading's event
+//!   time as NovaCron's do, and sets the replicas it computes.
 //!
 //! Both fleets serve the same load with the same capacity per instance and
-//! warm-up. The cpu an instance reports is the offered load over the ready
-//! capacity; above 100 % it means load the ready instances cannot serve, as a
-//! pod's usage can exceed its request. For the HPA, instances still warming
-//! up count as 0 % (its rule for pods not yet ready when scaling up), so the
-//! utilisation it reads is the load over all provisioned capacity.
+//! warm-up, and gauge cpu by the same [`CpuModel`]: by default it saturates
+//! at 100 % as a real gauge does, so under overload neither autoscaler sees
+//! how far behind the fleet is from cpu; [`CpuModel::Unbounded`] reports the
+//! offered load over the ready capacity instead, above 100 % under overload.
+//! The `requests` sample is the offered load in both models, so
+//! `requests_per_instance` still measures an overload. For the HPA,
+//! instances still warming up count as 0 % (its rule for pods not yet ready
+//! when scaling up): it reads the cpu averaged over all provisioned
+//! instances.
 
 use nova_shared::units::secs_to_ms;
 use std::collections::VecDeque;
@@ -36,7 +41,7 @@ use thiserror::Error;
 use crate::elasticity::{
     ElasticityError, ElasticityMeter, ElasticityMetrics, IntervalSample, demand_instances,
 };
-use crate::fleet::{Fleet, FleetError, MetricDelay};
+use crate::fleet::{CpuModel, Fleet, FleetError, MetricDelay};
 use crate::trace::Trace;
 
 /// The cpu metric both autoscalers read, in canonical units (a ratio).
@@ -57,13 +62,15 @@ pub struct ReplayConfig {
     pub metric_delay_secs: u64,
     /// Seconds between NovaCron's samples, each the average over them.
     pub sample_every_secs: u64,
+    /// How both fleets gauge cpu under overload.
+    pub cpu_model: CpuModel,
     /// The HPA reference's settings.
     pub hpa: HpaConfig,
 }
 
 impl ReplayConfig {
     /// Replays `target` with the sim backend's fleet, no metric delay, a
-    /// sample every second and the HPA's defaults.
+    /// sample every second, saturating cpu and the HPA's defaults.
     pub fn for_target(target: &str) -> Self {
         ReplayConfig {
             target: target.to_string(),
@@ -72,6 +79,7 @@ impl ReplayConfig {
             initial: None,
             metric_delay_secs: 0,
             sample_every_secs: 1,
+            cpu_model: CpuModel::default(),
             hpa: HpaConfig::default(),
         }
     }
@@ -167,6 +175,8 @@ pub struct ResolvedSettings {
     pub metric_delay_secs: u64,
     /// Seconds between NovaCron's samples.
     pub sample_every_secs: u64,
+    /// How the fleets gauge cpu under overload.
+    pub cpu_model: CpuModel,
     /// The HPA's cpu target, a ratio, and where it came from.
     pub hpa_target_cpu: f64,
     /// Why that target.
@@ -333,6 +343,7 @@ fn resolve(target: &Target, config: &ReplayConfig) -> Result<ResolvedSettings, R
         warmup_secs,
         metric_delay_secs: config.metric_delay_secs,
         sample_every_secs: config.sample_every_secs,
+        cpu_model: config.cpu_model,
         hpa_target_cpu,
         hpa_target_source,
         hpa_sync_secs: config.hpa.sync_secs,
@@ -383,7 +394,12 @@ impl<'p> NovaRun<'p> {
         Ok(NovaRun {
             target,
             settings: ArbiterSettings::for_target(target, policy.evaluation.refire_secs),
-            fleet: Fleet::new(s.initial, s.capacity_per_instance, s.warmup_secs)?,
+            fleet: Fleet::new(
+                s.initial,
+                s.capacity_per_instance,
+                s.warmup_secs,
+                s.cpu_model,
+            )?,
             delay: MetricDelay::new(s.metric_delay_secs),
             evaluator: Evaluator::new(policy),
             state: TargetState::default(),
@@ -477,7 +493,6 @@ struct HpaRun {
     sync_ms: i64,
     next_sync: i64,
     hpa: tracking::Hpa,
-    capacity_per_instance: f64,
     actions: u64,
 }
 
@@ -485,32 +500,41 @@ impl HpaRun {
     fn new(s: &ResolvedSettings, interval_ms: i64) -> Result<Self, ReplayError> {
         let sync_ms = secs_to_ms(s.hpa_sync_secs);
         Ok(HpaRun {
-            fleet: Fleet::new(s.initial, s.capacity_per_instance, s.warmup_secs)?,
+            fleet: Fleet::new(
+                s.initial,
+                s.capacity_per_instance,
+                s.warmup_secs,
+                s.cpu_model,
+            )?,
             delay: MetricDelay::new(s.metric_delay_secs),
             window: VecDeque::new(),
             window_ms: secs_to_ms(s.hpa_metric_window_secs),
             sync_ms: sync_ms.max(interval_ms),
             next_sync: sync_ms,
             hpa: tracking::Hpa::new(s.hpa_target_cpu, s.min, s.max),
-            capacity_per_instance: s.capacity_per_instance,
             actions: 0,
         })
     }
 
     fn step(&mut self, now: i64, load: f64) -> (u32, u32) {
         let observation = self.fleet.step(now, load);
-        let provisioned = f64::from(observation.provisioned.max(1));
-        self.delay
-            .push(now, load / (provisioned * self.capacity_per_instance));
+        self.delay.push(now, observation.provisioned_cpu);
         while let Some(due) = self.delay.pop_due(now) {
             self.window.push_back((due.taken_ms, due.value));
         }
-        while self
-            .window
-            .front()
-            .is_some_and(|(taken, _)| *taken <= now - self.window_ms)
-        {
-            self.window.pop_front();
+        // The window ends at the newest delivered reading, in event time, as
+        // metrics-server's value is the average over the window ending at
+        // its own timestamp. Ending it at `now` would keep only the readings
+        // taken in the last (window − delay) seconds, and none at all once
+        // the delay reaches the window: the HPA would never act.
+        if let Some(&(newest, _)) = self.window.back() {
+            while self
+                .window
+                .front()
+                .is_some_and(|(taken, _)| *taken <= newest - self.window_ms)
+            {
+                self.window.pop_front();
+            }
         }
         if now >= self.next_sync {
             self.next_sync += self.sync_ms;
@@ -591,6 +615,61 @@ horizontal_scaling_rules:
         );
         assert!(result.novacron.metrics.actions > 0 && result.hpa.metrics.actions > 0);
         assert_eq!(result.demand[700], 15);
+    }
+
+    #[test]
+    fn the_hpa_sizes_an_overload_by_the_cpu_it_can_see() {
+        // At 1500 rps on 2 instances of 100 rps, a saturating gauge reads
+        // 100 %, so the HPA's first step is ⌈2 · 1.0 / 0.5⌉ = 4, and while
+        // the new ones warm up at 0 % it reads less; it climbs 2, 4, 6, 10,
+        // 16, 24, 30. An unbounded one reads 750 %, asking for 30 at once,
+        // held to the scale-up limit of max(double, +4): 2, 6, 12, 24, 30.
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        for (model, first_step, covers_after) in
+            [(CpuModel::Saturating, 4, 63), (CpuModel::Unbounded, 6, 48)]
+        {
+            let config = ReplayConfig {
+                cpu_model: model,
+                ..config()
+            };
+            let result = replay(&policy, &step_trace(), &config, |_| {}).unwrap();
+            let supply = &result.hpa.supply;
+            let first_up = supply[607..].iter().find(|s| **s > 2).copied();
+            assert_eq!(first_up, Some(first_step), "{model}");
+            assert_eq!(
+                crate::report::time_to_cover(&result.demand, supply),
+                Some(covers_after),
+                "{model}"
+            );
+            assert_eq!(supply[supply.len() - 1], 30, "{model}");
+        }
+    }
+
+    #[test]
+    fn the_request_rate_is_never_capped() {
+        // 150 requests per instance is more than an instance serves (100):
+        // only the offered load, not the served one, can exceed it. The rule
+        // fires the same way whatever the cpu model.
+        let policy = POLICY.replace(
+            "avg_cpu > 70% for 15 seconds",
+            "requests_per_instance > 150 for 15 seconds",
+        );
+        let policy = from_yaml(&policy, "p.yaml").unwrap();
+        let runs = [CpuModel::Saturating, CpuModel::Unbounded].map(|cpu_model| {
+            let config = ReplayConfig {
+                cpu_model,
+                ..config()
+            };
+            replay(&policy, &step_trace(), &config, |_| {}).unwrap()
+        });
+        for run in &runs {
+            assert!(
+                run.novacron.supply[607..].iter().any(|s| *s > 2),
+                "requests_per_instance fires on {} / 2 instances",
+                run.demand[700]
+            );
+        }
+        assert_eq!(runs[0].novacron.supply, runs[1].novacron.supply);
     }
 
     #[test]

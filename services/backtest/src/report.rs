@@ -53,7 +53,7 @@ pub fn markdown(comparison: &Comparison) -> String {
     let _ = writeln!(
         out,
         "target {} (min {}, max {}, start {}), {} rps per instance, warm-up {} s, metric delay {} s, \
-         NovaCron samples every {} s; HPA: cpu target {:.0}% ({}), sync {} s, metric window {} s, tolerance 0.1, default behavior",
+         NovaCron samples every {} s, cpu {}; HPA: cpu target {:.0}% ({}), sync {} s, metric window {} s, tolerance 0.1, default behavior",
         s.target,
         s.min,
         s.max,
@@ -62,6 +62,7 @@ pub fn markdown(comparison: &Comparison) -> String {
         s.warmup_secs,
         s.metric_delay_secs,
         s.sample_every_secs,
+        s.cpu_model,
         s.hpa_target_cpu * 100.0,
         s.hpa_target_source,
         s.hpa_sync_secs,
@@ -120,6 +121,7 @@ pub fn time_to_cover(demand: &[u32], supply: &[u32]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::CpuModel;
     use crate::replay::{Comparison, ResolvedSettings, Run};
 
     fn metrics(actions: u64) -> ElasticityMetrics {
@@ -179,6 +181,7 @@ mod tests {
                 warmup_secs: 10,
                 metric_delay_secs: 0,
                 sample_every_secs: 1,
+                cpu_model: CpuModel::Saturating,
                 hpa_target_cpu: 0.5,
                 hpa_target_source: "given".into(),
                 hpa_sync_secs: 15,
@@ -197,7 +200,7 @@ mod tests {
         );
         assert!(table.contains("| jitter j | adaptations/h, best at 0 | -4.50 | -4.50 |"));
         assert!(table.contains("| actions | scaling changes | 7 | 9 |"));
-        assert!(table.contains("HPA: cpu target 50% (given)"));
+        assert!(table.contains("samples every 1 s, cpu saturating; HPA: cpu target 50% (given)"));
         assert!(
             table.contains(
                 "| time to cover the largest demand step | s, until ready ≥ demand | 1 | 1 |"

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use nova_backtest::chart::{self, ChartLayout, SupplyChart, SupplyRun};
+use nova_backtest::fleet::CpuModel;
 use nova_backtest::progress::Progress;
 use nova_backtest::replay::{self, HpaConfig, ReplayConfig};
 use nova_backtest::report;
@@ -58,6 +59,12 @@ pub struct BacktestArgs {
     /// metrics agent's push interval).
     #[arg(long, default_value_t = 1)]
     sample_every: u64,
+    /// How an instance's cpu answers an overload: `saturating` (at most
+    /// 100 %, as a real gauge) or `unbounded` (load over ready capacity,
+    /// above 100 %, the model before saturation was the default). The
+    /// request rate is never capped.
+    #[arg(long, default_value_t = CpuModel::Saturating)]
+    cpu_model: CpuModel,
     /// The HPA's target cpu, e.g. 0.5 (default: from the policy's cpu rules).
     #[arg(long)]
     hpa_target: Option<f64>,
@@ -116,6 +123,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         initial: args.initial,
         metric_delay_secs: args.metric_delay,
         sample_every_secs: args.sample_every,
+        cpu_model: args.cpu_model,
         hpa: HpaConfig {
             target_cpu: args.hpa_target,
             sync_secs: args.hpa_sync,
