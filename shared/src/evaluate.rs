@@ -309,12 +309,12 @@ impl Evaluator {
     /// Evaluates samples for one target (one message: a batch from ingest)
     /// and groups the firings into triggers, one per event time and kind
     /// (horizontal, vertical) at which rules fired. A group of only
-    /// scale-downs at the target's newest event time is held back (see
-    /// the module docs): it comes out of a later call, once a later sample of the
-    /// target arrives, or out of [`Evaluator::flush_held`] once it has waited
-    /// the grace. `now_ms` is the wall clock, for the future-skew check and
-    /// the grace. Rejected samples are returned with their index so the
-    /// caller can dead-letter them.
+    /// scale-downs at the target's newest event time is held back (see the
+    /// module docs): it comes out of a later call, once a later sample of
+    /// the target arrives, or out of [`Evaluator::flush_held`] once it has
+    /// waited the grace. `now_ms` is the wall clock, for the future-skew
+    /// check and the grace. Rejected samples are returned with their index
+    /// so the caller can dead-letter them.
     pub fn observe_batch(
         &mut self,
         target: &str,
