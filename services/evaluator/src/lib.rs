@@ -16,10 +16,13 @@
 //! `nova_shared::evaluate`). A held trigger whose target falls silent is
 //! published once it has waited [`HoldBack::grace`] (2 s by default,
 //! `--down-grace-ms`): a ticker passes the wall clock in every quarter of
-//! the grace (between 50 and 500 ms), so it leaves at most that much after
-//! the grace. On shutdown, held triggers are published before the
+//! the grace (between 50 and 500 ms), so it leaves at most one tick after
+//! its grace. On shutdown, held triggers are published before the
 //! connection drains: their instant is over as far as this replica knows.
-//! Ups are never held.
+//! Ups are never held. The grace is the one wall-clock path: an up of the
+//! instant arriving more than the grace after its down finds the down
+//! already published, and two replicas whose ticks fall either side of that
+//! moment may publish differently composed triggers (different ids).
 //!
 //! Replicas: every replica may see every sample (plain subscription); they
 //! compute the same triggers with the same ids, and JetStream keeps one.
