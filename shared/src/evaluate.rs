@@ -19,9 +19,19 @@
 //!   (see [`crate::tracking`]).
 //! - Vertical firings travel in triggers of their own, apart from the
 //!   horizontal ones of the same instant.
+//! - Up beats down whatever order a target's metrics arrive in: a trigger of
+//!   only scale-downs at the target's newest event time `t` is held back
+//!   until a sample of the target with a later `ts` arrives (any metric),
+//!   and an up firing of `t` arriving meanwhile joins it, so the arbiter
+//!   decides both in one trigger. A held trigger whose target falls silent
+//!   is published once it has waited a wall-clock grace
+//!   ([`DEFAULT_DOWN_GRACE_MS`]), through [`Evaluator::flush_held`], which
+//!   the caller invokes with its clock. Up firings are never delayed. The
+//!   rules are in `evaluate/hold.rs`.
 //!
 //! The same sample stream therefore yields the same triggers whether it is
-//! replayed in one burst or arrives live.
+//! replayed in one burst or arrives live (a trigger held at the end of the
+//! stream comes out of [`Evaluator::drain_held`] or the grace).
 
 use crate::units::secs_to_ms;
 use std::collections::HashMap;
@@ -32,7 +42,9 @@ use crate::ids;
 use crate::policy::{Aggregation, Policy, ThresholdRule, TrackingRule};
 use crate::tracking::{self, Recommendations};
 use crate::units::Dimension;
-use crate::wire::{Direction, RuleFiring, Sample, ScaleAction, Trigger, TriggerSource};
+use crate::wire::{Direction, RuleFiring, Sample, ScaleAction, Trigger};
+
+mod hold;
 
 /// Why a sample was not evaluated.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -109,6 +121,8 @@ struct TargetSlot {
     metrics: HashMap<String, MetricSlot>,
     /// Current capacity, for `requests_per_instance` derived from `requests`.
     capacity: Option<u32>,
+    /// The target's event time and the firings of its newest instant.
+    instants: hold::Instants,
 }
 
 /// The metric whose rules may be fed from [`REQUESTS`] divided by capacity.
@@ -122,7 +136,12 @@ pub struct Evaluator {
     staleness_ms: i64,
     skew_ms: i64,
     refire_ms: i64,
+    down_grace_ms: i64,
 }
+
+/// How long (wall clock, ms) a held-back scale-down waits for a later sample
+/// of its target before it is published anyway: 2 s.
+pub const DEFAULT_DOWN_GRACE_MS: u64 = 2_000;
 
 impl Evaluator {
     /// An evaluator with empty state for every target in `policy`.
@@ -174,6 +193,7 @@ impl Evaluator {
                     tracking,
                     metrics,
                     capacity: None,
+                    instants: hold::Instants::default(),
                 };
                 (target.name.clone(), slot)
             })
@@ -184,6 +204,7 @@ impl Evaluator {
             staleness_ms: secs_to_ms(settings.staleness_secs),
             skew_ms: secs_to_ms(settings.max_future_skew_secs),
             refire_ms: secs_to_ms(settings.refire_secs),
+            down_grace_ms: DEFAULT_DOWN_GRACE_MS as i64,
         }
     }
 
@@ -285,9 +306,15 @@ impl Evaluator {
         }
     }
 
-    /// Evaluates samples for one target and groups the firings into
-    /// triggers, one per event time at which rules fired. Rejected samples
-    /// are returned with their index so the caller can dead-letter them.
+    /// Evaluates samples for one target (one message: a batch from ingest)
+    /// and groups the firings into triggers, one per event time and kind
+    /// (horizontal, vertical) at which rules fired. A group of only
+    /// scale-downs at the target's newest event time is held back (see the
+    /// module docs): it comes out of a later call, once a later sample of
+    /// the target arrives, or out of [`Evaluator::flush_held`] once it has
+    /// waited the grace. `now_ms` is the wall clock, for the future-skew
+    /// check and the grace. Rejected samples are returned with their index
+    /// so the caller can dead-letter them.
     pub fn observe_batch(
         &mut self,
         target: &str,
@@ -298,40 +325,74 @@ impl Evaluator {
         let mut rejected = Vec::new();
         let mut firings = Vec::new();
         for (i, sample) in samples.iter().enumerate() {
-            match self.observe(target, sample, now_ms, &mut firings) {
-                Ok(_) if firings.is_empty() => {}
-                Ok(_) => {
-                    let (vertical, horizontal): (Vec<RuleFiring>, Vec<RuleFiring>) = firings
-                        .drain(..)
-                        .partition(|f| f.action == ScaleAction::NextTier);
-                    for fired in [horizontal, vertical] {
-                        if fired.is_empty() {
-                            continue;
-                        }
-                        let is_vertical = fired[0].action == ScaleAction::NextTier;
-                        let same_instant = triggers.iter_mut().rev().take(2).find(|t| {
-                            t.ts == sample.ts
-                                && (t.firings[0].action == ScaleAction::NextTier) == is_vertical
-                        });
-                        match same_instant {
-                            Some(trigger) => trigger.firings.extend(fired),
-                            None => triggers.push(Trigger {
-                                id: String::new(),
-                                ts: sample.ts,
-                                target: target.to_string(),
-                                source: TriggerSource::Rule,
-                                firings: fired,
-                            }),
-                        }
-                    }
-                }
-                Err(e) => rejected.push((i, e)),
+            let result = self.observe(target, sample, now_ms, &mut firings);
+            let accepted = result.is_ok();
+            if let Err(e) = result {
+                rejected.push((i, e));
             }
+            // A rejected sample moves no clock, unless it was rejected after
+            // its rules ran (a derived `requests_per_instance` that is not
+            // finite): then its firings count as an accepted sample's.
+            if (accepted || !firings.is_empty())
+                && let Some(slot) = self.targets.get_mut(target)
+            {
+                slot.instants
+                    .record(target, sample.ts, firings.drain(..), &mut triggers);
+            }
+        }
+        if let Some(slot) = self.targets.get_mut(target) {
+            slot.instants.end_of_message(target, now_ms, &mut triggers);
         }
         for trigger in &mut triggers {
             trigger.id = trigger_id(trigger);
         }
         (triggers, rejected)
+    }
+
+    /// The held-back scale-down triggers that have waited the grace by
+    /// wall-clock `now_ms`, ordered by target and event time. The service
+    /// calls it on a periodic tick, so a target whose samples stop still
+    /// scales down.
+    pub fn flush_held(&mut self, now_ms: i64) -> Vec<Trigger> {
+        let grace_ms = self.down_grace_ms;
+        self.take_held(|instants, target, out| {
+            instants.flush_due(target, now_ms, grace_ms, out);
+        })
+    }
+
+    /// Every held-back trigger, whatever its wait: at the end of a replay,
+    /// or when the service shuts down.
+    pub fn drain_held(&mut self) -> Vec<Trigger> {
+        self.take_held(|instants, target, out| instants.drain(target, out))
+    }
+
+    /// How many targets have a scale-down held back.
+    pub fn held(&self) -> usize {
+        self.targets.values().filter(|t| t.instants.holds()).count()
+    }
+
+    /// Sets how long (wall clock) a held-back scale-down waits for its
+    /// instant to end before [`Evaluator::flush_held`] publishes it anyway.
+    pub fn with_down_grace_ms(mut self, grace_ms: u64) -> Self {
+        self.down_grace_ms = i64::try_from(grace_ms).unwrap_or(i64::MAX);
+        self
+    }
+
+    fn take_held(
+        &mut self,
+        mut take: impl FnMut(&mut hold::Instants, &str, &mut Vec<Trigger>),
+    ) -> Vec<Trigger> {
+        let mut triggers = Vec::new();
+        for (target, slot) in &mut self.targets {
+            if slot.instants.holds() {
+                take(&mut slot.instants, target, &mut triggers);
+            }
+        }
+        triggers.sort_by(|a, b| (&a.target, a.ts).cmp(&(&b.target, b.ts)));
+        for trigger in &mut triggers {
+            trigger.id = trigger_id(trigger);
+        }
+        triggers
     }
 }
 

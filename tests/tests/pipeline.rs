@@ -987,3 +987,95 @@ target_tracking_rules:
     wait_capacity(&client, "web", 8).await;
     pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_beats_down_when_they_arrive_on_separate_subjects_at_one_instant() {
+    // Issue 8: a cpu down sample, then a queue_depth up sample on its own
+    // subject with the same ts, used to act twice (4 -> 3, then 3 -> 5).
+    let policy = r#"
+metrics: {cpu: {unit: percent}}
+targets:
+  web: {rules: [cpu, queue], min: 1, max: 20, backend: {sim: {initial: 4, warmup_secs: 0}}}
+horizontal_scaling_rules:
+  cpu:
+    scale_up: {condition: "avg_cpu > 70%", action: "add 2 instances"}
+    scale_down: {condition: "avg_cpu < 30%", action: "remove 1 instance", cooldown: 0}
+  queue:
+    scale_up: {condition: "queue_depth > 1000", action: "add 2 instances", cooldown: 60}
+"#;
+    let policy = Arc::new(from_yaml(policy, "updown.yaml").expect("policy"));
+    let nats = NatsServer::start().await;
+    let client = nats.client().await;
+    let mut audit = AuditReader::new(&client).await;
+    let pipeline = Pipeline::start(&nats, policy).await;
+    wait_capacity(&client, "web", 4).await;
+    let ts = nova_runtime::now_ms() - 60_000;
+    let sample = |value: f64, ts: i64| rmp_serde::to_vec_named(&json!({"value": value, "ts": ts}));
+    publish(
+        &client,
+        subjects::metrics("web", "cpu"),
+        sample(10.0, ts).unwrap(),
+        false,
+    )
+    .await;
+    publish(
+        &client,
+        subjects::metrics("web", "queue_depth"),
+        sample(1500.0, ts).unwrap(),
+        false,
+    )
+    .await;
+    // A marker: 30 s later (event time) the queue rule fires again, into its
+    // cooldown. The evaluator publishes in event-time order and the arbiter
+    // decides in stream order, so whatever the first instant produced is
+    // decided before the marker.
+    publish(
+        &client,
+        subjects::metrics("web", "queue_depth"),
+        sample(1500.0, ts + 30_000).unwrap(),
+        false,
+    )
+    .await;
+    audit
+        .wait_for("the marker's decision", |r| {
+            r.kind == AuditKind::Decision && r.ts == ts + 30_000
+        })
+        .await;
+    let decisions: Vec<(&str, Option<u32>, Option<u32>, Option<&str>)> = audit
+        .seen
+        .iter()
+        .filter(|r| r.kind == AuditKind::Decision)
+        .map(|r| (r.outcome.as_str(), r.from, r.to, r.rule.as_deref()))
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("scale", Some(4), Some(6), Some("queue.scale_up")),
+            ("cooldown", Some(6), Some(6), Some("queue.scale_up")),
+        ],
+        "one decision for the instant, up winning: {:#?}",
+        audit.seen
+    );
+    // The down did fire, and reached the arbiter in the up's trigger.
+    let fired = |rule: &str| {
+        audit
+            .seen
+            .iter()
+            .find(|r| r.kind == AuditKind::Trigger && r.ts == ts && r.rule.as_deref() == Some(rule))
+            .unwrap_or_else(|| panic!("{rule} fired: {:#?}", audit.seen))
+            .trigger_id
+            .clone()
+    };
+    let decision = audit
+        .seen
+        .iter()
+        .find(|r| r.kind == AuditKind::Decision)
+        .expect("decision");
+    assert_eq!(fired("cpu.scale_down"), decision.trigger_id);
+    assert_eq!(fired("queue.scale_up"), decision.trigger_id);
+    let commands: Vec<Command> = stream_messages(&client, COMMANDS_STREAM).await;
+    let steps: Vec<(u32, u32)> = commands.iter().map(|c| (c.from, c.desired)).collect();
+    assert_eq!(steps, [(4, 6)], "one command");
+    wait_capacity(&client, "web", 6).await;
+    pipeline.stop().await;
+}

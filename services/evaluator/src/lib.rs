@@ -10,6 +10,20 @@
 //! (checked on a ticker, see `nova_shared::fallback`) gets a trigger asking
 //! for the fallback capacity.
 //!
+//! Up beats down across subjects: a trigger of only scale-downs at a
+//! target's newest event time is held in the evaluator until a later sample
+//! of that target arrives, and an up of the same instant joins it (see
+//! `nova_shared::evaluate`). A held trigger whose target falls silent is
+//! published once it has waited [`HoldBack::grace`] (2 s by default,
+//! `--down-grace-ms`): a ticker passes the wall clock in every quarter of
+//! the grace (between 50 and 500 ms), so it leaves at most one tick after
+//! its grace. On shutdown, held triggers are published before the
+//! connection drains: their instant is over as far as this replica knows.
+//! Ups are never held. The grace is the one wall-clock path: an up of the
+//! instant arriving more than the grace after its down finds the down
+//! already published, and two replicas whose ticks fall either side of that
+//! moment may publish differently composed triggers (different ids).
+//!
 //! Replicas: every replica may see every sample (plain subscription); they
 //! compute the same triggers with the same ids, and JetStream keeps one.
 //! To spread the work, run replicas with `--partition K/N`: each evaluates
@@ -17,6 +31,7 @@
 //! target; run two replicas of each partition for availability.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
@@ -25,12 +40,13 @@ use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec::{self, Encoding};
-use nova_shared::evaluate::{Evaluator, Partition};
+use nova_shared::evaluate::{DEFAULT_DOWN_GRACE_MS, Evaluator, Partition};
 use nova_shared::fallback::SilenceWatch;
 use nova_shared::ids;
 use nova_shared::policy::Policy;
 use nova_shared::subjects;
 use nova_shared::wire::{AuditKind, AuditRecord, CapacityRecord, SampleBatch, Stage, Trigger};
+use tokio::time::MissedTickBehavior;
 
 /// Evaluator settings.
 #[derive(Debug, Clone)]
@@ -51,9 +67,43 @@ impl Config {
     }
 }
 
-/// Runs until `shutdown` completes.
+/// How long scale-downs wait for the rest of their instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldBack {
+    /// Wall-clock wait of a held scale-down whose target sends no later
+    /// sample, before it is published anyway (default 2 s).
+    pub grace: Duration,
+}
+
+impl Default for HoldBack {
+    fn default() -> Self {
+        HoldBack {
+            grace: Duration::from_millis(DEFAULT_DOWN_GRACE_MS),
+        }
+    }
+}
+
+impl HoldBack {
+    /// How often held triggers are checked: a quarter of the grace,
+    /// between 50 and 500 ms.
+    fn check_period(self) -> Duration {
+        (self.grace / 4).clamp(Duration::from_millis(50), Duration::from_millis(500))
+    }
+}
+
+/// Runs until `shutdown` completes, with the default [`HoldBack`].
 pub async fn run(
     config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SetupError> {
+    run_with(config, HoldBack::default(), client, shutdown).await
+}
+
+/// Runs until `shutdown` completes, holding scale-downs back as `hold` says.
+pub async fn run_with(
+    config: Config,
+    hold: HoldBack,
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
@@ -64,7 +114,8 @@ pub async fn run(
     let stage = Stage::Evaluator;
     let dead = DeadLetters::new(js.clone(), stage);
     let auditor = Auditor::new(js.clone(), stage);
-    let mut evaluator = Evaluator::new(&config.policy);
+    let grace_ms = u64::try_from(hold.grace.as_millis()).unwrap_or(u64::MAX);
+    let mut evaluator = Evaluator::new(&config.policy).with_down_grace_ms(grace_ms);
     let partition = config.partition;
     let mut silence = SilenceWatch::new(&config.policy, nova_runtime::now_ms());
     silence.retain(|target| partition.owns(target));
@@ -79,6 +130,8 @@ pub async fn run(
             source,
         })?;
     let mut silence_check = tokio::time::interval(fallback_check_period(&config.policy));
+    let mut hold_check = tokio::time::interval(hold.check_period());
+    hold_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let _ping = setup::ping(&client, stage).await?;
     tokio::pin!(shutdown);
     loop {
@@ -99,6 +152,12 @@ pub async fn run(
             }
             _ = silence_check.tick() => {
                 for trigger in silence.due(nova_runtime::now_ms()) {
+                    publish_trigger(&js, &auditor, &trigger).await;
+                }
+                continue;
+            }
+            _ = hold_check.tick() => {
+                for trigger in evaluator.flush_held(nova_runtime::now_ms()) {
                     publish_trigger(&js, &auditor, &trigger).await;
                 }
                 continue;
@@ -150,6 +209,9 @@ pub async fn run(
         }
     }
     let _ = subscription.unsubscribe().await;
+    for trigger in evaluator.drain_held() {
+        publish_trigger(&js, &auditor, &trigger).await;
+    }
     let _ = client.flush().await;
     tracing::info!("evaluator stopped");
     Ok(())
@@ -213,4 +275,19 @@ async fn emit(
         auditor.record(&record).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_triggers_are_checked_four_times_per_grace_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(HoldBack::default().grace, ms(2_000));
+        for (grace, period) in [(2_000, 500), (1_000, 250), (0, 50), (60_000, 500)] {
+            let hold = HoldBack { grace: ms(grace) };
+            assert_eq!(hold.check_period(), ms(period), "grace {grace} ms");
+        }
+    }
 }
