@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::policy::Policy;
+use crate::policy::{EvaluationSettings, Policy};
 use crate::subjects::is_valid_token;
 use crate::units::{self, Dimension, QuantityError, Unit};
 use crate::wire::{MetricSampleIn, Sample, SampleValue};
@@ -28,6 +28,25 @@ pub enum SampleError {
     /// The target is not in the policy.
     #[error("no target {0:?} in the policy")]
     UnknownTarget(String),
+    /// The event time is outside the window the receiver accepts.
+    #[error(
+        "metric {metric}: ts {ts} is {distance} the receiver's clock (at most {limit_secs} s {side} \
+         is accepted, `evaluation.{setting}`); send unix milliseconds from a synchronised clock"
+    )]
+    OutOfWindow {
+        /// Metric.
+        metric: String,
+        /// The sample's `ts`.
+        ts: i64,
+        /// How far off, in words (`7200 s behind`).
+        distance: String,
+        /// The limit that applies.
+        limit_secs: u64,
+        /// `ahead` or `behind`.
+        side: &'static str,
+        /// The policy setting that holds the limit.
+        setting: &'static str,
+    },
     /// The value could not be read.
     #[error("metric {metric}: {source}")]
     Value {
@@ -122,12 +141,47 @@ pub fn normalise(
             dimension,
         });
     }
+    let ts = sample.ts.unwrap_or(receive_ms);
+    check_window(&policy.evaluation, &metric, ts, receive_ms)?;
     Ok(Sample {
         metric,
         value,
-        ts: sample.ts.unwrap_or(receive_ms),
+        ts,
         instance: sample.instance.clone(),
     })
+}
+
+/// Event time must be near the receiver's clock: at most
+/// `max_future_skew_secs` ahead and `max_sample_age_secs` behind (0: no
+/// limit behind), and never before 1970. The arithmetic saturates, so no
+/// `ts` overflows.
+fn check_window(
+    settings: &EvaluationSettings,
+    metric: &str,
+    ts: i64,
+    receive_ms: i64,
+) -> Result<(), SampleError> {
+    let out = |distance: String, limit_secs, side, setting| SampleError::OutOfWindow {
+        metric: metric.to_string(),
+        ts,
+        distance,
+        limit_secs,
+        side,
+        setting,
+    };
+    let ahead_ms = ts.saturating_sub(receive_ms);
+    if ahead_ms > units::secs_to_ms(settings.max_future_skew_secs) {
+        let distance = format!("{} s ahead of", ahead_ms / 1000);
+        let limit = settings.max_future_skew_secs;
+        return Err(out(distance, limit, "ahead", "max_future_skew_secs"));
+    }
+    let behind_ms = receive_ms.saturating_sub(ts);
+    let age_limit = settings.max_sample_age_secs;
+    if ts < 0 || (age_limit > 0 && behind_ms > units::secs_to_ms(age_limit)) {
+        let distance = format!("{} s behind", behind_ms / 1000);
+        return Err(out(distance, age_limit, "behind", "max_sample_age_secs"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -257,6 +311,61 @@ horizontal_scaling_rules:
                 (Ok(s), Ok(w)) => assert_eq!((s.metric, s.value, s.ts), w, "{sample:?}"),
                 (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{sample:?}: {e}"),
                 (got, want) => panic!("{sample:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn event_time_window() {
+        let receive = 1_764_000_000_000;
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let mut no_age_limit = policy.clone();
+        no_age_limit.evaluation.max_sample_age_secs = 0;
+        let cases: [(&str, &Policy, i64, Result<(), &str>); 9] = [
+            ("now", &policy, receive, Ok(())),
+            ("300 s ahead: the limit", &policy, receive + 300_000, Ok(())),
+            (
+                "301 s ahead",
+                &policy,
+                receive + 301_000,
+                Err("301 s ahead of the receiver's clock (at most 300 s ahead"),
+            ),
+            (
+                "an hour behind: the limit",
+                &policy,
+                receive - 3_600_000,
+                Ok(()),
+            ),
+            (
+                "an hour and a second behind",
+                &policy,
+                receive - 3_601_000,
+                Err(
+                    "3601 s behind the receiver's clock (at most 3600 s behind is accepted, `evaluation.max_sample_age_secs`)",
+                ),
+            ),
+            ("i64::MAX", &policy, i64::MAX, Err("ahead of")),
+            ("i64::MIN", &policy, i64::MIN, Err("behind")),
+            (
+                "no age limit: a day behind",
+                &no_age_limit,
+                receive - 86_400_000,
+                Ok(()),
+            ),
+            (
+                "no age limit: still never before 1970",
+                &no_age_limit,
+                -1,
+                Err("behind"),
+            ),
+        ];
+        for (name, policy, ts, want) in cases {
+            let sample = input(None, SampleValue::Number(1.0), Some(ts));
+            let got = normalise(policy, "web", Some("cpu"), &sample, receive).map(|_| ());
+            match (got, want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
             }
         }
     }

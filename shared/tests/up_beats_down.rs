@@ -167,6 +167,7 @@ fn arbitrate(policy: &Policy, start: u32, triggers: &[Trigger]) -> (u32, Vec<Dir
             tier: None,
             observed_ms: trigger.ts,
             backend: "sim".into(),
+            ..Default::default()
         };
         let verdict = decide(target, settings, &state, Some(&observed), trigger);
         if let Some(command) = &verdict.command {

@@ -308,9 +308,26 @@ async fn malformed_payloads_are_dead_lettered_with_a_reason_and_the_pipeline_kee
         false,
     )
     .await;
+    // Event time outside the accepted window, either side, is refused at
+    // the edge too.
+    let now = nova_runtime::now_ms();
+    publish(
+        &w.client,
+        subject.clone(),
+        queue_depth(1.0, now + 3_600_000),
+        false,
+    )
+    .await;
+    publish(
+        &w.client,
+        subject.clone(),
+        queue_depth(1.0, now - 7_200_000),
+        false,
+    )
+    .await;
     let mut reasons = Vec::new();
-    within("four dead letters", WAIT, async {
-        while reasons.len() < 4 {
+    within("six dead letters", WAIT, async {
+        while reasons.len() < 6 {
             let message = dead.next().await.expect("dead letter");
             let letter: nova_shared::wire::DeadLetter =
                 codec::decode(&message.payload, codec::Encoding::MsgPack)
@@ -330,6 +347,14 @@ async fn malformed_payloads_are_dead_lettered_with_a_reason_and_the_pipeline_kee
         (
             "nova.metrics.nope.queue_depth",
             "no target \"nope\" in the policy",
+        ),
+        (
+            "nova.metrics.worker.queue_depth",
+            "s ahead of the receiver's clock (at most 300 s ahead",
+        ),
+        (
+            "nova.metrics.worker.queue_depth",
+            "s behind the receiver's clock (at most 3600 s behind",
         ),
     ];
     for ((subject, reason, _), (want_subject, want_reason)) in reasons.iter().zip(want) {

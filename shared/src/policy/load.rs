@@ -372,11 +372,17 @@ impl Walker {
 
     fn evaluation(&mut self, value: &Value, path: &str) -> EvaluationSettings {
         let mut settings = EvaluationSettings::default();
-        let keys = ["staleness_secs", "max_future_skew_secs", "refire_secs"];
+        let keys = [
+            "staleness_secs",
+            "max_future_skew_secs",
+            "max_sample_age_secs",
+            "refire_secs",
+        ];
         if let Some(map) = self.map(value, path, &keys) {
-            let fields: [(&str, &mut u64); 3] = [
+            let fields: [(&str, &mut u64); 4] = [
                 ("staleness_secs", &mut settings.staleness_secs),
                 ("max_future_skew_secs", &mut settings.max_future_skew_secs),
+                ("max_sample_age_secs", &mut settings.max_sample_age_secs),
                 ("refire_secs", &mut settings.refire_secs),
             ];
             for (key, slot) in fields {

@@ -56,6 +56,9 @@ pub struct EvaluationSettings {
     pub staleness_secs: u64,
     /// Samples stamped further than this ahead of the receiver's clock are rejected.
     pub max_future_skew_secs: u64,
+    /// Samples stamped further than this behind the receiver's clock are
+    /// rejected: too late to scale on (0: no limit, for replays of history).
+    pub max_sample_age_secs: u64,
     /// While a condition keeps holding, fire again at most this often.
     pub refire_secs: u64,
 }
@@ -65,6 +68,7 @@ impl Default for EvaluationSettings {
         EvaluationSettings {
             staleness_secs: 60,
             max_future_skew_secs: 300,
+            max_sample_age_secs: 3600,
             refire_secs: 30,
         }
     }
