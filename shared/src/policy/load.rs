@@ -14,7 +14,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use super::rule_text::{parse_action, parse_condition};
+use super::rule_text::{parse_action, parse_condition, split_aggregation};
 use super::{
     Backend, EcsBackend, EvaluationSettings, LoadCurve, Policy, SimBackend, Target, ThresholdRule,
     TierStep, TrackingRule,
@@ -301,6 +301,20 @@ impl Walker {
                     && let Some(unit) = c.written_unit
                 {
                     metric_units.entry(c.metric).or_insert(unit);
+                }
+            }
+        }
+        // A tracking rule's target written with a unit (`target: 60%`)
+        // tells the same, so `cpu` published as 60 is not read as a count.
+        if let Some(Value::Object(rules)) = top.get("target_tracking_rules") {
+            for rule in rules.values().filter_map(Value::as_object) {
+                let metric = rule.get("metric").and_then(Value::as_str);
+                let target = rule.get("target").and_then(Value::as_str);
+                if let (Some(metric), Some(target)) = (metric, target)
+                    && let Ok((_, Some(unit))) = units::parse_quantity(target)
+                {
+                    let (_, metric) = split_aggregation(metric.trim());
+                    metric_units.entry(metric.to_string()).or_insert(unit);
                 }
             }
         }
@@ -1046,6 +1060,28 @@ mod tests {
 
     const RUNBOOK: &str = include_str!("../../../deploy/policies/runbook.yaml");
     const DEMO: &str = include_str!("../../../deploy/policies/demo.yaml");
+
+    #[test]
+    fn bare_numbers_take_the_unit_written_in_thresholds_and_tracking_targets() {
+        let yaml = r#"
+targets:
+  w: {rules: [g, track], max: 9, backend: {sim: {initial: 1}}}
+horizontal_scaling_rules:
+  g:
+    scale_up: {condition: "p99_latency > 500ms", action: "add 1 instance"}
+target_tracking_rules:
+  track: {metric: avg_cpu, target: 60%}
+"#;
+        let policy = from_yaml(yaml, "p.yaml").unwrap();
+        let cases = [
+            ("cpu", Unit::Percent),
+            ("p99_latency", Unit::Ms),
+            ("queue_depth", Unit::Count),
+        ];
+        for (metric, want) in cases {
+            assert_eq!(policy.metric_unit(metric), want, "{metric}");
+        }
+    }
 
     fn problems(yaml: &str) -> Vec<String> {
         match from_yaml(yaml, "p.yaml") {
