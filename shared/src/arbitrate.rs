@@ -427,7 +427,7 @@ pub fn decide<'a>(
         limited_by = limit;
         let up_recent = state
             .last_up_signal
-            .filter(|up| ts - up < settings.up_signal_hold_ms);
+            .filter(|up| ts.saturating_sub(*up) < settings.up_signal_hold_ms);
         if state.paused_down {
             (
                 firing,
@@ -835,7 +835,7 @@ fn rule_bound(target: &Target, firing: &RuleFiring, up: bool) -> u32 {
 
 fn remaining(later_ms: i64, earlier_ms: i64) -> String {
     let ms = later_ms.saturating_sub(earlier_ms).max(0);
-    human_secs(u64::try_from((ms + 999) / 1000).unwrap_or(0))
+    human_secs(u64::try_from(ms.saturating_add(999) / 1000).unwrap_or(0))
 }
 
 #[cfg(test)]

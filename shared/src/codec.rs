@@ -1,10 +1,17 @@
 //! Encoding on the wire: MessagePack maps with field names, so any language
 //! can publish; JSON when the `Content-Type: application/json` header says so.
+//!
+//! Every decode here first passes the payload through [`scan`], which bounds
+//! its size and nesting without recursion, so no outside payload can
+//! exhaust the stack; records ([`decode_map`]) must be maps with field
+//! names, never positional arrays.
+
+pub mod scan;
 
 use serde::{Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
-use crate::wire::MetricSampleIn;
+use crate::wire::{MetricSampleIn, Sample, SampleBatch};
 
 /// The header value that selects JSON.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
@@ -41,6 +48,20 @@ impl Encoding {
 /// A payload that could not be decoded.
 #[derive(Debug, Error)]
 pub enum CodecError {
+    /// Refused before decoding: too large, too deep or malformed.
+    #[error("unreadable payload: {0}")]
+    Bounds(#[from] scan::ScanError),
+    /// A record sent as something other than a map of named fields.
+    #[error("expected a map of named fields, found {0}")]
+    NotAMap(&'static str),
+    /// More samples in one message than accepted.
+    #[error("{count} samples in one message; at most {limit} are accepted, split them")]
+    TooManySamples {
+        /// How many were sent.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Not valid MessagePack for the expected shape.
     #[error("invalid MessagePack: {0}")]
     MsgPack(#[from] rmp_serde::decode::Error),
@@ -57,24 +78,80 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(rmp_serde::to_vec_named(value)?)
 }
 
-/// Decodes a payload in the given encoding.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], encoding: Encoding) -> Result<T, CodecError> {
-    match encoding {
-        Encoding::MsgPack => Ok(rmp_serde::from_slice(bytes)?),
-        Encoding::Json => Ok(serde_json::from_slice(bytes)?),
+/// Encodes `samples` of `target` as batches of at most `max_bytes` each
+/// (the server's `max_payload`): a message that fit on the way in may not
+/// once its samples are re-encoded with names and canonical values, and a
+/// batch over the limit would be refused by the server as a whole. A batch
+/// is halved until it fits; a single sample that cannot fit is returned in
+/// the error list (it cannot happen for a sample that arrived in a message).
+pub fn encode_batches(
+    target: &str,
+    samples: Vec<Sample>,
+    max_bytes: usize,
+) -> (Vec<Vec<u8>>, Vec<Sample>) {
+    let mut out = Vec::new();
+    let mut unfit = Vec::new();
+    let mut pending = vec![samples];
+    while let Some(chunk) = pending.pop() {
+        if chunk.is_empty() {
+            continue;
+        }
+        let batch = SampleBatch {
+            target: target.to_string(),
+            samples: chunk,
+        };
+        match encode(&batch) {
+            Ok(bytes) if bytes.len() <= max_bytes => out.push(bytes),
+            _ if batch.samples.len() == 1 => unfit.extend(batch.samples),
+            _ => {
+                let mut first = batch.samples;
+                let second = first.split_off(first.len() / 2);
+                // Second half pushed first, so batches keep the samples' order.
+                pending.push(second);
+                pending.push(first);
+            }
+        }
+    }
+    (out, unfit)
+}
+
+/// At most `max_chars` of outside text, for a reason or a reply: a reply
+/// that quoted a megabyte name whole would itself be over the size limit.
+pub fn excerpt(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes in all)", &text[..cut], text.len()),
     }
 }
 
-/// True when the payload's top level is an array (MessagePack or JSON).
-fn is_array(bytes: &[u8], encoding: Encoding) -> bool {
+/// Most samples accepted in one message: far above what fits a NATS
+/// server's default 1 MB payload, and a bound on one message's work.
+pub const MAX_SAMPLES_PER_MESSAGE: usize = 100_000;
+
+/// Decodes a payload in the given encoding, within [`scan::LIMITS`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], encoding: Encoding) -> Result<T, CodecError> {
+    scan::scan(bytes, encoding, scan::LIMITS)?;
+    decode_unchecked(bytes, encoding)
+}
+
+/// Decodes a record: like [`decode`], and the top level must be a map of
+/// named fields (a positional array could fill fields by accident).
+pub fn decode_map<T: DeserializeOwned>(bytes: &[u8], encoding: Encoding) -> Result<T, CodecError> {
+    match scan::scan(bytes, encoding, scan::LIMITS)? {
+        scan::Top::Map => decode_unchecked(bytes, encoding),
+        scan::Top::Array(_) => Err(CodecError::NotAMap("an array")),
+        scan::Top::Scalar => Err(CodecError::NotAMap("a single value")),
+    }
+}
+
+/// Decodes bytes already scanned.
+fn decode_unchecked<T: DeserializeOwned>(
+    bytes: &[u8],
+    encoding: Encoding,
+) -> Result<T, CodecError> {
     match encoding {
-        Encoding::MsgPack => bytes
-            .first()
-            .is_some_and(|b| (0x90..=0x9f).contains(b) || *b == 0xdc || *b == 0xdd),
-        Encoding::Json => bytes
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b == b'['),
+        Encoding::MsgPack => Ok(rmp_serde::from_slice(bytes)?),
+        Encoding::Json => Ok(serde_json::from_slice(bytes)?),
     }
 }
 
@@ -88,27 +165,38 @@ pub type DecodedSample = Result<MetricSampleIn, (CodecError, Vec<u8>)>;
 /// element is returned on its own. Only a payload that is not a sample or an
 /// array at all is an error for the whole message.
 pub fn decode_samples(bytes: &[u8], encoding: Encoding) -> Result<Vec<DecodedSample>, CodecError> {
-    if !is_array(bytes, encoding) {
-        return Ok(vec![
-            decode(bytes, encoding).map_err(|e| (e, bytes.to_vec())),
-        ]);
+    let elements = match scan::scan(bytes, encoding, scan::LIMITS)? {
+        scan::Top::Array(elements) => elements,
+        scan::Top::Map => {
+            return Ok(vec![
+                decode_unchecked(bytes, encoding).map_err(|e| (e, bytes.to_vec())),
+            ]);
+        }
+        scan::Top::Scalar => return Err(CodecError::NotAMap("a single value")),
+    };
+    if elements.len() > MAX_SAMPLES_PER_MESSAGE {
+        return Err(CodecError::TooManySamples {
+            count: elements.len(),
+            limit: MAX_SAMPLES_PER_MESSAGE,
+        });
     }
     // Fast path: the whole array is well formed.
-    if let Ok(all) = decode::<Vec<MetricSampleIn>>(bytes, encoding) {
+    if let Ok(all) = decode_unchecked::<Vec<MetricSampleIn>>(bytes, encoding) {
         return Ok(all.into_iter().map(Ok).collect());
     }
-    // Slow path: decode element by element through a generic value.
-    let elements: Vec<serde_json::Value> = decode(bytes, encoding)?;
+    // Slow path: each element from its own bytes, so an element that is not
+    // a sample (bad UTF-8, an ext or bin value, a positional array) is
+    // refused alone, with exactly its bytes.
     Ok(elements
         .into_iter()
-        .map(|element| {
-            serde_json::from_value::<MetricSampleIn>(element.clone()).map_err(|e| {
-                let raw = match encoding {
-                    Encoding::Json => serde_json::to_vec(&element).unwrap_or_default(),
-                    Encoding::MsgPack => rmp_serde::to_vec_named(&element).unwrap_or_default(),
-                };
-                (CodecError::Json(e), raw)
-            })
+        .map(|span| {
+            let raw = &bytes[span];
+            match scan::scan(raw, encoding, scan::LIMITS) {
+                Ok(scan::Top::Map) => decode_unchecked(raw, encoding),
+                Ok(_) => Err(CodecError::NotAMap("an element that is not a map")),
+                Err(error) => Err(error.into()),
+            }
+            .map_err(|e| (e, raw.to_vec()))
         })
         .collect())
 }
@@ -226,8 +314,51 @@ mod tests {
     }
 
     #[test]
+    fn batches_split_under_the_limit_and_keep_order() {
+        let samples: Vec<Sample> = (0..30_000)
+            .map(|i| Sample {
+                metric: "cpu".into(),
+                value: f64::from(i),
+                ts: 1_764_000_000_000 + i64::from(i),
+                instance: Some(format!("i-{i}")),
+            })
+            .collect();
+        let whole = encode(&SampleBatch {
+            target: "t".into(),
+            samples: samples.clone(),
+        })
+        .unwrap();
+        let limit = 64 * 1024;
+        assert!(whole.len() > limit);
+        let (batches, unfit) = encode_batches("t", samples.clone(), limit);
+        assert!(unfit.is_empty());
+        assert!(batches.len() > 1 && batches.iter().all(|b| b.len() <= limit));
+        let back: Vec<Sample> = batches
+            .iter()
+            .flat_map(|b| decode::<SampleBatch>(b, Encoding::MsgPack).unwrap().samples)
+            .collect();
+        assert_eq!(back, samples, "every sample once, in order");
+        let (fits, _) = encode_batches("t", samples[..3].to_vec(), limit);
+        assert_eq!(fits.len(), 1, "a small batch stays whole");
+        let (none, unfit) = encode_batches("t", samples[..2].to_vec(), 10);
+        assert!(none.is_empty() && unfit.len() == 2);
+    }
+
+    #[test]
+    fn excerpts_are_bounded() {
+        assert_eq!(excerpt("short", 10), "short");
+        let long = "x".repeat(1_000_000);
+        let cut = excerpt(&long, 64);
+        assert!(
+            cut.len() < 100 && cut.ends_with("(1000000 bytes in all)"),
+            "{cut}"
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error() {
-        assert!(decode_samples(b"\xc1garbage", Encoding::MsgPack).unwrap()[0].is_err());
+        assert!(decode_samples(b"\xc1garbage", Encoding::MsgPack).is_err());
+        assert!(decode_samples(b"\x05", Encoding::MsgPack).is_err());
         assert!(decode_samples(b"[1,", Encoding::Json).is_err());
     }
 }

@@ -259,7 +259,7 @@ impl Evaluator {
             return Ok(SampleEffect::Stale);
         }
         metric.clock = Some(t);
-        let horizon = t - self.staleness_ms;
+        let horizon = t.saturating_sub(self.staleness_ms);
         metric.instances.retain(|(_, ts, _)| *ts > horizon);
         for &i in &metric.rules {
             let rule_slot = &mut slot.rules[i];
@@ -478,7 +478,9 @@ fn step(
     refire_ms: i64,
 ) -> Option<RuleFiring> {
     let condition = &slot.rule.condition;
-    let gap = slot.last_seen.is_some_and(|seen| t - seen > staleness_ms);
+    let gap = slot
+        .last_seen
+        .is_some_and(|seen| t.saturating_sub(seen) > staleness_ms);
     slot.last_seen = Some(t);
     let observed = value.filter(|v| condition.op.holds(*v, condition.threshold));
     let Some(observed) = observed else {
@@ -494,10 +496,10 @@ fn step(
         _ => *slot.since.insert(t),
     };
     let hold_ms = secs_to_ms(condition.for_secs);
-    let held_ms = t - since;
+    let held_ms = t.saturating_sub(since);
     let due = slot
         .last_fired
-        .is_none_or(|fired| t - fired >= hold_ms.max(refire_ms));
+        .is_none_or(|fired| t.saturating_sub(fired) >= hold_ms.max(refire_ms));
     if held_ms < hold_ms || !due {
         return None;
     }
@@ -524,7 +526,7 @@ fn track(slot: &mut TrackingSlot, value: Option<f64>, capacity: u32, t: i64) -> 
     let observed = value?;
     if slot
         .last_recommended
-        .is_some_and(|last| t - last < interval_ms)
+        .is_some_and(|last| t.saturating_sub(last) < interval_ms)
     {
         return None;
     }

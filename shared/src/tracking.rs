@@ -218,8 +218,10 @@ impl Recommendations {
         current: u32,
         behavior: &Behavior,
     ) -> Stabilized {
-        let up_cutoff = now_ms - secs_to_ms(behavior.scale_up.stabilization_window_secs);
-        let down_cutoff = now_ms - secs_to_ms(behavior.scale_down.stabilization_window_secs);
+        let up_cutoff =
+            now_ms.saturating_sub(secs_to_ms(behavior.scale_up.stabilization_window_secs));
+        let down_cutoff =
+            now_ms.saturating_sub(secs_to_ms(behavior.scale_down.stabilization_window_secs));
         let oldest_needed = up_cutoff.min(down_cutoff);
         while self.entries.front().is_some_and(|r| r.ts <= oldest_needed) {
             self.entries.pop_front();
@@ -318,7 +320,7 @@ pub fn rate_limit(
     let current_i = i64::from(current);
     // Each policy's limit, from the capacity at the start of its period.
     let limits = rules.policies.iter().map(|policy| {
-        let since = now_ms - secs_to_ms(policy.period_secs);
+        let since = now_ms.saturating_sub(secs_to_ms(policy.period_secs));
         let changed: i64 = events
             .iter()
             .filter(|e| e.ts > since)

@@ -616,10 +616,25 @@ pub struct DeadLetter {
     pub reason: String,
     /// Wall-clock time of rejection, unix ms.
     pub ts: i64,
-    /// The original payload, byte for byte (or the rejected element of a batch).
+    /// The original payload, byte for byte (or the rejected element of a
+    /// batch), cut at [`DEAD_PAYLOAD_MAX`] bytes so the letter itself fits.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// The original payload's size in bytes.
+    #[serde(default)]
+    pub payload_size: u64,
+    /// FNV-1a 64 of the whole original payload, 16 hex digits: tells two
+    /// cut payloads apart.
+    #[serde(default)]
+    pub payload_fnv64: String,
+    /// Whether `payload` was cut.
+    #[serde(default)]
+    pub truncated: bool,
 }
+
+/// Bytes of a rejected payload a dead letter carries: a payload near the
+/// server's limit would make the letter itself too large to publish.
+pub const DEAD_PAYLOAD_MAX: usize = 64 * 1024;
 
 /// A query to the audit service on `nova.ctl.audit` (request/reply); the
 /// reply is a list of [`AuditRecord`], oldest first.
@@ -631,6 +646,14 @@ pub struct AuditQuery {
     /// At most this many of the newest records (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+}
+
+/// The answer to a request that could not be read, where a good request
+/// gets a list (`nova.ctl.audit`): a map, so a client tells the two apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What is wrong with the request.
+    pub error: String,
 }
 
 /// The control verb of capacity requests: `nova.ctl.capacity`, payload the
@@ -648,14 +671,21 @@ pub enum CapacityAnswer {
 }
 
 /// A request on `nova.ctl.status`, `nova.ctl.pause`, `nova.ctl.resume` or
-/// `nova.ctl.scale`.
+/// `nova.ctl.scale`. The control plane is strict: a request is a map of
+/// these fields only, and a field of the wrong kind is an error, never a
+/// default (an unknown `direction` must not mean "both").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ControlRequest {
     /// The target (status: all targets when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Pause or resume only this direction (`up` or `down`); both when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "up_or_down"
+    )]
     pub direction: Option<Direction>,
     /// Who asks and why, for the audit record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -663,6 +693,22 @@ pub struct ControlRequest {
     /// `scale` only: the capacity to set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<u32>,
+}
+
+/// `direction` of a control request: the strings `up` or `down` only (serde's
+/// derived enum would also take a variant index, so `1` would read as `none`).
+fn up_or_down<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Direction>, D::Error> {
+    use serde::de::Error;
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    match text.as_deref() {
+        None => Ok(None),
+        Some("up") => Ok(Some(Direction::Up)),
+        Some("down") => Ok(Some(Direction::Down)),
+        Some(other) => Err(D::Error::custom(format!(
+            "direction must be \"up\" or \"down\", found {:?}",
+            crate::codec::excerpt(other, 32)
+        ))),
+    }
 }
 
 /// The reply to a control request.

@@ -338,7 +338,10 @@ async fn malformed_payloads_are_dead_lettered_with_a_reason_and_the_pipeline_kee
     })
     .await;
     let want = [
-        ("nova.metrics.worker.queue_depth", "invalid MessagePack"),
+        (
+            "nova.metrics.worker.queue_depth",
+            "unreadable payload: malformed at byte 0: 0xc1 is never used in MessagePack",
+        ),
         ("nova.metrics.worker.queue_depth", "missing field `value`"),
         (
             "nova.metrics.worker.queue_depth",

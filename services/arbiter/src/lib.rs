@@ -156,16 +156,16 @@ impl Arbiter {
         };
         let reply = match parsed {
             Err(error) => {
+                let message = format!(
+                    "not a control request: {}",
+                    codec::excerpt(&error.to_string(), 300)
+                );
                 self.dead
-                    .send(
-                        &request.subject,
-                        format!("not a control request: {error}"),
-                        &request.payload,
-                    )
+                    .send(&request.subject, message.clone(), &request.payload)
                     .await;
                 ControlReply {
                     ok: false,
-                    message: format!("not a control request: {error}"),
+                    message,
                     targets: vec![],
                 }
             }
@@ -190,7 +190,10 @@ impl Arbiter {
         let targets: Vec<&Target> = match &request.target {
             Some(name) => match self.policy.targets.get(name) {
                 Some(target) => vec![target],
-                None => return failed(format!("no target {name:?} in the policy")),
+                None => {
+                    let name = codec::excerpt(name, 64);
+                    return failed(format!("no target {name:?} in the policy"));
+                }
             },
             None if verb == "status" => self.policy.targets.values().collect(),
             None => return failed(format!("{verb} needs a target")),

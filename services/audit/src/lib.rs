@@ -22,6 +22,7 @@ use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec;
 use nova_shared::subjects;
+use nova_shared::wire::ErrorReply;
 use nova_shared::wire::{AuditQuery, AuditRecord, Stage};
 
 /// The control subject of audit queries.
@@ -134,12 +135,22 @@ async fn answer(
         match nova_runtime::decode(&request.payload, request.headers.as_ref()) {
             Ok(query) => query,
             Err(error) => {
-                dead.send(
-                    &request.subject,
-                    format!("not an audit query: {error}"),
-                    &request.payload,
-                )
-                .await;
+                let reason = format!(
+                    "not an audit query: {}",
+                    codec::excerpt(&error.to_string(), 300)
+                );
+                dead.send(&request.subject, reason.clone(), &request.payload)
+                    .await;
+                // Every request gets an answer: a map with the error, where
+                // a good query gets a list of records.
+                match codec::encode(&ErrorReply { error: reason }) {
+                    Ok(payload) => {
+                        if let Err(error) = client.publish(reply, payload.into()).await {
+                            tracing::warn!(%error, "cannot answer audit query");
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "cannot encode audit error"),
+                }
                 return;
             }
         }

@@ -18,7 +18,7 @@ use nova_shared::codec::{self, Encoding};
 use nova_shared::normalise::normalise;
 use nova_shared::policy::Policy;
 use nova_shared::subjects;
-use nova_shared::wire::{SampleBatch, Stage};
+use nova_shared::wire::Stage;
 
 /// Ingest settings.
 #[derive(Debug, Clone)]
@@ -125,19 +125,25 @@ async fn handle(
     }
     metrics::counter!(names::INGEST_SAMPLES, "outcome" => "accepted")
         .increment(samples.len() as u64);
-    let batch = SampleBatch {
-        target: parsed.target.to_string(),
-        samples,
-    };
-    match codec::encode(&batch) {
-        Ok(payload) => {
-            if let Err(error) = client
-                .publish(subjects::samples(&batch.target), payload.into())
-                .await
-            {
-                tracing::error!(%error, target = batch.target, "cannot forward samples");
-            }
+    let max_payload = client.server_info().max_payload;
+    let (batches, unfit) = codec::encode_batches(parsed.target, samples, max_payload);
+    for sample in unfit {
+        // Cannot happen for a sample that arrived in a message; counted and
+        // dead-lettered all the same, never dropped in silence.
+        metrics::counter!(names::INGEST_SAMPLES, "outcome" => "lost").increment(1);
+        let bytes = codec::encode(&sample).unwrap_or_default();
+        dead.send(subject, "sample too large to forward", &bytes)
+            .await;
+    }
+    for payload in batches {
+        if let Err(error) = client
+            .publish(subjects::samples(parsed.target), payload.into())
+            .await
+        {
+            // Core NATS: the client buffers while reconnecting; this is a
+            // closed connection, the one way a batch can still be lost.
+            metrics::counter!(names::INGEST_SAMPLES, "outcome" => "lost").increment(1);
+            tracing::error!(%error, target = parsed.target, "cannot forward samples");
         }
-        Err(error) => tracing::error!(%error, "cannot encode sample batch"),
     }
 }

@@ -58,6 +58,7 @@ pub struct Started {
 /// bad policy fails before anything touches the network.
 pub async fn start(name: &str, args: &CommonArgs) -> Result<Started, StartError> {
     telemetry::init_tracing();
+    telemetry::exit_on_panic(name);
     let policy = Arc::new(policy::load_file(&args.policy)?);
     let client = nats::connect(&args.nats_url, name).await?;
     nats::provision(

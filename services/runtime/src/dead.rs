@@ -4,7 +4,7 @@
 
 use async_nats::jetstream;
 use nova_shared::subjects;
-use nova_shared::wire::{DeadLetter, Stage};
+use nova_shared::wire::{DEAD_PAYLOAD_MAX, DeadLetter, Stage};
 
 use crate::publish::publish_once;
 use crate::telemetry::names;
@@ -30,12 +30,18 @@ impl DeadLetters {
         let reason = reason.into();
         metrics::counter!(names::DEAD_LETTERS, "stage" => stage).increment(1);
         tracing::warn!(stage, subject, %reason, "dead letter");
+        let kept = payload.len().min(DEAD_PAYLOAD_MAX);
         let letter = DeadLetter {
             stage: self.stage,
-            subject: subject.to_string(),
-            reason,
+            // A subject is outside text too: the server bounds it, this
+            // keeps the letter small whatever the server allows.
+            subject: nova_shared::codec::excerpt(subject, 256),
+            reason: nova_shared::codec::excerpt(&reason, 1024),
             ts: crate::now_ms(),
-            payload: payload.to_vec(),
+            payload: payload[..kept].to_vec(),
+            payload_size: payload.len() as u64,
+            payload_fnv64: format!("{:016x}", nova_shared::ids::fnv64(&[payload])),
+            truncated: kept < payload.len(),
         };
         // Each rejection is its own record: a random id keeps two identical
         // bad payloads from being merged by de-duplication.

@@ -35,13 +35,14 @@ pub fn content_type(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
         .map(|v| v.as_str())
 }
 
-/// Decodes a payload as its `Content-Type` header says (MessagePack unless JSON).
+/// Decodes a record (a map of named fields, within the codec's size and
+/// depth bounds) as its `Content-Type` header says (MessagePack unless JSON).
 pub fn decode<T: serde::de::DeserializeOwned>(
     payload: &[u8],
     headers: Option<&async_nats::HeaderMap>,
 ) -> Result<T, nova_shared::codec::CodecError> {
     let encoding = nova_shared::codec::Encoding::from_content_type(content_type(headers));
-    nova_shared::codec::decode(payload, encoding)
+    nova_shared::codec::decode_map(payload, encoding)
 }
 
 /// Acknowledges a JetStream message. A lost ack only means a redelivery,

@@ -82,3 +82,19 @@ pub fn init_tracing_at(default_level: &str) {
         .with_ansi(ansi)
         .try_init();
 }
+
+/// Makes a panic anywhere in the process end the process, after one log
+/// line naming the service and where it panicked. A stage task that
+/// panicked would otherwise leave the process half alive: answering pings
+/// and holding its consumer while it no longer works. Ending it lets the
+/// supervisor (systemd, Kubernetes, `run-local.sh`) restart it, and
+/// JetStream redelivers what it had in hand. Exit code 70 (EX_SOFTWARE).
+pub fn exit_on_panic(service: &str) {
+    let service = service.to_string();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(service, "panic, the process ends: {info}");
+        default(info);
+        std::process::exit(70);
+    }));
+}
