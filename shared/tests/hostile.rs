@@ -1,92 +1,14 @@
-//! Hostile input for the decoders and the evaluator: the committed corpus
-//! (`tests/corpus/hostile/`, shapes that once crashed or misled a stage),
-//! and properties over arbitrary bytes, nesting and timestamps. Nothing here
-//! may panic or overflow the stack; every refusal names what is wrong.
-
-use std::path::{Path, PathBuf};
+//! Hostile input for the decoders and the evaluator: properties over
+//! arbitrary bytes, nesting and timestamps (the committed corpus of shapes
+//! that once crashed a stage is replayed by `tests/tests/hostile.rs`).
+//! Nothing here may panic or overflow the stack; every refusal names what
+//! is wrong.
 
 use nova_shared::codec::{self, Encoding};
 use nova_shared::evaluate::Evaluator;
 use nova_shared::policy::from_yaml;
 use nova_shared::wire::{ControlRequest, MetricSampleIn, Sample, Trigger};
 use proptest::prelude::*;
-
-/// One line of `cases.txt`.
-struct Case {
-    file: String,
-    kind: String,
-    expected: String,
-}
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/hostile")
-}
-
-fn corpus() -> Vec<(Case, Vec<u8>)> {
-    let dir = corpus_dir();
-    let cases = std::fs::read_to_string(dir.join("cases.txt")).expect("cases.txt");
-    cases
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            let fields: Vec<&str> = line.split('|').map(str::trim).collect();
-            let [file, kind, expected] = fields[..] else {
-                panic!("cases.txt: expected `file | kind | expected`, found {line:?}");
-            };
-            let bytes = std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-            let case = Case {
-                file: file.into(),
-                kind: kind.into(),
-                expected: expected.into(),
-            };
-            (case, bytes)
-        })
-        .collect()
-}
-
-fn encoding(file: &str) -> Encoding {
-    if file.ends_with(".json") {
-        Encoding::Json
-    } else {
-        Encoding::MsgPack
-    }
-}
-
-#[test]
-fn every_corpus_shape_is_decoded_or_refused_with_its_reason() {
-    let cases = corpus();
-    assert!(cases.len() >= 13, "the corpus is all there");
-    for (case, bytes) in cases {
-        let encoding = encoding(&case.file);
-        let outcome: Result<(usize, usize), String> = match case.kind.as_str() {
-            "sample" => codec::decode_samples(&bytes, encoding)
-                .map(|elements| {
-                    let ok = elements.iter().filter(|e| e.is_ok()).count();
-                    (ok, elements.len() - ok)
-                })
-                .map_err(|e| e.to_string()),
-            "control" => codec::decode_map::<ControlRequest>(&bytes, encoding)
-                .map(|_| (1, 0))
-                .map_err(|e| e.to_string()),
-            other => panic!("{}: unknown kind {other}", case.file),
-        };
-        let expected = case.expected.as_str();
-        match (outcome, expected.split_once(": ")) {
-            (Err(reason), Some(("refused", want))) => {
-                assert!(
-                    reason.contains(want),
-                    "{}: {reason:?} lacks {want:?}",
-                    case.file
-                )
-            }
-            (Ok((ok, bad)), Some(("elements", want))) => {
-                assert_eq!(format!("{ok}/{bad}"), want, "{}", case.file)
-            }
-            (Ok((_, 0)), None) if expected == "accepted" => {}
-            (got, _) => panic!("{}: got {got:?}, expected {expected}", case.file),
-        }
-    }
-}
 
 fn policy() -> nova_shared::policy::Policy {
     from_yaml(

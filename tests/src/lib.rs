@@ -10,6 +10,8 @@
 //!   with SIGKILL on demand.
 //! - [`proxy`]: a pass-through proxy in front of moto that counts the AWS
 //!   calls reaching the backend, in order.
+//! - [`corpus`]: the committed hostile inputs (`tests/corpus/hostile/`).
+//! - [`control`]: one control request to the arbiter, answered in time.
 //! - [`within`]: every wait has a deadline.
 //!
 //! Tools are found through `NOVA_NATS_SERVER` / `NOVA_MOTO_SERVER`, then the
@@ -33,6 +35,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+pub mod corpus;
 pub mod process;
 pub mod proxy;
 
@@ -551,6 +554,23 @@ pub async fn stream_first<T: serde::de::DeserializeOwned>(
     })
     .await;
     out
+}
+
+/// Sends `request` on `nova.ctl.<verb>` and returns the arbiter's reply.
+pub async fn control(
+    client: &async_nats::Client,
+    verb: &str,
+    request: nova_shared::wire::ControlRequest,
+) -> nova_shared::wire::ControlReply {
+    let payload = codec::encode(&request).expect("encode control request");
+    let reply = within(
+        &format!("nova.ctl.{verb}"),
+        WAIT,
+        client.request(nova_shared::subjects::control(verb), payload.into()),
+    )
+    .await
+    .expect("arbiter answers");
+    codec::decode(&reply.payload, Encoding::MsgPack).expect("control reply")
 }
 
 /// Every message currently in a stream, decoded.

@@ -1,14 +1,13 @@
-//! Hostile publishers against `novactl run` (every stage in one process,
+//! The committed hostile corpus through the decoders, then hostile
+//! publishers against `novactl run` (every stage in one process,
 //! the shape in which one bad message once took all of them down): the
 //! committed corpus, a message of 30,000 samples, malformed and oversized
 //! control requests. Every message is answered or dead-lettered, counted
 //! from outside, and every stage still answers afterwards.
 
-use std::path::Path;
-
 use futures_util::StreamExt;
 use nova_e2e::process::{ServiceProcess, binary};
-use nova_e2e::{NatsServer, STAGES, WAIT, wait_ready, within};
+use nova_e2e::{NatsServer, STAGES, WAIT, corpus, wait_ready, within};
 use nova_shared::codec::{self, Encoding};
 use nova_shared::subjects;
 use nova_shared::wire::{ControlReply, ControlRequest, DeadLetter, ErrorReply, SampleBatch};
@@ -24,20 +23,46 @@ horizontal_scaling_rules:
     scale_up: { condition: "queue_depth > 100000", action: "add 1 instance" }
 "#;
 
-/// (file, kind, expected outcome, bytes) for each case of `cases.txt`.
-fn corpus() -> Vec<(String, String, String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/hostile");
-    let cases = std::fs::read_to_string(dir.join("cases.txt")).expect("cases.txt");
-    cases
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            let fields: Vec<&str> = line.split('|').map(str::trim).collect();
-            let bytes = std::fs::read(dir.join(fields[0])).expect("corpus file");
-            let [file, kind, expected] = [fields[0], fields[1], fields[2]].map(str::to_string);
-            (file, kind, expected, bytes)
-        })
-        .collect()
+/// Each corpus file through the decoders alone: decoded, or refused with
+/// its reason; good samples beside a bad one are kept.
+#[test]
+fn every_corpus_shape_is_decoded_or_refused_with_its_reason() {
+    let cases = corpus::cases();
+    assert!(cases.len() >= 13, "the corpus is all there");
+    for case in cases {
+        let encoding = if case.is_json() {
+            Encoding::Json
+        } else {
+            Encoding::MsgPack
+        };
+        let outcome: Result<(usize, usize), String> = match case.kind.as_str() {
+            "sample" => codec::decode_samples(&case.bytes, encoding)
+                .map(|elements| {
+                    let ok = elements.iter().filter(|e| e.is_ok()).count();
+                    (ok, elements.len() - ok)
+                })
+                .map_err(|e| e.to_string()),
+            "control" => codec::decode_map::<ControlRequest>(&case.bytes, encoding)
+                .map(|_| (1, 0))
+                .map_err(|e| e.to_string()),
+            other => panic!("{}: unknown kind {other}", case.file),
+        };
+        let expected = case.expected.as_str();
+        match (outcome, expected.split_once(": ")) {
+            (Err(reason), Some(("refused", want))) => {
+                assert!(
+                    reason.contains(want),
+                    "{}: {reason:?} lacks {want:?}",
+                    case.file
+                )
+            }
+            (Ok((ok, bad)), Some(("elements", want))) => {
+                assert_eq!(format!("{ok}/{bad}"), want, "{}", case.file)
+            }
+            (Ok((_, 0)), None) if expected == "accepted" => {}
+            (got, _) => panic!("{}: got {got:?}, expected {expected}", case.file),
+        }
+    }
 }
 
 async fn request(
@@ -89,21 +114,17 @@ async fn hostile_publishers_are_answered_and_dead_lettered_and_every_stage_survi
     let mut expected_dead = 0;
     // Good samples beside bad ones are forwarded too.
     let mut good_neighbours = 0;
-    for (file, kind, expected, bytes) in corpus() {
-        if let Some(counts) = expected.strip_prefix("elements: ") {
-            good_neighbours += counts
-                .split('/')
-                .next()
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(0);
-        }
-        let json = file.ends_with(".json");
-        if kind == "sample" {
-            nova_e2e::publish(&client, subjects::metrics("t", "queue_depth"), bytes, json).await;
+    for case in corpus::cases() {
+        good_neighbours += case.good_elements();
+        if case.kind == "sample" {
+            let subject = subjects::metrics("t", "queue_depth");
+            nova_e2e::publish(&client, subject, case.bytes.clone(), case.is_json()).await;
         } else {
-            let answer = request(&client, subjects::control("pause"), bytes, json).await;
+            let pause = subjects::control("pause");
+            let answer = request(&client, pause, case.bytes.clone(), case.is_json()).await;
             let reply: ControlReply =
                 codec::decode(&answer.payload, Encoding::MsgPack).expect("a control reply");
+            let file = &case.file;
             assert!(
                 !reply.ok,
                 "{file}: a malformed pause is refused: {}",

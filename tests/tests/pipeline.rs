@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use nova_e2e::{
-    AuditReader, MotoServer, NatsServer, Pipeline, WAIT, ecs_desired, publish, stream_messages,
-    within,
+    AuditReader, MotoServer, NatsServer, Pipeline, WAIT, control, ecs_desired, publish,
+    stream_messages, within,
 };
 use nova_runtime::nats::{CAPACITY_BUCKET, COMMANDS_STREAM, RESULTS_STREAM};
 use nova_shared::codec;
@@ -493,22 +493,6 @@ async fn a_service_created_after_start_is_read_on_demand() {
     assert_eq!(result.outcome, "succeeded", "{}", result.reason);
     assert_eq!(ecs_desired(&ecs, CLUSTER, "novacron-worker").await, 10);
     pipeline.stop().await;
-}
-
-async fn control(
-    client: &async_nats::Client,
-    verb: &str,
-    request: nova_shared::wire::ControlRequest,
-) -> nova_shared::wire::ControlReply {
-    let payload = codec::encode(&request).unwrap();
-    let reply = within(
-        &format!("nova.ctl.{verb}"),
-        WAIT,
-        client.request(subjects::control(verb), payload.into()),
-    )
-    .await
-    .expect("arbiter answers");
-    codec::decode(&reply.payload, codec::Encoding::MsgPack).expect("control reply")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,16 +14,15 @@ use std::time::Duration;
 use nova_e2e::process::ServiceProcess;
 use nova_e2e::proxy::CountingProxy;
 use nova_e2e::{
-    AuditReader, MotoServer, NatsServer, WAIT, stream_first, stream_messages, wait_ready,
+    AuditReader, MotoServer, NatsServer, WAIT, control, stream_first, stream_messages, wait_ready,
 };
 use nova_runtime::nats::{COMMANDS_STREAM, RESULTS_STREAM};
 use nova_runtime::publish;
-use nova_shared::codec::{self, Encoding};
 use nova_shared::policy::from_yaml;
 use nova_shared::subjects;
 use nova_shared::wire::{
-    ActionResult, AuditKind, AuditRecord, Command, ControlReply, ControlRequest, Direction,
-    ResultStatus, RuleFiring, ScaleAction, Stage, Trigger, TriggerSource,
+    ActionResult, AuditKind, AuditRecord, Command, ControlRequest, Direction, ResultStatus,
+    RuleFiring, ScaleAction, Stage, Trigger, TriggerSource,
 };
 
 const CLUSTER: &str = "replicas";
@@ -388,14 +387,7 @@ async fn missing_aws_credentials_are_one_clear_line_and_named_in_the_decision() 
         desired: Some(4),
         ..Default::default()
     };
-    let answer = client
-        .request(
-            subjects::control("scale"),
-            codec::encode(&request).expect("encode").into(),
-        )
-        .await
-        .expect("scale answered");
-    let reply: ControlReply = codec::decode(&answer.payload, Encoding::MsgPack).expect("reply");
+    let reply = control(&client, "scale", request).await;
     assert!(reply.ok, "{}", reply.message);
     let decision = audit
         .wait_for("the decision on t0", |r| r.kind == AuditKind::Decision)
@@ -417,14 +409,7 @@ async fn missing_aws_credentials_are_one_clear_line_and_named_in_the_decision() 
         target: Some("t0".into()),
         ..Default::default()
     };
-    let answer = client
-        .request(
-            subjects::control("status"),
-            codec::encode(&request).expect("encode").into(),
-        )
-        .await
-        .expect("status answered");
-    let reply: ControlReply = codec::decode(&answer.payload, Encoding::MsgPack).expect("reply");
+    let reply = control(&client, "status", request).await;
     let error = reply.targets[0]
         .backend_error
         .as_deref()
