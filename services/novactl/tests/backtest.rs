@@ -44,10 +44,12 @@ fn a_step_trace_prints_both_runs_and_writes_a_chart() {
         stdout.contains("HPA: cpu target 50% (the target of tracking rule cpu_target)"),
         "{stdout}"
     );
-    // Same algorithm; NovaCron sees the step at once, the HPA at its next sync.
+    // Same algorithm; NovaCron sees the step at once, the HPA at its next
+    // sync, and then reads saturated cpu (warming instances at 0 %), so it
+    // climbs in smaller steps than doubling.
     assert!(
         stdout.contains(
-            "| time to cover the largest demand step | s, until ready ≥ demand | 40 | 48 |"
+            "| time to cover the largest demand step | s, until ready ≥ demand | 40 | 63 |"
         ),
         "{stdout}"
     );
