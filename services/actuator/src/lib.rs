@@ -182,11 +182,7 @@ pub async fn run(
                 Some(request) => actuator.answer_capacity(&client, request).await,
                 None => break,
             },
-            message = messages.next() => match message {
-                Some(Ok(message)) => actuator.handle(message).await,
-                Some(Err(error)) => tracing::warn!(%error, "command stream hiccup"),
-                None => break,
-            },
+            message = messages.next() => actuator.handle(message).await,
         }
     }
     if let Some(pass) = observing {
@@ -513,7 +509,12 @@ impl Actuator {
         );
         audit.from = Some(command.from);
         audit.to = Some(command.desired);
-        self.auditor.record(&audit).await?;
+        if let Err(error) = self.auditor.record(&audit).await {
+            // Nothing was called: give the lease back, so the redelivery
+            // need not wait for it to expire.
+            self.release(command, |r| r.clone()).await?;
+            return Err(error.into());
+        }
         let applied = tokio::time::timeout(
             self.deadline,
             backend.apply(command.desired, command.tier.as_deref()),

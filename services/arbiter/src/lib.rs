@@ -16,6 +16,12 @@
 //! A crash between 3 and 5 redelivers the trigger; the stored state knows it
 //! was decided and re-publishes the same decision and command, which
 //! JetStream de-duplicates. Nothing is decided twice, nothing is lost.
+//!
+//! A broker error at any step (no leader, a timeout, no responders) is not
+//! the trigger's fault: it is naked with back-off and retried for as long as
+//! it is relevant (`Config::trigger_relevance` after JetStream stored it),
+//! never dead-lettered for it. At start, a recovery pass publishes any
+//! stored decision whose command never reached `NOVA_COMMANDS`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +40,7 @@ use nova_shared::ids;
 use nova_shared::policy::{Policy, Target};
 use nova_shared::subjects;
 use nova_shared::wire::{
-    AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, ControlReply,
+    AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command, ControlReply,
     ControlRequest, Direction, Outcome, RuleFiring, ScaleAction, Stage, TargetStatus, Trigger,
     TriggerSource,
 };
@@ -47,8 +53,10 @@ pub struct Config {
     pub policy: Arc<Policy>,
     /// Durable consumer name shared by the replicas.
     pub consumer: String,
-    /// Deliveries of one trigger before it is dead-lettered.
-    pub max_attempts: i64,
+    /// How long after JetStream stored it a trigger is still worth
+    /// deciding while the broker keeps failing; then it is given up
+    /// (dead-lettered and counted as `nova_given_up_total`).
+    pub trigger_relevance: Duration,
     /// How long a delivered trigger may stay unacked before redelivery.
     pub ack_wait: Duration,
 }
@@ -59,13 +67,13 @@ impl Config {
         Config {
             policy,
             consumer: ARBITER_CONSUMER.into(),
-            max_attempts: 5,
+            trigger_relevance: Duration::from_secs(600),
             ack_wait: Duration::from_secs(30),
         }
     }
 }
 
-/// Deciding one trigger failed; it will be retried.
+/// Deciding one trigger failed.
 #[derive(Debug, Error)]
 enum DecideError {
     #[error(transparent)]
@@ -73,6 +81,23 @@ enum DecideError {
     #[error(transparent)]
     Publish(#[from] PublishError),
 }
+
+impl DecideError {
+    /// Whether another attempt may succeed: everything the broker says
+    /// (a read, a write, a publish that failed or timed out, a stored state
+    /// this version cannot read yet) but an encoding failure, which is a bug
+    /// and would fail the same way again.
+    fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            DecideError::Kv(KvError::Encode { .. })
+                | DecideError::Publish(PublishError::Encode { .. })
+        )
+    }
+}
+
+/// Longest pause between two attempts at a trigger.
+const RETRY_CAP: Duration = Duration::from_secs(5);
 
 struct Arbiter {
     policy: Arc<Policy>,
@@ -82,7 +107,7 @@ struct Arbiter {
     capacities: Store,
     dead: DeadLetters,
     auditor: Auditor,
-    max_attempts: i64,
+    relevance: Duration,
 }
 
 /// Runs until `shutdown` completes; the trigger in hand is finished first.
@@ -104,8 +129,9 @@ pub async fn run(
         dead: DeadLetters::new(js.clone(), Stage::Arbiter),
         auditor: Auditor::new(js.clone(), Stage::Arbiter),
         js,
-        max_attempts: config.max_attempts,
+        relevance: config.trigger_relevance,
     };
+    arbiter.recover_commands().await;
     let mut controls = Vec::new();
     for verb in CONTROL_VERBS {
         controls
@@ -117,11 +143,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            message = messages.next() => match message {
-                Some(Ok(message)) => arbiter.handle(message).await,
-                Some(Err(error)) => tracing::warn!(%error, "trigger stream hiccup"),
-                None => break,
-            },
+            message = messages.next() => arbiter.handle(message).await,
             Some(request) = controls.next() => arbiter.control(request).await,
         }
     }
@@ -375,19 +397,49 @@ impl Arbiter {
         };
         match self.decide(target, &trigger).await {
             Ok(()) => nova_runtime::ack(&message, AckKind::Ack).await,
-            Err(error) => {
-                let attempts = message.info().map_or(1, |info| info.delivered);
-                metrics::counter!(names::RETRIES, "stage" => "arbiter").increment(1);
-                if attempts >= self.max_attempts {
-                    let reason = format!("gave up after {attempts} attempts: {error}");
-                    self.dead.reject(&message, reason).await;
-                } else {
-                    tracing::warn!(%error, trigger = trigger.id, attempts, "will retry trigger");
-                    let delay = Duration::from_millis(200 * 2u64.pow(attempts.clamp(1, 8) as u32));
-                    nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await;
-                }
-            }
+            Err(error) => self.retry_or_give_up(&message, &trigger, error).await,
         }
+    }
+
+    /// A trigger that could not be decided. A broker error (no leader, a
+    /// timeout, no responders) is no fault of the trigger: it is retried
+    /// with back-off for as long as the trigger is relevant, measured from
+    /// when JetStream stored it, and only then given up (dead-lettered and
+    /// counted). An error that can never succeed is dead-lettered at once.
+    async fn retry_or_give_up(
+        &self,
+        message: &jetstream::Message,
+        trigger: &Trigger,
+        error: DecideError,
+    ) {
+        let info = message.info().ok();
+        let attempts = info.as_ref().map_or(1, |info| info.delivered);
+        metrics::counter!(names::RETRIES, "stage" => "arbiter").increment(1);
+        if !error.is_transient() {
+            let reason = format!("cannot be decided: {error}");
+            return self.dead.reject(message, reason).await;
+        }
+        let stored_ms = info.map_or(nova_runtime::now_ms(), |info| {
+            i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+        });
+        let age_ms = nova_runtime::now_ms().saturating_sub(stored_ms);
+        if age_ms > nova_shared::units::secs_to_ms(self.relevance.as_secs()) {
+            metrics::counter!(names::GIVEN_UP, "stage" => "arbiter").increment(1);
+            let reason = format!(
+                "given up after {attempts} attempts over {} s, no longer relevant \
+                 (trigger_relevance {} s): {error}",
+                age_ms / 1000,
+                self.relevance.as_secs()
+            );
+            return self.dead.reject(message, reason).await;
+        }
+        tracing::warn!(
+            trigger = trigger.id,
+            attempts,
+            "broker error, will retry trigger: {error}"
+        );
+        let delay = Duration::from_millis(100 * 2u64.pow(attempts.clamp(1, 6) as u32));
+        nova_runtime::ack(message, AckKind::Nak(Some(delay.min(RETRY_CAP)))).await;
     }
 
     /// Read, decide, compare-and-set, publish; again from the top on a conflict.
@@ -435,6 +487,70 @@ impl Arbiter {
                     metrics::counter!(names::KV_CONFLICTS, "bucket" => ARBITER_BUCKET).increment(1);
                 }
                 Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Publishes every stored decision whose command never reached
+    /// `NOVA_COMMANDS` (the arbiter stored it, then the stream refused the
+    /// command and the trigger's redelivery never came): a recovery pass at
+    /// start, beside the redelivery path that repairs the same while the
+    /// trigger is still in the stream. The command's id is its decision id,
+    /// so a command published meanwhile is not doubled.
+    async fn recover_commands(&self) {
+        let Ok(commands) = self
+            .js
+            .get_stream(nova_runtime::nats::COMMANDS_STREAM)
+            .await
+        else {
+            tracing::warn!("no command stream to check at start; redeliveries will repair");
+            return;
+        };
+        for target in self.policy.targets.values() {
+            let state = match kv::load::<TargetState>(&self.states, &target.name).await {
+                Ok(Some(stored)) => stored.value,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(
+                        target = target.name,
+                        "cannot check for unsent commands: {error}"
+                    );
+                    continue;
+                }
+            };
+            let Some(decided) = state.last_command() else {
+                continue;
+            };
+            let subject = subjects::commands(&target.name);
+            let sent_seq = match commands.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => codec::decode::<Command>(&message.payload, codec::Encoding::MsgPack)
+                    .map_or(0, |c| c.seq),
+                Err(error)
+                    if error.kind()
+                        == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    0
+                }
+                Err(error) => {
+                    tracing::warn!(target = target.name, "cannot check for unsent commands: {error}");
+                    continue;
+                }
+            };
+            if sent_seq >= decided.seq {
+                continue;
+            }
+            tracing::warn!(
+                target = target.name,
+                seq = decided.seq,
+                "a decided command never reached the command stream; publishing it now"
+            );
+            if let Err(error) =
+                publish::publish_once(&self.js, subject, &decided.decision_id, decided).await
+            {
+                tracing::warn!(
+                    target = target.name,
+                    "cannot publish the unsent command: {error}"
+                );
             }
         }
     }

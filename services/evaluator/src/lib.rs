@@ -116,6 +116,7 @@ pub async fn run_with(
     let auditor = Auditor::new(js.clone(), stage);
     let grace_ms = u64::try_from(hold.grace.as_millis()).unwrap_or(u64::MAX);
     let mut evaluator = Evaluator::new(&config.policy).with_down_grace_ms(grace_ms);
+    let mut retries = tokio::task::JoinSet::new();
     let partition = config.partition;
     let mut silence = SilenceWatch::new(&config.policy, nova_runtime::now_ms());
     silence.retain(|target| partition.owns(target));
@@ -152,13 +153,13 @@ pub async fn run_with(
             }
             _ = silence_check.tick() => {
                 for trigger in silence.due(nova_runtime::now_ms()) {
-                    publish_trigger(&js, &auditor, &trigger).await;
+                    publish_trigger(&js, &auditor, &trigger, &mut retries).await;
                 }
                 continue;
             }
             _ = hold_check.tick() => {
                 for trigger in evaluator.flush_held(nova_runtime::now_ms()) {
-                    publish_trigger(&js, &auditor, &trigger).await;
+                    publish_trigger(&js, &auditor, &trigger, &mut retries).await;
                 }
                 continue;
             }
@@ -205,12 +206,22 @@ pub async fn run_with(
             dead.send(subject, error.to_string(), &raw).await;
         }
         for trigger in triggers {
-            publish_trigger(&js, &auditor, &trigger).await;
+            publish_trigger(&js, &auditor, &trigger, &mut retries).await;
         }
     }
     let _ = subscription.unsubscribe().await;
     for trigger in evaluator.drain_held() {
-        publish_trigger(&js, &auditor, &trigger).await;
+        publish_trigger(&js, &auditor, &trigger, &mut retries).await;
+    }
+    // Triggers still being retried get a last moment, then are counted.
+    let waited = tokio::time::timeout(Duration::from_secs(5), async {
+        while retries.join_next().await.is_some() {}
+    })
+    .await;
+    if waited.is_err() {
+        let left = retries.len();
+        metrics::counter!(names::GIVEN_UP, "stage" => "evaluator").increment(left as u64);
+        tracing::error!(left, "stopping with triggers still unstored");
     }
     let _ = client.flush().await;
     tracing::info!("evaluator stopped");
@@ -229,18 +240,66 @@ fn fallback_check_period(policy: &Policy) -> std::time::Duration {
     std::time::Duration::from_secs(shortest.map_or(15, |secs| (secs / 4).clamp(1, 15)))
 }
 
-/// Publishes a trigger and its audit records; a failure is logged and
-/// counted, as the trigger is lost to this replica only (another replica,
-/// or the condition's next firing, raises it again).
+/// How long a computed trigger is worth publishing while the broker keeps
+/// refusing it (a stream without a leader, a timeout): after that a newer
+/// evaluation of the same condition has long taken its place.
+pub const TRIGGER_RELEVANCE: Duration = Duration::from_secs(600);
+
+/// Triggers being retried at most at once; beyond, new ones wait inline.
+const MAX_RETRYING: usize = 1024;
+
+/// Publishes a trigger and its audit records. A computed trigger is never
+/// dropped for a broker error: it is retried in the background with
+/// back-off for [`TRIGGER_RELEVANCE`], so sample evaluation goes on
+/// meanwhile (the ids make every retry harmless), and what is given up at
+/// the end is counted (`nova_given_up_total{stage="evaluator"}`) and logged.
 async fn publish_trigger(
     js: &async_nats::jetstream::Context,
     auditor: &Auditor,
     trigger: &Trigger,
+    retries: &mut tokio::task::JoinSet<()>,
 ) {
-    if let Err(error) = emit(js, auditor, trigger).await {
-        metrics::counter!(names::RETRIES, "stage" => "evaluator").increment(1);
-        tracing::error!(%error, trigger = trigger.id, "cannot publish trigger");
+    let Err(error) = emit(js, auditor, trigger).await else {
+        return;
+    };
+    metrics::counter!(names::RETRIES, "stage" => "evaluator").increment(1);
+    tracing::warn!(trigger = trigger.id, "not stored yet, will retry: {error}");
+    while retries.try_join_next().is_some() {}
+    while retries.len() >= MAX_RETRYING {
+        retries.join_next().await;
     }
+    let (js, auditor, trigger) = (js.clone(), auditor.clone(), trigger.clone());
+    let retry = async move {
+        let started = tokio::time::Instant::now();
+        let mut backoff =
+            nova_runtime::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            backoff.wait().await;
+            match emit(&js, &auditor, &trigger).await {
+                Ok(()) => return,
+                Err(error) if started.elapsed() >= TRIGGER_RELEVANCE => {
+                    metrics::counter!(names::GIVEN_UP, "stage" => "evaluator").increment(1);
+                    tracing::error!(
+                        trigger = trigger.id,
+                        "given up after {} s: {error}",
+                        started.elapsed().as_secs()
+                    );
+                    return;
+                }
+                Err(error) => {
+                    metrics::counter!(names::RETRIES, "stage" => "evaluator").increment(1);
+                    tracing::warn!(
+                        trigger = trigger.id,
+                        "still not stored, will retry: {error}"
+                    );
+                }
+            }
+        }
+    };
+    retries.spawn(tracing::Instrument::instrument(
+        retry,
+        tracing::Span::current(),
+    ));
 }
 
 /// Publishes a trigger and its audit records.

@@ -17,6 +17,7 @@ pub mod kv;
 pub mod nats;
 pub mod ping;
 pub mod publish;
+pub mod retry;
 pub mod setup;
 pub mod shutdown;
 pub mod telemetry;
@@ -51,6 +52,17 @@ pub async fn ack(message: &async_nats::jetstream::Message, kind: async_nats::jet
     if let Err(error) = message.ack_with(kind).await {
         tracing::warn!(%error, "ack failed");
     }
+}
+
+/// A random number, fresh per call (std's per-process random hasher keys
+/// mixed with a counter): for jitter, not for secrets.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
 }
 
 /// An id unique across processes and replicas: `<prefix>-<process token>-<counter>`.

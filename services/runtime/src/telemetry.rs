@@ -7,6 +7,11 @@ use thiserror::Error;
 
 /// Every metric name, `nova_<name>_<unit>[_total]`.
 pub mod names {
+    /// Pull consumers started again after a break, by `stream`.
+    pub const PULL_RESTARTS: &str = "nova_pull_restarts_total";
+    /// Messages given up after retrying a broker error for as long as they
+    /// were relevant, by `stage`.
+    pub const GIVEN_UP: &str = "nova_given_up_total";
     /// Samples ingest accepted or rejected, by `outcome`.
     pub const INGEST_SAMPLES: &str = "nova_ingest_samples_total";
     /// Messages sent to a dead-letter subject, by `stage`.
