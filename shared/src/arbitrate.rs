@@ -148,6 +148,14 @@ impl TargetState {
     pub fn last(&self) -> Option<&LastVerdict> {
         self.recent_verdicts.back()
     }
+
+    /// The latest command decided, if it is among the recent verdicts.
+    pub fn last_command(&self) -> Option<&Command> {
+        self.recent_verdicts
+            .iter()
+            .rev()
+            .find_map(|v| v.command.as_ref())
+    }
 }
 
 /// A decision, the command it issues (if any), and the state to store.

@@ -20,7 +20,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let sim_load = args.sim_load;
     let call_timeout = std::time::Duration::from_secs(args.call_timeout_secs.max(1));
@@ -45,8 +45,10 @@ async fn main() -> anyhow::Result<()> {
             Ok::<(), ActuatorMainError>(())
         },
     )
-    .await?;
-    Ok(())
+    .await
+    .map_or_else(nova_runtime::cli::fail, |()| {
+        std::process::ExitCode::SUCCESS
+    })
 }
 
 /// What can end the actuator binary's service closure.

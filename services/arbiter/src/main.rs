@@ -16,7 +16,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let ack_wait = std::time::Duration::from_secs(args.ack_wait_secs.max(1));
     serve("nova-arbiter", &args.common, |policy, client, shutdown| {
@@ -24,6 +24,8 @@ async fn main() -> anyhow::Result<()> {
         config.ack_wait = ack_wait;
         nova_arbiter::run(config, client, shutdown.signal())
     })
-    .await?;
-    Ok(())
+    .await
+    .map_or_else(nova_runtime::cli::fail, |()| {
+        std::process::ExitCode::SUCCESS
+    })
 }

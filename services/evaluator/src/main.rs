@@ -20,7 +20,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let partition = args.partition;
     let hold = nova_evaluator::HoldBack {
@@ -34,6 +34,8 @@ async fn main() -> anyhow::Result<()> {
             nova_evaluator::run_with(config, hold, client, shutdown.signal())
         },
     )
-    .await?;
-    Ok(())
+    .await
+    .map_or_else(nova_runtime::cli::fail, |()| {
+        std::process::ExitCode::SUCCESS
+    })
 }

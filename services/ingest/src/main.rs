@@ -12,11 +12,13 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     serve("nova-ingest", &args.common, |policy, client, shutdown| {
         nova_ingest::run(nova_ingest::Config::new(policy), client, shutdown.signal())
     })
-    .await?;
-    Ok(())
+    .await
+    .map_or_else(nova_runtime::cli::fail, |()| {
+        std::process::ExitCode::SUCCESS
+    })
 }

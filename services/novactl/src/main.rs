@@ -179,8 +179,20 @@ enum PolicyCommand {
     },
 }
 
+/// One line for an error, and exit code 1: an operator's terminal gets what
+/// is wrong and what to do, not a chain of wrappers.
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
+    match run_cli().await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("novactl: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_cli() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let output = cli.output;
     match cli.command {
@@ -241,7 +253,7 @@ async fn control_command(
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     nova_runtime::telemetry::init_tracing_at("warn");
-    let client = nova_runtime::nats::connect(url, "novactl").await?;
+    let client = nova_runtime::nats::connect_now(url, "novactl").await?;
     let payload = codec::encode(&request)?;
     let answer = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -502,7 +514,7 @@ async fn tail(
     json: bool,
 ) -> anyhow::Result<()> {
     nova_runtime::telemetry::init_tracing_at("warn");
-    let client = nova_runtime::nats::connect(url, "novactl-audit-tail").await?;
+    let client = nova_runtime::nats::connect_now(url, "novactl-audit-tail").await?;
     let js = jetstream::new(client.clone());
     let mut stream = js.get_stream(AUDIT_STREAM).await?;
     let filter = target.map_or_else(

@@ -112,3 +112,11 @@ where
         })?;
     client.drain().await.map_err(ServeError::Drain)
 }
+
+/// Ends a service binary that failed: one line on stderr naming what is
+/// wrong (the errors here say what to do), exit code 1; no chain of
+/// wrappers, no backtrace.
+pub fn fail(error: ServeError) -> std::process::ExitCode {
+    eprintln!("{error}");
+    std::process::ExitCode::FAILURE
+}

@@ -66,9 +66,57 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Connec
             url: url.to_string(),
             source,
         })?;
-    async_nats::ConnectOptions::new()
+    let client = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(servers)
+        .await
+        .map_err(|source| ConnectError::Connect {
+            url: url.to_string(),
+            source,
+        })?;
+    // The client connects in the background; a service waits for its broker
+    // (start order is not guaranteed) and says so plainly while it waits.
+    let started = tokio::time::Instant::now();
+    let mut next_word = Duration::from_secs(5);
+    while client.connection_state() != async_nats::connection::State::Connected {
+        let waited = started.elapsed();
+        if waited >= CONNECT_PATIENCE {
+            return Err(ConnectError::Unreachable {
+                url: url.to_string(),
+                secs: CONNECT_PATIENCE.as_secs(),
+            });
+        }
+        if waited >= next_word {
+            tracing::warn!(
+                "cannot reach NATS at {url} after {} s, still trying: start nats-server \
+                 there, or point --nats-url (NOVA_NATS_URL) at one",
+                waited.as_secs()
+            );
+            next_word += Duration::from_secs(5);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(client)
+}
+
+/// How long a service waits for NATS at start before it gives up.
+pub const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Connects once, without waiting for a server to come up: for the command
+/// line, where an unreachable NATS is one line and a non-zero exit.
+pub async fn connect_now(url: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
+    let servers = url
+        .split(',')
+        .map(|one| one.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ConnectError::Url {
+            url: url.to_string(),
+            source,
+        })?;
+    async_nats::ConnectOptions::new()
+        .name(name)
         .connection_timeout(Duration::from_secs(5))
         .connect(servers)
         .await
@@ -81,6 +129,17 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Connec
 /// Connecting failed.
 #[derive(Debug, Error)]
 pub enum ConnectError {
+    /// No server answered in time.
+    #[error(
+        "cannot reach NATS at {url} within {secs} s: start nats-server there, or point \
+         --nats-url (NOVA_NATS_URL) at one"
+    )]
+    Unreachable {
+        /// The URL as given.
+        url: String,
+        /// How long it waited.
+        secs: u64,
+    },
     /// The URL (list) does not parse.
     #[error("invalid NATS URL {url:?}: {source}")]
     Url {
@@ -91,7 +150,10 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// No server could be reached.
-    #[error("cannot connect to NATS at {url}: {source}")]
+    #[error(
+        "cannot connect to NATS at {url}: {source}; is nats-server running there? \
+         (set --nats-url or NOVA_NATS_URL)"
+    )]
     Connect {
         /// The URL as given.
         url: String,

@@ -78,7 +78,11 @@ pub fn init_tracing() {
 /// Like [`init_tracing`] with another default level (`warn` for a CLI).
 pub fn init_tracing_at(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        // The NATS client's own reconnect events are terse; the services
+        // say what is wrong in their own lines.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{default_level},async_nats=warn"))
+        });
     // Colours only on a terminal: a log file or collector gets plain lines.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
