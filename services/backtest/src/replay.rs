@@ -4,13 +4,34 @@
 //! - **NovaCron** runs the live services' own decision code: every
 //!   `sample_every` seconds the fleet reports its cpu and its total requests,
 //!   averaged over those seconds (as a metrics agent pushing on an interval
-//!   does), as samples which reach [`Evaluator::observe`] after the metric
-//!   delay; the triggers go
-//!   through [`arbitrate::decide`] with the target's state carried between
+//!   does), as samples which reach the evaluator after the metric delay,
+//!   both in one [`Evaluator::observe_batch`] as from ingest; the triggers
+//!   go through [`arbitrate::decide`] with the target's state carried between
 //!   decisions as the arbiter keeps it in KV, and each command sets the
 //!   fleet's desired capacity at once (the actuator's part). The evaluator
 //!   learns the capacity as it does from KV `nova_capacity`: instances
 //!   running, or desired while none run.
+//! - **Held scale-downs**: the evaluator holds back a trigger of only
+//!   scale-downs until the target's event time moves past its instant, so
+//!   that an up of that instant arriving on another subject joins it and
+//!   wins (`nova_shared::evaluate`, `evaluate/hold.rs`). The replay keeps
+//!   the hold as the service has it: a held down is published by the next
+//!   sample, or once it has waited the grace
+//!   ([`nova_shared::evaluate::DEFAULT_DOWN_GRACE_MS`], 2 s). The grace is
+//!   wall clock in the service, which checks it on a ticker; the replay has
+//!   no wall clock, and its clock `now` (the trace's event time, at which a
+//!   delayed sample is delivered) stands in for it, as it does for the
+//!   evaluator's future-skew check and the fleet's warm-up. So every
+//!   interval ends with [`Evaluator::flush_held`]`(now)`: with a sample
+//!   every second the next sample releases a down 1 s after it fired; with
+//!   `--sample-every` 5 or 15 the grace releases it after 2 s, as in the
+//!   service, not only at the next sample. The trigger keeps its sample's
+//!   event time, from which the arbiter counts cooldowns; only the moment
+//!   the fleet shrinks moves. The last interval of the trace calls
+//!   [`Evaluator::drain_held`] instead, as the service does on shutdown,
+//!   and decides what it returns in that interval, so a down that fires on
+//!   the last delivered sample is decided (it shows in the last interval's
+//!   supply and in the actions), not lost.
 //! - **HPA** is [`tracking::Hpa`], the Kubernetes controller's algorithm with
 //!   its documented defaults: every `sync` seconds it reads the average cpu
 //!   of the last metrics window (metrics-server's resolution) that the metric
@@ -264,7 +285,8 @@ pub fn replay(
     for (i, &load) in trace.rps.iter().enumerate() {
         let now = i as i64 * interval_ms;
         demand.push(demand_instances(load, cap));
-        let observations = [novacron.step(now, load), hpa.step(now, load)];
+        let end_of_trace = i + 1 == trace.rps.len();
+        let observations = [novacron.step(now, load, end_of_trace), hpa.step(now, load)];
         for ((meter, supply), (ready, provisioned)) in
             meters.iter_mut().zip(&mut supplies).zip(observations)
         {
@@ -411,8 +433,9 @@ impl<'p> NovaRun<'p> {
     }
 
     /// One interval at `now`: serve, report, evaluate what has arrived,
-    /// decide and act. Returns (ready, provisioned) for the interval.
-    fn step(&mut self, now: i64, load: f64) -> (u32, u32) {
+    /// decide and act; at the `end_of_trace`, decide every held trigger too.
+    /// Returns (ready, provisioned) for the interval.
+    fn step(&mut self, now: i64, load: f64, end_of_trace: bool) -> (u32, u32) {
         let observation = self.fleet.step(now, load);
         let (sum, count) = &mut self.pending;
         sum.cpu += observation.cpu;
@@ -444,6 +467,17 @@ impl<'p> NovaRun<'p> {
             for trigger in triggers {
                 self.decide(&trigger, now);
             }
+        }
+        // Held scale-downs (see the module docs): the replay clock stands in
+        // for the service's wall-clock grace, and the trace's end for its
+        // shutdown.
+        let held = if end_of_trace {
+            self.evaluator.drain_held()
+        } else {
+            self.evaluator.flush_held(now)
+        };
+        for trigger in held {
+            self.decide(&trigger, now);
         }
         let after = self.fleet.step(now, load);
         (after.ready, after.provisioned)
@@ -670,6 +704,48 @@ horizontal_scaling_rules:
             );
         }
         assert_eq!(runs[0].novacron.supply, runs[1].novacron.supply);
+    }
+
+    #[test]
+    fn a_held_scale_down_leaves_with_the_next_sample_the_grace_or_the_end_of_the_trace() {
+        // 100 rps on 4 instances is 25 % cpu from the first sample on, so the
+        // rule's "below 30 % for 30 seconds" fires on the sample taken 30 s
+        // after the first one. The evaluator holds that down back; the
+        // interval in which the fleet drops to 3 shows who released it.
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        // (seconds between samples, trace length in s, interval of the drop)
+        let cases = [
+            // Samples at 0, 1, …: fires at 30 and the sample at 31 releases it.
+            (1, 45, 31, "the next sample"),
+            // Fires on the trace's last sample: decided by the drain.
+            (1, 31, 30, "the end of the trace"),
+            // Samples at 4, 9, …, 34, 39: fires at 34, and the grace (2 s of
+            // replay clock) releases it at 36, before the sample at 39.
+            (5, 45, 36, "the grace"),
+            // Fires at 34, the trace ends before the grace runs out.
+            (5, 35, 34, "the end of the trace, at the firing"),
+            (5, 36, 35, "the end of the trace, within the grace"),
+        ];
+        for (every, length, drop_at, why) in cases {
+            let config = ReplayConfig {
+                initial: Some(4),
+                sample_every_secs: every,
+                ..config()
+            };
+            let trace = Trace {
+                interval_secs: 1.0,
+                rps: vec![100.0; length],
+            };
+            let result = replay(&policy, &trace, &config, |_| {}).unwrap();
+            let supply = &result.novacron.supply;
+            assert_eq!(
+                supply.iter().position(|s| *s < 4),
+                Some(drop_at),
+                "every {every} s, {length} s: released by {why}: {supply:?}"
+            );
+            assert_eq!(supply[supply.len() - 1], 3, "{why}");
+            assert_eq!(result.novacron.metrics.actions, 1, "{why}");
+        }
     }
 
     #[test]
