@@ -86,7 +86,8 @@ pub struct IntervalSample {
 }
 
 /// The elasticity of one run; see the module docs for the formulas.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Serialised with these field names by `novactl backtest --output json`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ElasticityMetrics {
     /// Intervals measured, `n`.
     pub intervals: u64,

@@ -80,9 +80,8 @@ pub fn markdown(comparison: &Comparison) -> String {
             value(&hpa.metrics)
         );
     }
-    let interval = nova.metrics.duration_secs / nova.metrics.intervals.max(1) as f64;
-    let cover = |supply: &[u32]| match time_to_cover(&comparison.demand, supply) {
-        Some(intervals) => format!("{:.0}", intervals as f64 * interval),
+    let cover = |supply: &[u32]| match cover_secs(comparison, supply) {
+        Some(secs) => format!("{secs:.0}"),
         None => "never".to_string(),
     };
     let _ = writeln!(
@@ -100,6 +99,14 @@ pub fn markdown(comparison: &Comparison) -> String {
         m.demand_changes
     );
     out
+}
+
+/// Seconds from the largest rise of demand until `supply` covers it, on
+/// the comparison's own interval; `None` if it never does.
+pub fn cover_secs(comparison: &Comparison, supply: &[u32]) -> Option<f64> {
+    let metrics = &comparison.novacron.metrics;
+    let interval = metrics.duration_secs / metrics.intervals.max(1) as f64;
+    time_to_cover(&comparison.demand, supply).map(|intervals| intervals as f64 * interval)
 }
 
 /// Intervals from the largest rise of demand between two intervals until

@@ -83,7 +83,7 @@ pub struct BacktestArgs {
 }
 
 /// Runs the backtest and prints its report.
-pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: BacktestArgs, json: bool) -> anyhow::Result<ExitCode> {
     let policy = match policy::load_file(&args.policy) {
         Ok(policy) => policy,
         Err(error) => {
@@ -134,13 +134,15 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let comparison = replay::replay(&policy, &load, &config, |done| bar.update(done))?;
     bar.finish();
     let replay_secs = started.elapsed().as_secs_f64() - read_secs;
-    print!("{}", report::markdown(&comparison));
-    println!(
-        "trace {}: mean {:.1} rps, peak {:.1} rps; read in {read_secs:.2} s, replayed in {replay_secs:.2} s",
-        args.trace.display(),
-        load.mean_rps(),
-        load.peak_rps(),
-    );
+    if !json {
+        print!("{}", report::markdown(&comparison));
+        println!(
+            "trace {}: mean {:.1} rps, peak {:.1} rps; read in {read_secs:.2} s, replayed in {replay_secs:.2} s",
+            args.trace.display(),
+            load.mean_rps(),
+            load.peak_rps(),
+        );
+    }
     let title = format!(
         "{} on {} (scale x{}, compress {})",
         comparison.settings.target,
@@ -172,6 +174,27 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         },
     )
     .with_context(|| format!("writing the chart {}", args.chart.display()))?;
-    println!("chart: {}", args.chart.display());
+    if json {
+        // One document for programs: the same figures as the table, under
+        // the metrics' field names, time to cover in seconds (null: never).
+        let run = |run: &nova_backtest::replay::Run| {
+            serde_json::json!({
+                "metrics": run.metrics,
+                "time_to_cover_secs": report::cover_secs(&comparison, &run.supply),
+            })
+        };
+        let document = serde_json::json!({
+            "target": comparison.settings.target,
+            "trace": args.trace.display().to_string(),
+            "mean_rps": load.mean_rps(),
+            "peak_rps": load.peak_rps(),
+            "novacron": run(&comparison.novacron),
+            "hpa": run(&comparison.hpa),
+            "chart": args.chart.display().to_string(),
+        });
+        println!("{document}");
+    } else {
+        println!("chart: {}", args.chart.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

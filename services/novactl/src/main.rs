@@ -225,7 +225,7 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
             return control_command(&control.nats_url, "status", request, output).await;
         }
         Command::Pause(args) => return args.send("pause", output).await,
-        Command::Backtest(args) => return backtest::run(*args),
+        Command::Backtest(args) => return backtest::run(*args, output == Output::Json),
         Command::Resume(args) => return args.send("resume", output).await,
         Command::Scale {
             control,

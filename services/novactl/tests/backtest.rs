@@ -80,3 +80,27 @@ fn bad_input_is_named() {
     assert!(stderr.contains("several targets"), "{stderr}");
     assert!(stderr.contains("--target"), "{stderr}");
 }
+
+#[test]
+fn output_json_is_one_document_with_the_same_figures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart = dir.path().join("step.svg");
+    let (ok, stdout, stderr) = backtest(&[
+        "--policy",
+        "deploy/policies/tracking.yaml",
+        "--trace",
+        "services/backtest/data/step.txt",
+        "--chart",
+        chart.to_str().expect("utf-8 path"),
+        "--quiet",
+        "--output",
+        "json",
+    ]);
+    assert!(ok, "{stderr}");
+    let document: serde_json::Value =
+        serde_json::from_str(stdout.trim()).expect("one JSON document");
+    assert_eq!(document["novacron"]["time_to_cover_secs"], 40.0);
+    assert_eq!(document["hpa"]["time_to_cover_secs"], 63.0);
+    assert_eq!(document["novacron"]["metrics"]["slo_violation_secs"], 40.0);
+    assert_eq!(document["target"], "web");
+}
