@@ -22,11 +22,9 @@ fn backtest(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn a_step_trace_prints_both_runs_and_writes_a_chart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let chart = dir.path().join("step.svg");
-    let (ok, stdout, stderr) = backtest(&[
+/// The tracking policy on the step trace, charted to `chart`, plus `extra`.
+fn step_trace(chart: &std::path::Path, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
         "--policy",
         "deploy/policies/tracking.yaml",
         "--trace",
@@ -34,7 +32,16 @@ fn a_step_trace_prints_both_runs_and_writes_a_chart() {
         "--chart",
         chart.to_str().expect("utf-8 path"),
         "--quiet",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    backtest(&args)
+}
+
+#[test]
+fn a_step_trace_prints_both_runs_and_writes_a_chart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart = dir.path().join("step.svg");
+    let (ok, stdout, stderr) = step_trace(&chart, &[]);
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("| metric | unit | NovaCron | HPA |"),
@@ -85,17 +92,7 @@ fn bad_input_is_named() {
 fn output_json_is_one_document_with_the_same_figures() {
     let dir = tempfile::tempdir().expect("tempdir");
     let chart = dir.path().join("step.svg");
-    let (ok, stdout, stderr) = backtest(&[
-        "--policy",
-        "deploy/policies/tracking.yaml",
-        "--trace",
-        "services/backtest/data/step.txt",
-        "--chart",
-        chart.to_str().expect("utf-8 path"),
-        "--quiet",
-        "--output",
-        "json",
-    ]);
+    let (ok, stdout, stderr) = step_trace(&chart, &["--output", "json"]);
     assert!(ok, "{stderr}");
     let document: serde_json::Value =
         serde_json::from_str(stdout.trim()).expect("one JSON document");

@@ -58,14 +58,7 @@ pub enum ProvisionError {
 /// may list several servers of a cluster, comma-separated; the client picks
 /// one and fails over to the others.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
-    let servers = url
-        .split(',')
-        .map(|one| one.trim().parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| ConnectError::Url {
-            url: url.to_string(),
-            source,
-        })?;
+    let servers = servers(url)?;
     let client = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
@@ -101,20 +94,24 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Connec
     Ok(client)
 }
 
+/// The servers of a comma-separated URL list.
+fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
+    url.split(',')
+        .map(|one| one.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ConnectError::Url {
+            url: url.to_string(),
+            source,
+        })
+}
+
 /// How long a service waits for NATS at start before it gives up.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Connects once, without waiting for a server to come up: for the command
 /// line, where an unreachable NATS is one line and a non-zero exit.
 pub async fn connect_now(url: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
-    let servers = url
-        .split(',')
-        .map(|one| one.trim().parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| ConnectError::Url {
-            url: url.to_string(),
-            source,
-        })?;
+    let servers = servers(url)?;
     async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
