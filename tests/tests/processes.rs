@@ -415,4 +415,21 @@ async fn missing_aws_credentials_are_one_clear_line_and_named_in_the_decision() 
         .as_deref()
         .unwrap_or_default();
     assert!(error.contains("no AWS credentials"), "status: {reply:?}");
+
+    // The same through the operator's command line, as a program reads it.
+    let out = tokio::process::Command::new(nova_e2e::process::binary("novactl"))
+        .args(["status", "t0", "--output", "json", "--nats-url", &nats.url])
+        .output()
+        .await
+        .expect("novactl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let error = json["targets"][0]["backend_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("no AWS credentials"), "{json}");
 }
