@@ -96,8 +96,15 @@ impl DecideError {
     }
 }
 
-/// Longest pause between two attempts at a trigger.
-const RETRY_CAP: Duration = Duration::from_secs(5);
+/// The pause before a trigger that met a broker error is delivered again.
+/// Short, because a broker error lasts as long as a leader election
+/// (seconds), and results must resume within 5 s of quorum returning: with
+/// back-off up to 5 s the cluster chaos test saw them resume after 5.6 s.
+/// The same for every attempt, so that redeliveries come back in the order
+/// the triggers failed: with a growing back-off the oldest triggers, which
+/// had failed most often, came back last and were `superseded` by newer
+/// ones. An attempt costs one KV read.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 struct Arbiter {
     policy: Arc<Policy>,
@@ -108,6 +115,8 @@ struct Arbiter {
     dead: DeadLetters,
     auditor: Auditor,
     relevance: Duration,
+    /// Per target, the latest verdict this process published.
+    sent: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Runs until `shutdown` completes; the trigger in hand is finished first.
@@ -130,6 +139,7 @@ pub async fn run(
         auditor: Auditor::new(js.clone(), Stage::Arbiter),
         js,
         relevance: config.trigger_relevance,
+        sent: Default::default(),
     };
     arbiter.recover_commands().await;
     let mut controls = Vec::new();
@@ -438,8 +448,7 @@ impl Arbiter {
             attempts,
             "broker error, will retry trigger: {error}"
         );
-        let delay = Duration::from_millis(100 * 2u64.pow(attempts.clamp(1, 6) as u32));
-        nova_runtime::ack(message, AckKind::Nak(Some(delay.min(RETRY_CAP)))).await;
+        nova_runtime::ack(message, AckKind::Nak(Some(RETRY_DELAY))).await;
     }
 
     /// Read, decide, compare-and-set, publish; again from the top on a conflict.
@@ -459,6 +468,20 @@ impl Arbiter {
                     Err(error) => unreadable = Some(error),
                 }
             }
+            let mut state = state;
+            if let Some(unsent) = state.unsent() {
+                // The last verdict first, whatever became of its trigger
+                // (see `TargetState::unsent`); a broker error here naks this
+                // trigger, and nothing newer is decided meanwhile.
+                if !self.sent_here(&target.name, &unsent.decision.id) {
+                    tracing::info!(
+                        decision = unsent.decision.id,
+                        "publishing the last decision before the next one"
+                    );
+                    self.publish(unsent, Publishing::Again).await?;
+                }
+                state.mark_sent();
+            }
             let observed = Observed {
                 record: capacity.as_ref(),
                 unreadable: unreadable.as_deref(),
@@ -472,7 +495,7 @@ impl Arbiter {
                         decision = last.decision.id,
                         "re-publishing a decision after redelivery"
                     );
-                    self.publish(trigger, last).await?;
+                    self.publish(last, Publishing::Again).await?;
                 }
                 return Ok(());
             };
@@ -481,7 +504,7 @@ impl Arbiter {
                     // The stored state holds this verdict: publish exactly
                     // what a redelivery would re-publish.
                     let stored = next.last().expect("decide stores its verdict");
-                    return Ok(self.publish(trigger, stored).await?);
+                    return Ok(self.publish(stored, Publishing::First).await?);
                 }
                 Err(KvError::Conflict { .. }) => {
                     metrics::counter!(names::KV_CONFLICTS, "bucket" => ARBITER_BUCKET).increment(1);
@@ -560,7 +583,13 @@ impl Arbiter {
     /// the backend cannot be read (the actuator's one-line reason).
     async fn ask_capacity(&self, target: &str, limit: Duration) -> Result<CapacityRecord, String> {
         let subject = subjects::control(CAPACITY_VERB);
-        let request = self.client.request(subject, target.to_string().into());
+        // Its own deadline, not the connection's (a backend read may be slow).
+        let request = self.client.send_request(
+            subject,
+            async_nats::Request::new()
+                .payload(target.to_string().into())
+                .timeout(Some(limit)),
+        );
         let reply = match tokio::time::timeout(limit, request).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => {
@@ -585,7 +614,19 @@ impl Arbiter {
         }
     }
 
-    async fn publish(&self, trigger: &Trigger, verdict: &LastVerdict) -> Result<(), PublishError> {
+    /// Whether this process published `decision_id`, the latest verdict of
+    /// `target` it published: then it need not be published again.
+    fn sent_here(&self, target: &str, decision_id: &str) -> bool {
+        self.sent
+            .lock()
+            .expect("sent verdicts")
+            .get(target)
+            .is_some_and(|id| id == decision_id)
+    }
+
+    /// Publishes a stored verdict: its decision record, flapping note and
+    /// command, each de-duplicated by an id derived from the decision.
+    async fn publish(&self, verdict: &LastVerdict, when: Publishing) -> Result<(), PublishError> {
         let decision = &verdict.decision;
         let mut record = AuditRecord::new(
             ids::derive("a", &[decision.id.as_bytes()]),
@@ -596,13 +637,9 @@ impl Arbiter {
             decision.outcome.as_str(),
             decision.reason.clone(),
         );
-        let firing = trigger
-            .firings
-            .iter()
-            .find(|f| Some(&f.rule) == decision.rule.as_ref());
         record.rule = decision.rule.clone();
-        record.observed = firing.and_then(|f| f.observed);
-        record.threshold = firing.and_then(|f| f.threshold);
+        record.observed = verdict.observed;
+        record.threshold = verdict.threshold;
         record.from = decision.from;
         record.to = decision.to;
         record.trigger_id = Some(decision.trigger_id.clone());
@@ -635,13 +672,28 @@ impl Arbiter {
             )
             .await?;
         }
-        metrics::counter!(names::DECISIONS, "outcome" => decision.outcome.as_str()).increment(1);
-        tracing::info!(
-            target = decision.target,
-            outcome = decision.outcome.as_str(),
-            reason = decision.reason,
-            "decision"
-        );
+        self.sent
+            .lock()
+            .expect("sent verdicts")
+            .insert(decision.target.clone(), decision.id.clone());
+        if when == Publishing::First {
+            metrics::counter!(names::DECISIONS, "outcome" => decision.outcome.as_str())
+                .increment(1);
+            tracing::info!(
+                target = decision.target,
+                outcome = decision.outcome.as_str(),
+                reason = decision.reason,
+                "decision"
+            );
+        }
         Ok(())
     }
+}
+
+/// Whether a verdict is published for the first time (counted and logged)
+/// or again (after a failure, a crash or a redelivery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Publishing {
+    First,
+    Again,
 }

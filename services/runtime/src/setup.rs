@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
 use async_nats::jetstream::{self, consumer::pull, kv::Store};
 use futures_util::StreamExt;
 use thiserror::Error;
@@ -78,16 +79,43 @@ pub const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 pub const PULL_EXPIRES: Duration = Duration::from_secs(10);
 
 /// The messages of a durable pull consumer on `stream`, shared by every
-/// replica that uses the same consumer name. When the pull breaks (a missed
-/// heartbeat, no responders while the stream has no leader, the consumer
-/// gone), it is not left to recover on its own: the consumer is fetched or
-/// created again and a fresh pull started, with back-off while the broker
-/// is away. Nothing is lost by that: unacknowledged messages are redelivered.
+/// replica that uses the same consumer name. When the pull breaks, it is not
+/// left to recover on its own: a fresh pull is started at once, with
+/// back-off while the broker is away. Nothing is lost by that:
+/// unacknowledged messages are redelivered.
+///
+/// A fresh pull needs no JetStream API call (it is a subscription and a
+/// pull request to the consumer's subject), so it works as soon as the
+/// consumer has a leader again. API calls (stream info, consumer create)
+/// time out while leaders are being elected; in the cluster chaos test, a
+/// service that fetched its consumer again after every break stalled for
+/// 30 s after quorum was back. So after a second break in a row the
+/// consumer is only looked up, with [`LOOKUP_TIMEOUT`]: fetched (or
+/// created) again when the server says it is missing, kept when it is
+/// there or the server does not answer.
 pub struct Durable {
     js: jetstream::Context,
     stream: &'static str,
     config: pull::Config,
+    consumer: Option<jetstream::consumer::PullConsumer>,
     messages: Option<pull::Stream>,
+    breaks_in_a_row: u32,
+}
+
+/// How long the lookup of a consumer after a break may take, instead of the
+/// connection's 10 s: JetStream answers in milliseconds, or not at all while
+/// a leader is being elected.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether a lookup error says the consumer (or its stream) is not there.
+fn is_missing(error: &ConsumerError) -> bool {
+    match error.kind() {
+        ConsumerErrorKind::JetStream(error) => matches!(
+            error.error_code(),
+            jetstream::ErrorCode::CONSUMER_NOT_FOUND | jetstream::ErrorCode::STREAM_NOT_FOUND
+        ),
+        _ => false,
+    }
 }
 
 impl Durable {
@@ -109,12 +137,29 @@ impl Durable {
                 },
             };
             match messages.next().await {
-                Some(Ok(message)) => return message,
+                Some(Ok(message)) => {
+                    self.breaks_in_a_row = 0;
+                    return message;
+                }
                 Some(Err(error)) => {
                     metrics::counter!(crate::telemetry::names::PULL_RESTARTS, "stream" => self.stream)
                         .increment(1);
+                    self.breaks_in_a_row += 1;
+                    if error.kind() == pull::MessagesErrorKind::ConsumerDeleted {
+                        self.consumer = None;
+                    } else if self.breaks_in_a_row >= 2 && self.consumer.is_some() {
+                        // "No responders" and missed heartbeats come both
+                        // while the consumer has no leader and when it is
+                        // gone; a quick lookup tells them apart.
+                        match self.lookup().await {
+                            Ok(consumer) => self.consumer = Some(consumer),
+                            Err(error) if is_missing(&error) => self.consumer = None,
+                            Err(_) => {}
+                        }
+                    }
                     tracing::warn!(
                         stream = self.stream,
+                        lookup = self.consumer.is_none(),
                         "pull broke, starting a new one: {error}"
                     );
                     self.messages = None;
@@ -122,12 +167,45 @@ impl Durable {
                 }
                 // The pull ended (a closed connection, a deleted consumer):
                 // start another; a service stops through its shutdown.
-                None => self.messages = None,
+                None => {
+                    self.consumer = None;
+                    self.messages = None;
+                }
             }
         }
     }
 
-    async fn open(&self) -> Result<pull::Stream, SetupError> {
+    async fn open(&mut self) -> Result<pull::Stream, SetupError> {
+        let consumer = match &self.consumer {
+            Some(consumer) => consumer,
+            None => {
+                let consumer = self.fetch().await?;
+                self.consumer.insert(consumer)
+            }
+        };
+        consumer
+            .stream()
+            .heartbeat(PULL_HEARTBEAT)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(|source| SetupError::Pull {
+                stream: self.stream,
+                source,
+            })
+    }
+
+    /// The consumer as the server has it now, asked with [`LOOKUP_TIMEOUT`]:
+    /// an answer shows whether it is there, a timeout shows nothing.
+    async fn lookup(&self) -> Result<jetstream::consumer::PullConsumer, ConsumerError> {
+        let mut js = self.js.clone();
+        js.set_timeout(LOOKUP_TIMEOUT);
+        let name = self.config.durable_name.clone().unwrap_or_default();
+        js.get_consumer_from_stream(name, self.stream).await
+    }
+
+    /// The consumer, fetched, or created when missing (JetStream API calls).
+    async fn fetch(&self) -> Result<jetstream::consumer::PullConsumer, SetupError> {
         let handle =
             self.js
                 .get_stream(self.stream)
@@ -137,22 +215,12 @@ impl Durable {
                     source,
                 })?;
         let name = self.config.durable_name.clone().unwrap_or_default();
-        let consumer = handle
+        handle
             .get_or_create_consumer(&name, self.config.clone())
             .await
             .map_err(|source| SetupError::Consumer {
                 stream: self.stream,
                 consumer: name.clone(),
-                source,
-            })?;
-        consumer
-            .stream()
-            .heartbeat(PULL_HEARTBEAT)
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await
-            .map_err(|source| SetupError::Pull {
-                stream: self.stream,
                 source,
             })
     }
@@ -174,7 +242,9 @@ pub async fn durable_messages(
             ack_wait,
             ..Default::default()
         },
+        consumer: None,
         messages: None,
+        breaks_in_a_row: 0,
     };
     durable.messages = Some(durable.open().await?);
     Ok(durable)
