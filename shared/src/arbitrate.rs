@@ -7,6 +7,7 @@
 //! | situation                                             | outcome            |
 //! |-------------------------------------------------------|--------------------|
 //! | trigger id already decided                            | `duplicate`        |
+//! | a rule trigger older than the last rule-caused action | `superseded`       |
 //! | capacity never observed and never commanded           | `unknown_capacity` |
 //! | any up firing: the one asking for most capacity wins  |                    |
 //! |   scale-up paused by an operator                      | `paused`           |
@@ -60,6 +61,7 @@ use crate::policy::{FlapSettings, Target, TierMove};
 use crate::tracking::{self, ScaleEvent};
 use crate::wire::{
     CapacityRecord, Command, Decision, Direction, Outcome, RuleFiring, ScaleAction, Trigger,
+    TriggerSource,
 };
 
 /// How many recent trigger ids a target remembers for de-duplication.
@@ -121,6 +123,18 @@ pub struct TargetState {
     /// target's tracking rules.
     #[serde(default)]
     pub scale_events: VecDeque<ScaleEvent>,
+    /// Event time (ms) of the newest rule trigger that caused a command; a
+    /// rule trigger older than this is `superseded`.
+    #[serde(default)]
+    pub last_rule_action_ts: i64,
+    /// Verdicts stored so far (each decision stored adds one).
+    #[serde(default)]
+    pub verdicts_stored: u64,
+    /// Verdicts known to have reached the streams (decision record and
+    /// command). The arbiter decides a target's next trigger only once the
+    /// last verdict is out: see [`TargetState::unsent`].
+    #[serde(default)]
+    pub verdicts_sent: u64,
 }
 
 /// A decision of a target and the command it issued.
@@ -133,6 +147,12 @@ pub struct LastVerdict {
     /// Its flapping note, if any.
     #[serde(default)]
     pub flapping: Option<String>,
+    /// What the winning firing observed, for its audit record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    /// The winning firing's threshold, for its audit record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
 }
 
 impl TargetState {
@@ -147,6 +167,30 @@ impl TargetState {
     /// The latest verdict.
     pub fn last(&self) -> Option<&LastVerdict> {
         self.recent_verdicts.back()
+    }
+
+    /// The latest verdict, when it is stored but not known to be published.
+    ///
+    /// The arbiter stores a verdict, then publishes its decision record and
+    /// command. If the publishing fails (a stream without a leader) or the
+    /// arbiter dies, the verdict must still go out, and before any later
+    /// one, or the actuator would apply the next command without this one
+    /// and capacity would jump two steps on a command saying "add 1". So the
+    /// next decision for the target first re-publishes this verdict (both
+    /// de-duplicated by id) and only then decides, recording it as sent.
+    /// Since no verdict is decided while an earlier one is unsent, at most
+    /// one is ever unsent, and it is always the latest.
+    pub fn unsent(&self) -> Option<&LastVerdict> {
+        if self.verdicts_stored > self.verdicts_sent {
+            self.last()
+        } else {
+            None
+        }
+    }
+
+    /// Marks every stored verdict as published.
+    pub fn mark_sent(&mut self) {
+        self.verdicts_sent = self.verdicts_stored;
     }
 
     /// The latest command decided, if it is among the recent verdicts.
@@ -242,6 +286,85 @@ impl<'a> From<Option<&'a CapacityRecord>> for Observed<'a> {
 
 /// Decides one trigger.
 pub fn decide<'a>(
+    target: &Target,
+    settings: ArbiterSettings,
+    state: &TargetState,
+    observed: impl Into<Observed<'a>>,
+    trigger: &Trigger,
+) -> Verdict {
+    let by_rule = trigger.source == TriggerSource::Rule;
+    if by_rule
+        && trigger.ts < state.last_rule_action_ts
+        && !state.recent_triggers.contains(&trigger.id)
+    {
+        return superseded(target, state, trigger);
+    }
+    let mut verdict = decide_in_order(target, settings, state, observed, trigger);
+    if let Some(next) = verdict.state.as_mut() {
+        if by_rule && verdict.command.is_some() {
+            next.last_rule_action_ts = next.last_rule_action_ts.max(trigger.ts);
+        }
+        // The winning firing's figures go with the stored verdict, so a
+        // re-published decision record reads like the first.
+        if let Some(stored) = next.recent_verdicts.back_mut() {
+            let firing = trigger
+                .firings
+                .iter()
+                .find(|f| Some(&f.rule) == stored.decision.rule.as_ref());
+            stored.observed = firing.and_then(|f| f.observed);
+            stored.threshold = firing.and_then(|f| f.threshold);
+        }
+    }
+    verdict
+}
+
+/// A rule trigger older than the target's last rule action: decided after a
+/// later one (a broker outage reorders retries; two arbiter replicas may
+/// take one target's triggers side by side). Acting on it would apply an
+/// older view of the load after a newer one, so it is audited and dropped;
+/// the rule fires again while its condition holds.
+fn superseded(target: &Target, state: &TargetState, trigger: &Trigger) -> Verdict {
+    let mut next = state.clone();
+    next.recent_triggers.push_back(trigger.id.clone());
+    while next.recent_triggers.len() > RECENT_TRIGGERS {
+        next.recent_triggers.pop_front();
+    }
+    let firing = trigger.firings.first();
+    let earlier = u64::try_from(state.last_rule_action_ts.saturating_sub(trigger.ts) / 1000)
+        .unwrap_or(u64::MAX);
+    remember(Verdict {
+        decision: Decision {
+            id: ids::derive("d", &[trigger.id.as_bytes()]),
+            trigger_id: trigger.id.clone(),
+            ts: trigger.ts,
+            target: target.name.clone(),
+            outcome: Outcome::Superseded,
+            direction: firing.map_or(Direction::None, |f| f.direction),
+            rule: firing.map(|f| f.rule.clone()),
+            from: None,
+            to: None,
+            from_tier: None,
+            to_tier: None,
+            reason: format!(
+                "{}; not acted on: it fired {} before the last action on {}, whose later \
+                 trigger was decided first",
+                lead(firing),
+                if earlier == 0 {
+                    "less than 1s".to_string()
+                } else {
+                    human_secs(earlier)
+                },
+                target.name
+            ),
+        },
+        command: None,
+        state: Some(next),
+        flapping: None,
+    })
+}
+
+/// [`decide`] for a trigger not older than the target's last rule action.
+fn decide_in_order<'a>(
     target: &Target,
     settings: ArbiterSettings,
     state: &TargetState,
@@ -811,11 +934,22 @@ fn record_action(
 /// Stores the verdict in its own new state, for [`TargetState::replay`].
 fn remember(mut verdict: Verdict) -> Verdict {
     if let Some(state) = verdict.state.as_mut() {
-        state.recent_verdicts.push_back(LastVerdict {
+        let kept = LastVerdict {
             decision: verdict.decision.clone(),
             command: verdict.command.clone(),
             flapping: verdict.flapping.clone(),
-        });
+            observed: None,
+            threshold: None,
+        };
+        // A verdict completed after it was first remembered (a scale gets
+        // its command last) replaces its earlier self.
+        match state.recent_verdicts.back_mut() {
+            Some(last) if last.decision.id == kept.decision.id => *last = kept,
+            _ => {
+                state.verdicts_stored += 1;
+                state.recent_verdicts.push_back(kept);
+            }
+        }
         while state.recent_verdicts.len() > RECENT_VERDICTS {
             state.recent_verdicts.pop_front();
         }
@@ -1084,6 +1218,44 @@ horizontal_scaling_rules:
                 want: (Outcome::Duplicate, None),
                 reason_has: "already decided",
             },
+            Case {
+                name: "a rule trigger older than the last rule action",
+                state: state(|s| s.last_rule_action_ts = 1_090_000),
+                observed: at(5),
+                trigger: trigger(1000, &["q.scale_up"]),
+                want: (Outcome::Superseded, None),
+                reason_has: "fired 1m30s before the last action on w",
+            },
+            Case {
+                name: "a rule trigger of the last rule action's instant",
+                state: state(|s| s.last_rule_action_ts = 1_000_000),
+                observed: at(5),
+                trigger: trigger(1000, &["cpu.scale_up"]),
+                want: (Outcome::Scale, Some(7)),
+                reason_has: "from 5 to 7",
+            },
+            Case {
+                name: "an operator's trigger is not compared with rule actions",
+                state: state(|s| s.last_rule_action_ts = 1_090_000),
+                observed: at(5),
+                trigger: Trigger {
+                    source: TriggerSource::Operator,
+                    ..trigger(1000, &["cpu.scale_up"])
+                },
+                want: (Outcome::Scale, Some(7)),
+                reason_has: "from 5 to 7",
+            },
+            Case {
+                name: "a redelivered older trigger is a duplicate, not superseded",
+                state: state(|s| {
+                    s.last_rule_action_ts = 1_090_000;
+                    s.recent_triggers.push_back("t1000q.scale_up".into());
+                }),
+                observed: at(5),
+                trigger: trigger(1000, &["q.scale_up"]),
+                want: (Outcome::Duplicate, None),
+                reason_has: "already decided",
+            },
         ];
         for case in cases {
             let v = decide(
@@ -1119,6 +1291,85 @@ horizontal_scaling_rules:
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_stored_verdict_is_unsent_until_marked_and_carries_its_figures() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let mut up = trigger(1000, &["cpu.scale_up"]);
+        up.firings[0].observed = Some(0.84);
+        up.firings[0].threshold = Some(0.7);
+        let first = decide(
+            target,
+            settings,
+            &TargetState::default(),
+            Some(&capacity(5, 0)),
+            &up,
+        );
+        let mut state = first.state.expect("stored");
+        let unsent = state.unsent().expect("the new verdict is not out yet");
+        assert_eq!(unsent.decision.id, first.decision.id);
+        assert_eq!((unsent.observed, unsent.threshold), (Some(0.84), Some(0.7)));
+        assert_eq!(unsent.command, first.command);
+        state.mark_sent();
+        assert!(state.unsent().is_none());
+        // A verdict without a command (cooldown) is unsent too: its
+        // decision record must go out before the next decision.
+        let cooling = decide(
+            target,
+            settings,
+            &state,
+            Some(&capacity(7, 1)),
+            &trigger(1010, &["cpu.scale_up"]),
+        );
+        let state = cooling.state.expect("stored");
+        assert_eq!(
+            state.unsent().map(|v| v.decision.outcome),
+            Some(Outcome::Cooldown)
+        );
+        assert_eq!((state.verdicts_stored, state.verdicts_sent), (2, 1));
+    }
+
+    #[test]
+    fn rule_actions_move_the_superseding_mark_forward_only() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let first = decide(
+            target,
+            settings,
+            &TargetState::default(),
+            Some(&capacity(5, 0)),
+            &trigger(1000, &["cpu.scale_up"]),
+        );
+        let state = first.state.expect("scaled");
+        assert_eq!(state.last_rule_action_ts, 1_000_000);
+        let older = decide(
+            target,
+            settings,
+            &state,
+            Some(&capacity(7, 1)),
+            &trigger(990, &["cpu.scale_up"]),
+        );
+        assert_eq!(older.decision.outcome, Outcome::Superseded);
+        let kept = older.state.expect("remembers the trigger");
+        assert_eq!(kept.last_rule_action_ts, 1_000_000);
+        assert!(
+            kept.recent_triggers
+                .contains(&"t990cpu.scale_up".to_string())
+        );
+        // A decision without a command (cooldown) leaves the mark alone.
+        let cooling = decide(
+            target,
+            settings,
+            &kept,
+            Some(&capacity(7, 1)),
+            &trigger(1010, &["cpu.scale_up"]),
+        );
+        assert_eq!(cooling.decision.outcome, Outcome::Cooldown);
+        assert_eq!(cooling.state.expect("state").last_rule_action_ts, 1_000_000);
     }
 
     #[test]

@@ -292,6 +292,10 @@ pub enum Outcome {
     /// Not taken: the target's tier is the top of the vertical rule's ladder
     /// (or on no step of it).
     AtTopTier,
+    /// Not taken: the rule fired before the target's last action, which a
+    /// later trigger caused (decided first, after a broker outage or by
+    /// another arbiter replica); an older view is not applied after a newer.
+    Superseded,
 }
 
 impl Outcome {
@@ -311,6 +315,7 @@ impl Outcome {
             Outcome::WarmingUp => "warming_up",
             Outcome::RateLimited => "rate_limited",
             Outcome::AtTopTier => "at_top_tier",
+            Outcome::Superseded => "superseded",
         }
     }
 }

@@ -165,8 +165,8 @@ async fn replicas_apply_in_decision_order(actuators: usize, kills: u32, seed: u6
         decided += 1;
     }
     // Two arbiters may decide a target's triggers out of event-time order;
-    // one older than the last action is then `cooldown` (by event time), so
-    // count the steps actually decided.
+    // one older than the last action is then `superseded`, so count the
+    // steps actually decided.
     let decisions: Vec<AuditRecord> = audit
         .seen
         .iter()
@@ -176,7 +176,7 @@ async fn replicas_apply_in_decision_order(actuators: usize, kills: u32, seed: u6
     assert!(
         decisions
             .iter()
-            .all(|d| d.outcome == "scale" || d.outcome == "cooldown"),
+            .all(|d| d.outcome == "scale" || d.outcome == "superseded"),
         "every one-step trigger scales, or is older than the last step: {:?}",
         decisions
             .iter()
