@@ -24,6 +24,10 @@
 //! already published, and two replicas whose ticks fall either side of that
 //! moment may publish differently composed triggers (different ids).
 //!
+//! Triggers leave through [`outbox`]: one queue per target, published in
+//! order and retried while the broker is away, so the loop never waits for
+//! JetStream and a computed trigger is not lost to a leader election.
+//!
 //! Replicas: every replica may see every sample (plain subscription); they
 //! compute the same triggers with the same ids, and JetStream keeps one.
 //! To spread the work, run replicas with `--partition K/N`: each evaluates
@@ -36,17 +40,20 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
 use nova_runtime::nats::CAPACITY_BUCKET;
-use nova_runtime::publish::{self, Auditor, PublishError};
+use nova_runtime::publish::Auditor;
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec::{self, Encoding};
 use nova_shared::evaluate::{DEFAULT_DOWN_GRACE_MS, Evaluator, Partition};
 use nova_shared::fallback::SilenceWatch;
-use nova_shared::ids;
 use nova_shared::policy::Policy;
 use nova_shared::subjects;
-use nova_shared::wire::{AuditKind, AuditRecord, CapacityRecord, SampleBatch, Stage, Trigger};
+use nova_shared::wire::{CapacityRecord, SampleBatch, Stage};
 use tokio::time::MissedTickBehavior;
+
+pub mod outbox;
+
+pub use outbox::{Outbox, TRIGGER_RELEVANCE};
 
 /// Evaluator settings.
 #[derive(Debug, Clone)]
@@ -116,7 +123,7 @@ pub async fn run_with(
     let auditor = Auditor::new(js.clone(), stage);
     let grace_ms = u64::try_from(hold.grace.as_millis()).unwrap_or(u64::MAX);
     let mut evaluator = Evaluator::new(&config.policy).with_down_grace_ms(grace_ms);
-    let mut retries = tokio::task::JoinSet::new();
+    let mut outbox = Outbox::new(js.clone(), auditor);
     let partition = config.partition;
     let mut silence = SilenceWatch::new(&config.policy, nova_runtime::now_ms());
     silence.retain(|target| partition.owns(target));
@@ -153,13 +160,13 @@ pub async fn run_with(
             }
             _ = silence_check.tick() => {
                 for trigger in silence.due(nova_runtime::now_ms()) {
-                    publish_trigger(&js, &auditor, &trigger, &mut retries).await;
+                    outbox.send(trigger).await;
                 }
                 continue;
             }
             _ = hold_check.tick() => {
                 for trigger in evaluator.flush_held(nova_runtime::now_ms()) {
-                    publish_trigger(&js, &auditor, &trigger, &mut retries).await;
+                    outbox.send(trigger).await;
                 }
                 continue;
             }
@@ -206,21 +213,16 @@ pub async fn run_with(
             dead.send(subject, error.to_string(), &raw).await;
         }
         for trigger in triggers {
-            publish_trigger(&js, &auditor, &trigger, &mut retries).await;
+            outbox.send(trigger).await;
         }
     }
     let _ = subscription.unsubscribe().await;
     for trigger in evaluator.drain_held() {
-        publish_trigger(&js, &auditor, &trigger, &mut retries).await;
+        outbox.send(trigger).await;
     }
-    // Triggers still being retried get a last moment, then are counted.
-    let waited = tokio::time::timeout(Duration::from_secs(5), async {
-        while retries.join_next().await.is_some() {}
-    })
-    .await;
-    if waited.is_err() {
-        let left = retries.len();
-        metrics::counter!(names::GIVEN_UP, "stage" => "evaluator").increment(left as u64);
+    // Triggers still unstored get a last moment, then are counted.
+    let left = outbox.close(Duration::from_secs(5)).await;
+    if left > 0 {
         tracing::error!(left, "stopping with triggers still unstored");
     }
     let _ = client.flush().await;
@@ -238,102 +240,6 @@ fn fallback_check_period(policy: &Policy) -> std::time::Duration {
         .map(|f| f.after_secs)
         .min();
     std::time::Duration::from_secs(shortest.map_or(15, |secs| (secs / 4).clamp(1, 15)))
-}
-
-/// How long a computed trigger is worth publishing while the broker keeps
-/// refusing it (a stream without a leader, a timeout): after that a newer
-/// evaluation of the same condition has long taken its place.
-pub const TRIGGER_RELEVANCE: Duration = Duration::from_secs(600);
-
-/// Triggers being retried at most at once; beyond, new ones wait inline.
-const MAX_RETRYING: usize = 1024;
-
-/// Publishes a trigger and its audit records. A computed trigger is never
-/// dropped for a broker error: it is retried in the background with
-/// back-off for [`TRIGGER_RELEVANCE`], so sample evaluation goes on
-/// meanwhile (the ids make every retry harmless), and what is given up at
-/// the end is counted (`nova_given_up_total{stage="evaluator"}`) and logged.
-async fn publish_trigger(
-    js: &async_nats::jetstream::Context,
-    auditor: &Auditor,
-    trigger: &Trigger,
-    retries: &mut tokio::task::JoinSet<()>,
-) {
-    let Err(error) = emit(js, auditor, trigger).await else {
-        return;
-    };
-    metrics::counter!(names::RETRIES, "stage" => "evaluator").increment(1);
-    tracing::warn!(trigger = trigger.id, "not stored yet, will retry: {error}");
-    while retries.try_join_next().is_some() {}
-    while retries.len() >= MAX_RETRYING {
-        retries.join_next().await;
-    }
-    let (js, auditor, trigger) = (js.clone(), auditor.clone(), trigger.clone());
-    let retry = async move {
-        let started = tokio::time::Instant::now();
-        let mut backoff =
-            nova_runtime::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            backoff.wait().await;
-            match emit(&js, &auditor, &trigger).await {
-                Ok(()) => return,
-                Err(error) if started.elapsed() >= TRIGGER_RELEVANCE => {
-                    metrics::counter!(names::GIVEN_UP, "stage" => "evaluator").increment(1);
-                    tracing::error!(
-                        trigger = trigger.id,
-                        "given up after {} s: {error}",
-                        started.elapsed().as_secs()
-                    );
-                    return;
-                }
-                Err(error) => {
-                    metrics::counter!(names::RETRIES, "stage" => "evaluator").increment(1);
-                    tracing::warn!(
-                        trigger = trigger.id,
-                        "still not stored, will retry: {error}"
-                    );
-                }
-            }
-        }
-    };
-    retries.spawn(tracing::Instrument::instrument(
-        retry,
-        tracing::Span::current(),
-    ));
-}
-
-/// Publishes a trigger and its audit records.
-async fn emit(
-    js: &async_nats::jetstream::Context,
-    auditor: &Auditor,
-    trigger: &Trigger,
-) -> Result<(), PublishError> {
-    publish::publish_once(
-        js,
-        subjects::triggers(&trigger.target),
-        &trigger.id,
-        trigger,
-    )
-    .await?;
-    metrics::counter!(names::TRIGGERS, "target" => trigger.target.clone()).increment(1);
-    for firing in &trigger.firings {
-        let id = ids::derive("a", &[trigger.id.as_bytes(), firing.rule.as_bytes()]);
-        let mut record = AuditRecord::new(
-            id,
-            trigger.ts,
-            Stage::Evaluator,
-            &trigger.target,
-            AuditKind::Trigger,
-            "fired",
-            firing.reason.clone(),
-        );
-        record.rule = Some(firing.rule.clone());
-        record.observed = firing.observed;
-        record.threshold = firing.threshold;
-        record.trigger_id = Some(trigger.id.clone());
-        auditor.record(&record).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
