@@ -10,6 +10,8 @@
 //!   with SIGKILL on demand.
 //! - [`proxy`]: a pass-through proxy in front of moto that counts the AWS
 //!   calls reaching the backend, in order.
+//! - [`cluster`]: three nats-servers in one cluster, killed, restarted and
+//!   paused on demand, for broker fault tests.
 //! - [`corpus`]: the committed hostile inputs (`tests/corpus/hostile/`).
 //! - [`control`]: one control request to the arbiter, answered in time.
 //! - [`within`]: every wait has a deadline.
@@ -35,6 +37,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+pub mod cluster;
 pub mod corpus;
 pub mod process;
 pub mod proxy;
@@ -90,7 +93,11 @@ pub fn tool(name: &str, env_var: &str) -> PathBuf {
 /// Spawns `command`, reads its stderr until a line contains `marker`, and
 /// returns the child plus the text after the marker on that line. The rest
 /// of stderr is drained in the background so the child never blocks.
-async fn spawn_until(mut command: Command, what: &str, marker: &'static str) -> (Child, String) {
+pub(crate) async fn spawn_until(
+    mut command: Command,
+    what: &str,
+    marker: &'static str,
+) -> (Child, String) {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
