@@ -31,7 +31,22 @@ pub enum PublishError {
         #[source]
         source: jetstream::context::PublishError,
     },
+    /// The stream did not acknowledge it in time (it may have stored it).
+    #[error("no ack from the stream for {subject} within {secs} s")]
+    NoAck {
+        /// Subject.
+        subject: String,
+        /// The wait.
+        secs: u64,
+    },
 }
+
+/// How long a publish waits for the stream's ack before the caller retries
+/// (the library waits 5 s). A message sent while its stream elects a leader
+/// may never be acked; in the cluster chaos test the evaluator sat out such
+/// waits for 4 s after quorum was back. A retry repeats nothing: the
+/// `Nats-Msg-Id` de-duplicates it.
+pub const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Publishes `value` as MessagePack with `Nats-Msg-Id: msg_id` and waits for the stream's ack.
 /// Returns true when the stream already had a message with that id.
@@ -42,7 +57,13 @@ pub async fn publish_once<T: Serialize>(
     value: &T,
 ) -> Result<bool, PublishError> {
     let ack = send_once(js, subject.clone(), msg_id, value).await?;
-    match ack.await {
+    let Ok(acked) = tokio::time::timeout(ACK_WAIT, ack).await else {
+        return Err(PublishError::NoAck {
+            subject,
+            secs: ACK_WAIT.as_secs(),
+        });
+    };
+    match acked {
         Ok(ack) => Ok(ack.duplicate),
         // On a cluster, a second publisher of the same id while the first is
         // still being stored gets this conflict: the message is stored once,
