@@ -744,10 +744,18 @@ pub struct TargetStatus {
     pub paused_down: bool,
     /// Dry-run mode from the policy.
     pub dry_run: bool,
-    /// Event time (unix ms) until which scale-ups rest.
+    /// Event time (unix ms) until which rule scale-ups rest.
     pub up_cooldown_until: i64,
-    /// Event time (unix ms) until which scale-downs rest.
+    /// Event time (unix ms) until which rule scale-downs rest.
     pub down_cooldown_until: i64,
+    /// Wall clock (unix ms) until which scale-ups rest for operator and
+    /// fallback requests: every action's cooldown, from when it was decided.
+    #[serde(default)]
+    pub wall_up_cooldown_until: i64,
+    /// Wall clock (unix ms) until which scale-downs rest for operator and
+    /// fallback requests.
+    #[serde(default)]
+    pub wall_down_cooldown_until: i64,
     /// The last decision's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,

@@ -5,8 +5,9 @@
 //! trigger:
 //! 1. reads the target's [`TargetState`] from KV `nova_arbiter` and its
 //!    observed capacity from KV `nova_capacity`;
-//! 2. decides with `nova_shared::arbitrate::decide` (cooldowns, bounds,
-//!    up-beats-down, on the trigger's event time);
+//! 2. decides with `nova_shared::arbitrate::decide_at` (cooldowns, bounds,
+//!    up-beats-down): a rule trigger on its event time, an operator or
+//!    fallback trigger on this process's wall clock;
 //! 3. stores the new state by compare-and-set on the revision it read; on
 //!    a conflict (another replica decided meanwhile) it starts again at 1;
 //! 4. publishes the command (if any) to `NOVA_COMMANDS` with the decision id
@@ -313,7 +314,7 @@ impl Arbiter {
             target: target.name.clone(),
             source: TriggerSource::Operator,
             firings: vec![RuleFiring {
-                rule: "operator".into(),
+                rule: arbitrate::OPERATOR_RULE.into(),
                 direction: Direction::None,
                 action: ScaleAction::Set(desired),
                 observed: None,
@@ -366,6 +367,8 @@ impl Arbiter {
             dry_run: target.dry_run,
             up_cooldown_until: state.up_cooldown_until,
             down_cooldown_until: state.down_cooldown_until,
+            wall_up_cooldown_until: state.wall_holds.up_cooldown_until,
+            wall_down_cooldown_until: state.wall_holds.down_cooldown_until,
             last_decision: state.last().map(|l| l.decision.reason.clone()),
         })
     }
@@ -463,7 +466,10 @@ impl Arbiter {
                 record: capacity.as_ref(),
                 unreadable: unreadable.as_deref(),
             };
-            let verdict = arbitrate::decide(target, settings, &state, observed, trigger);
+            // Rule triggers are decided on their event time, operator and
+            // fallback triggers on this clock (`arbitrate::Clock`).
+            let now = nova_runtime::now_ms();
+            let verdict = arbitrate::decide_at(target, settings, &state, observed, trigger, now);
             let Some(next) = verdict.state else {
                 metrics::counter!(names::DECISIONS, "outcome" => Outcome::Duplicate.as_str())
                     .increment(1);
