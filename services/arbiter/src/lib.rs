@@ -42,8 +42,8 @@ use nova_shared::policy::{Policy, Target};
 use nova_shared::subjects;
 use nova_shared::wire::{
     AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command, ControlReply,
-    ControlRequest, Direction, Outcome, RuleFiring, ScaleAction, Stage, TargetStatus, Trigger,
-    TriggerSource,
+    ControlRequest, Direction, DirectionRequest, Outcome, RuleFiring, ScaleAction, ScaleRequest,
+    Stage, TargetStatus, Trigger, TriggerSource,
 };
 use thiserror::Error;
 
@@ -134,9 +134,9 @@ pub async fn run(
     };
     arbiter.recover_commands().await;
     let mut controls = Vec::new();
-    for verb in CONTROL_VERBS {
-        controls
-            .push(setup::subscribe(&client, &subjects::control(verb), Some("nova-arbiter")).await?);
+    let legacy = CONTROL_VERBS.iter().map(|verb| subjects::control(verb));
+    for subject in std::iter::once(subjects::ARBITER_CONTROL.to_string()).chain(legacy) {
+        controls.push(setup::subscribe(&client, &subject, Some("nova-arbiter")).await?);
     }
     let mut controls = futures_util::stream::select_all(controls);
     let _ping = setup::ping(&client, Stage::Arbiter).await?;
@@ -158,42 +158,43 @@ const CAPACITY_ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a status request waits for the same, per target without a record.
 const STATUS_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Control verbs the arbiter answers: `nova.ctl.<verb>`.
-pub const CONTROL_VERBS: [&str; 4] = ["status", "pause", "resume", "scale"];
+/// Control verbs the arbiter answers, each also on its own subject
+/// `nova.ctl.<verb>` (the verb may then be left out of the request).
+pub use nova_shared::wire::CONTROL_VERBS;
 
 impl Arbiter {
-    /// Answers `nova.ctl.status`, `nova.ctl.pause`, `nova.ctl.resume` and `nova.ctl.scale`.
+    /// Answers a control request on `nova.ctl.arbiter` or `nova.ctl.<verb>`:
+    /// every request with a reply subject gets a reply.
     async fn control(&self, request: async_nats::Message) {
-        let verb = subjects::last_token(&request.subject).to_string();
+        let subject_verb = (request.subject.as_str() != subjects::ARBITER_CONTROL)
+            .then(|| subjects::last_token(&request.subject).to_string());
         let Some(reply_to) = request.reply.clone() else {
-            let reason = format!("{verb} request without a reply subject");
+            let reason = format!(
+                "control request on {} without a reply subject",
+                request.subject
+            );
             return self
                 .dead
                 .send(&request.subject, reason, &request.payload)
                 .await;
         };
-        let parsed: Result<ControlRequest, _> = if request.payload.is_empty() {
-            Ok(ControlRequest::default())
-        } else {
-            nova_runtime::decode(&request.payload, request.headers.as_ref())
-        };
-        let reply = match parsed {
-            Err(error) => {
-                let message = format!(
-                    "not a control request: {}",
-                    codec::excerpt(&error.to_string(), 300)
-                );
-                self.dead
-                    .send(&request.subject, message.clone(), &request.payload)
-                    .await;
-                ControlReply {
-                    ok: false,
-                    message,
-                    targets: vec![],
+        let encoding = codec::Encoding::from_content_type(nova_runtime::content_type(
+            request.headers.as_ref(),
+        ));
+        let reply =
+            match ControlRequest::decode(&request.payload, encoding, subject_verb.as_deref()) {
+                Err(error) => {
+                    let message = format!(
+                        "not a control request: {}",
+                        codec::excerpt(&error.to_string(), 300)
+                    );
+                    self.dead
+                        .send(&request.subject, message.clone(), &request.payload)
+                        .await;
+                    ControlReply::failed(message)
                 }
-            }
-            Ok(parsed) => self.control_reply(&verb, parsed).await,
-        };
+                Ok(parsed) => self.control_reply(parsed).await,
+            };
         match codec::encode(&reply) {
             Ok(payload) => {
                 if let Err(error) = self.client.publish(reply_to, payload.into()).await {
@@ -204,117 +205,145 @@ impl Arbiter {
         }
     }
 
-    async fn control_reply(&self, verb: &str, request: ControlRequest) -> ControlReply {
-        let failed = |message: String| ControlReply {
-            ok: false,
-            message,
-            targets: vec![],
-        };
-        let targets: Vec<&Target> = match &request.target {
-            Some(name) => match self.policy.targets.get(name) {
-                Some(target) => vec![target],
-                None => {
-                    let name = codec::excerpt(name, 64);
-                    return failed(format!("no target {name:?} in the policy"));
-                }
-            },
-            None if verb == "status" => self.policy.targets.values().collect(),
-            None => return failed(format!("{verb} needs a target")),
-        };
-        let mut message = String::from("ok");
-        if verb == "scale" {
-            match self.operator_scale(targets[0], &request).await {
-                Ok(submitted) => message = submitted,
-                Err(error) => return failed(error),
+    /// Carries out one request; each verb has its own arm, so a new verb
+    /// cannot fall into another's.
+    async fn control_reply(&self, request: ControlRequest) -> ControlReply {
+        match request {
+            ControlRequest::Status(status) => {
+                let targets: Vec<&Target> = match &status.target {
+                    Some(name) => match self.target(name) {
+                        Ok(target) => vec![target],
+                        Err(reply) => return reply,
+                    },
+                    None => self.policy.targets.values().collect(),
+                };
+                self.reply_with_status("ok".into(), &targets).await
             }
-        } else if verb != "status" {
-            let target = targets[0];
-            let pause = verb == "pause";
-            let (up, down) = match request.direction {
-                Some(Direction::Up) => (true, false),
-                Some(Direction::Down) => (false, true),
-                _ => (true, true),
-            };
-            let changed = kv::modify(&self.states, &target.name, |state: Option<TargetState>| {
-                let mut state = state.unwrap_or_default();
-                if up {
-                    state.paused_up = pause;
+            ControlRequest::Pause(request) => self.pause(request, true).await,
+            ControlRequest::Resume(request) => self.pause(request, false).await,
+            ControlRequest::Scale(request) => {
+                let target = match self.target(&request.target) {
+                    Ok(target) => target,
+                    Err(reply) => return reply,
+                };
+                match self.operator_scale(target, &request).await {
+                    Ok(submitted) => self.reply_with_status(submitted, &[target]).await,
+                    Err(error) => ControlReply::failed(error),
                 }
-                if down {
-                    state.paused_down = pause;
-                }
-                state
-            })
-            .await;
-            if let Err(error) = changed {
-                return failed(format!("cannot change {}: {error}", target.name));
-            }
-            let what = match (up, down) {
-                (true, true) => "scaling",
-                (true, false) => "scale-up",
-                _ => "scale-down",
-            };
-            let outcome = if pause { "paused" } else { "resumed" };
-            message = format!(
-                "{what} of {} {outcome} by an operator{}",
-                target.name,
-                request
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            );
-            let record = AuditRecord::new(
-                nova_runtime::unique_id("a-control"),
-                nova_runtime::now_ms(),
-                Stage::Arbiter,
-                &target.name,
-                AuditKind::Control,
-                outcome,
-                message.clone(),
-            );
-            if let Err(error) = self.auditor.record(&record).await {
-                tracing::warn!(%error, "cannot audit a control action");
             }
         }
+    }
+
+    /// The policy's target `name`, or the reply refusing it.
+    fn target(&self, name: &str) -> Result<&Target, ControlReply> {
+        self.policy.targets.get(name).ok_or_else(|| {
+            let name = codec::excerpt(name, 64);
+            ControlReply::failed(format!("no target {name:?} in the policy"))
+        })
+    }
+
+    /// `message` and the state of `targets`.
+    async fn reply_with_status(&self, message: String, targets: &[&Target]) -> ControlReply {
         let mut statuses = Vec::with_capacity(targets.len());
         for target in targets {
             match self.status(target).await {
                 Ok(status) => statuses.push(status),
-                Err(error) => return failed(format!("cannot read {}: {error}", target.name)),
+                Err(error) => {
+                    return ControlReply::failed(format!("cannot read {}: {error}", target.name));
+                }
             }
         }
-        ControlReply {
-            ok: true,
-            message,
-            targets: statuses,
+        ControlReply::done(message, statuses)
+    }
+
+    /// `pause` (`pause` true) or `resume`: changes the target's state at
+    /// once, outside the trigger stream, and audits it.
+    async fn pause(&self, request: DirectionRequest, pause: bool) -> ControlReply {
+        let target = match self.target(&request.target) {
+            Ok(target) => target,
+            Err(reply) => return reply,
+        };
+        let (up, down) = match request.direction {
+            Some(Direction::Up) => (true, false),
+            Some(Direction::Down) => (false, true),
+            _ => (true, true),
+        };
+        let changed = kv::modify(&self.states, &target.name, |state: Option<TargetState>| {
+            let mut state = state.unwrap_or_default();
+            if up {
+                state.paused_up = pause;
+            }
+            if down {
+                state.paused_down = pause;
+            }
+            state
+        })
+        .await;
+        if let Err(error) = changed {
+            return ControlReply::failed(format!("cannot change {}: {error}", target.name));
         }
+        let what = match (up, down) {
+            (true, true) => "scaling",
+            (true, false) => "scale-up",
+            _ => "scale-down",
+        };
+        let outcome = if pause { "paused" } else { "resumed" };
+        let message = format!(
+            "{what} of {} {outcome} by an operator{}",
+            target.name,
+            request
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        let record = AuditRecord::new(
+            nova_runtime::unique_id("a-control"),
+            nova_runtime::now_ms(),
+            Stage::Arbiter,
+            &target.name,
+            AuditKind::Control,
+            outcome,
+            message.clone(),
+        );
+        if let Err(error) = self.auditor.record(&record).await {
+            tracing::warn!(%error, "cannot audit a control action");
+        }
+        self.reply_with_status(message, &[target]).await
     }
 
     /// An operator's "set to N" enters as a trigger like any rule's, so it
-    /// gets the same bounds, cooldowns and audit.
+    /// gets the same bounds, cooldowns and audit; `force` names its firing
+    /// [`arbitrate::OPERATOR_FORCE_RULE`], which goes past the pause,
+    /// cooldowns and warm-up.
     async fn operator_scale(
         &self,
         target: &Target,
-        request: &ControlRequest,
+        request: &ScaleRequest,
     ) -> Result<String, String> {
-        let desired = request.desired.ok_or("scale needs a desired capacity")?;
+        let desired = request.desired;
         let reason = format!(
-            "operator asked to set {} to {desired}{}",
+            "operator asked to set {} to {desired}{}{}",
             target.name,
+            if request.force { " with --force" } else { "" },
             request
                 .reason
                 .as_deref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         );
+        let rule = if request.force {
+            arbitrate::OPERATOR_FORCE_RULE
+        } else {
+            arbitrate::OPERATOR_RULE
+        };
         let trigger = Trigger {
             id: nova_runtime::unique_id("op"),
             ts: nova_runtime::now_ms(),
             target: target.name.clone(),
             source: TriggerSource::Operator,
             firings: vec![RuleFiring {
-                rule: arbitrate::OPERATOR_RULE.into(),
+                rule: rule.into(),
                 direction: Direction::None,
                 action: ScaleAction::Set(desired),
                 observed: None,
