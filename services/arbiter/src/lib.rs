@@ -23,6 +23,12 @@
 //! it is relevant (`Config::trigger_relevance` after JetStream stored it),
 //! never dead-lettered for it. At start, a recovery pass publishes any
 //! stored decision whose command never reached `NOVA_COMMANDS`.
+//!
+//! Control requests (`nova.ctl.arbiter`, and `nova.ctl.<verb>` for the
+//! verbs of [`CONTROL_VERBS`]) are answered on a task of their own, up to
+//! 32 at once, so a `status` never waits behind a trigger in hand; each is
+//! answered within [`CONTROL_DEADLINE`], with an error reply if its work
+//! did not finish in time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +52,7 @@ use nova_shared::wire::{
     Stage, TargetStatus, Trigger, TriggerSource,
 };
 use thiserror::Error;
+use tracing::Instrument;
 
 /// Arbiter settings.
 #[derive(Debug, Clone)]
@@ -122,7 +129,7 @@ pub async fn run(
     let js = jetstream::new(client.clone());
     let mut messages =
         setup::durable_messages(&js, TRIGGERS_STREAM, &config.consumer, config.ack_wait).await?;
-    let arbiter = Arbiter {
+    let arbiter = Arc::new(Arbiter {
         policy: config.policy.clone(),
         client: client.clone(),
         states: setup::bucket(&js, ARBITER_BUCKET).await?,
@@ -131,25 +138,82 @@ pub async fn run(
         auditor: Auditor::new(js.clone(), Stage::Arbiter),
         js,
         relevance: config.trigger_relevance,
-    };
+    });
     arbiter.recover_commands().await;
     let mut controls = Vec::new();
     let legacy = CONTROL_VERBS.iter().map(|verb| subjects::control(verb));
     for subject in std::iter::once(subjects::ARBITER_CONTROL.to_string()).chain(legacy) {
         controls.push(setup::subscribe(&client, &subject, Some("nova-arbiter")).await?);
     }
-    let mut controls = futures_util::stream::select_all(controls);
+    let controls = futures_util::stream::select_all(controls);
+    // Control requests on a task of their own: a status never waits
+    // behind a trigger in hand (a capacity read may take 10 s).
+    let (stop_controls, stopped) = tokio::sync::watch::channel(false);
+    let control_task = tokio::spawn(
+        serve_control(arbiter.clone(), controls, stopped)
+            .instrument(tracing::info_span!("arbiter-control")),
+    );
     let _ping = setup::ping(&client, Stage::Arbiter).await?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             message = messages.next() => arbiter.handle(message).await,
-            Some(request) = controls.next() => arbiter.control(request).await,
         }
+    }
+    let _ = stop_controls.send(true);
+    if let Err(error) = control_task.await {
+        tracing::error!(%error, "the control task failed");
     }
     tracing::info!("arbiter stopped");
     Ok(())
+}
+
+/// Every control request is answered within this: with its reply, or with
+/// an error reply saying it was not carried out in time (a `pause`,
+/// `resume` or `scale` cut short may still have taken effect).
+pub const CONTROL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Control requests in hand at once; more wait in the subscription.
+const CONTROL_CONCURRENCY: usize = 32;
+
+/// Answers control requests until `stop` turns true (or its sender is
+/// gone), then finishes those in hand, each within [`CONTROL_DEADLINE`].
+async fn serve_control(
+    arbiter: Arc<Arbiter>,
+    mut requests: impl futures_util::Stream<Item = async_nats::Message> + Unpin,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            request = requests.next(), if in_flight.len() < CONTROL_CONCURRENCY => match request {
+                Some(request) => in_flight.push(arbiter.control(request)),
+                None => break,
+            },
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// `work`'s reply, or after `deadline` an error reply naming `verb`.
+async fn answer_within(
+    deadline: Duration,
+    verb: &str,
+    work: impl Future<Output = ControlReply>,
+) -> ControlReply {
+    match tokio::time::timeout(deadline, work).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            tracing::warn!(verb, "a control request was not answered in time");
+            ControlReply::failed(format!(
+                "{verb} not answered within {deadline:?} (the broker or an actuator is slow); \
+                 a pause, resume or scale may still take effect: check status"
+            ))
+        }
+    }
 }
 
 /// How long a decision waits for an actuator to read a never-seen capacity.
@@ -181,8 +245,10 @@ impl Arbiter {
         let encoding = codec::Encoding::from_content_type(nova_runtime::content_type(
             request.headers.as_ref(),
         ));
-        let reply =
-            match ControlRequest::decode(&request.payload, encoding, subject_verb.as_deref()) {
+        let parsed = ControlRequest::decode(&request.payload, encoding, subject_verb.as_deref());
+        let verb = parsed.as_ref().map_or("control request", |r| r.verb());
+        let reply = answer_within(CONTROL_DEADLINE, verb, async {
+            match parsed {
                 Err(error) => {
                     let message = format!(
                         "not a control request: {}",
@@ -194,7 +260,9 @@ impl Arbiter {
                     ControlReply::failed(message)
                 }
                 Ok(parsed) => self.control_reply(parsed).await,
-            };
+            }
+        })
+        .await;
         match codec::encode(&reply) {
             Ok(payload) => {
                 if let Err(error) = self.client.publish(reply_to, payload.into()).await {
@@ -242,11 +310,13 @@ impl Arbiter {
         })
     }
 
-    /// `message` and the state of `targets`.
+    /// `message` and the state of `targets`, read side by side (a target
+    /// without a capacity record asks an actuator for up to 2 s).
     async fn reply_with_status(&self, message: String, targets: &[&Target]) -> ControlReply {
+        let read = futures_util::future::join_all(targets.iter().map(|t| self.status(t))).await;
         let mut statuses = Vec::with_capacity(targets.len());
-        for target in targets {
-            match self.status(target).await {
+        for (target, status) in targets.iter().zip(read) {
+            match status {
                 Ok(status) => statuses.push(status),
                 Err(error) => {
                     return ControlReply::failed(format!("cannot read {}: {error}", target.name));
@@ -678,5 +748,33 @@ impl Arbiter {
             "decision"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_control_request_is_answered_within_the_deadline_or_refused() {
+        let quick = answer_within(Duration::from_millis(200), "status", async {
+            ControlReply::done("ok".into(), vec![])
+        })
+        .await;
+        assert!(quick.ok);
+        let started = std::time::Instant::now();
+        let slow = answer_within(
+            Duration::from_millis(50),
+            "pause",
+            std::future::pending::<ControlReply>(),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(!slow.ok);
+        assert!(
+            slow.message.starts_with("pause not answered within 50ms")
+                && slow.error.as_deref() == Some(slow.message.as_str()),
+            "{slow:?}"
+        );
     }
 }
