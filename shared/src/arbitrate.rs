@@ -1,6 +1,7 @@
 //! Arbitration: from a trigger, the target's state and its capacity to one
-//! decision with an absolute desired capacity. Pure: event time comes from
-//! the trigger, so a replay decides exactly as live.
+//! decision with an absolute desired capacity. Pure: the event time comes
+//! from the trigger and the wall clock is passed in ([`decide_at`]), so a
+//! replay decides exactly as live.
 //!
 //! Decision table, checked in this order:
 //!
@@ -16,7 +17,7 @@
 //! |   otherwise                                           | `scale` (clamped)  |
 //! | only down firings: the one removing least wins        |                    |
 //! |   scale-down paused by an operator                    | `paused`           |
-//! |   an up firing was seen within the up-signal hold     | `overridden`       |
+//! |   a rule's up firing was seen within the up-signal hold (rule triggers only) | `overridden` |
 //! |   down cooldown, or the last scale-up's cooldown, running | `cooldown`     |
 //! |   the last scale-up's capacity is still warming up    | `warming_up`       |
 //! |   current <= min (rule min and target min)            | `at_min`           |
@@ -25,13 +26,53 @@
 //! | a tracking rule's rate limits allow no change now     | `rate_limited`     |
 //! | the target is in dry-run mode                         | `dry_run`          |
 //!
+//! **One clock per input.** Each trigger is decided on the clock of its
+//! source ([`Clock`]), and every hold is read on the clock it was stamped on:
+//!
+//! | trigger from | decided at | its cooldowns and warm-up |
+//! |---|---|---|
+//! | a rule (`rule`) | its `ts`, the event time of its sample | the rules' own, on event time; and those of operator and fallback actions, on the wall clock (`now_ms`) |
+//! | an operator (`operator`) or a silent source (`fallback`) | the arbiter's wall clock `now_ms` | every action's (rule, operator, fallback), on the wall clock |
+//!
+//! Every action stamps its holds on both: a rule's at its event time (for
+//! rules) and at `now_ms` (for operators); an operator's or fallback's at
+//! `now_ms` only, for both. So a publisher whose clock lags the wall by ten
+//! minutes, or a replay, gets its cooldowns on its own clock, and an
+//! operator's request meets a rule's cooldown as many wall-clock seconds
+//! after the rule acted as the cooldown says. The up-signal hold, the flap
+//! window and the tracking rules' rate-limit history are about samples and
+//! rules only: event time, rule actions only.
+//!
+//! **What operators may bypass.** `status` reads, `pause` and `resume`
+//! change the target's state at once: they are not triggers, meet no
+//! cooldown and start none. `scale` (and a fallback) enters the trigger
+//! stream as a `set to N` firing and is decided by the table above, on the
+//! wall clock:
+//!
+//! | rule of the table             | rule trigger | `scale`, fallback | `scale --force` |
+//! |-------------------------------|--------------|-------------------|-----------------|
+//! | duplicate, unknown capacity   | applies      | applies           | applies         |
+//! | paused                        | applies      | applies           | bypassed        |
+//! | up-signal hold (`overridden`) | applies      | not read          | not read        |
+//! | cooldowns                     | applies      | applies           | bypassed        |
+//! | warm-up (`warming_up`)        | applies      | applies           | bypassed        |
+//! | min / max                     | applies      | applies           | applies         |
+//! | rate limits                   | its rule's   | none              | none            |
+//! | dry run                       | applies      | applies           | applies         |
+//! | starts cooldowns and warm-up  | yes          | yes (cooldown 0 s, warm-up) | yes   |
+//! | counted for flapping and rate limits | yes   | no                | no              |
+//!
+//! A forced decision names what it went past (`forced past: scale-up is
+//! cooling down for another 1m58s`); a forced request travels as a firing
+//! of rule [`OPERATOR_FORCE_RULE`].
+//!
 //! A target tracking firing asks for an absolute capacity; its rule's
 //! behavior policies (Pods and Percent per period, `selectPolicy`) limit
 //! the move against the changes of the last period before the bounds apply.
 //!
 //! Vertical firings (`upgrade to the next tier`) come in triggers of their
-//! own and are decided by their own table; the first bound rule wins when
-//! several fire at once:
+//! own and are decided by their own table (rule triggers, event time); the
+//! first bound rule wins when several fire at once:
 //!
 //! | situation                                             | outcome            |
 //! |-------------------------------------------------------|--------------------|
@@ -46,8 +87,9 @@
 //!
 //! Up beats down (the safe direction wins), both within one trigger and
 //! across triggers through the up-signal hold. Every action sets its
-//! direction's cooldown to the acting rule's `cooldown`, multiplied by the
-//! target's `flapping.cooldown_factor` while the actions of the flap window
+//! direction's cooldown to the acting rule's `cooldown` (0 s for operator
+//! and fallback requests, which have no rule), multiplied by the target's
+//! `flapping.cooldown_factor` while the rules' actions of the flap window
 //! reverse direction more than `flapping.max_reversals` times.
 
 use crate::units::secs_to_ms;
@@ -80,13 +122,13 @@ pub struct TargetState {
     /// Desired capacity of the last command.
     #[serde(default)]
     pub desired: Option<u32>,
-    /// Event time (ms) until which scale-ups rest.
+    /// Event time (ms) until which rule scale-ups rest (set by rule actions).
     #[serde(default)]
     pub up_cooldown_until: i64,
-    /// Event time (ms) until which scale-downs rest.
+    /// Event time (ms) until which rule scale-downs rest (set by rule actions).
     #[serde(default)]
     pub down_cooldown_until: i64,
-    /// Event time (ms) of the last up firing seen, acted on or not.
+    /// Event time (ms) of the last up firing of a rule, acted on or not.
     #[serde(default)]
     pub last_up_signal: Option<i64>,
     /// Rule of that up firing.
@@ -95,7 +137,7 @@ pub struct TargetState {
     /// Ids of recently decided triggers.
     #[serde(default)]
     pub recent_triggers: VecDeque<String>,
-    /// Event time (ms) until which the last scale-up's instances warm up.
+    /// Event time (ms) until which the last rule scale-up's instances warm up.
     #[serde(default)]
     pub warming_until: i64,
     /// An operator paused scale-ups.
@@ -135,7 +177,72 @@ pub struct TargetState {
     /// last verdict is out: see [`TargetState::unsent`].
     #[serde(default)]
     pub verdicts_sent: u64,
+    /// The holds every action starts (rule, operator or fallback), on the
+    /// arbiter's wall clock: what operator and fallback triggers obey.
+    #[serde(default)]
+    pub wall_holds: Holds,
+    /// The holds operator and fallback actions start, on the arbiter's wall
+    /// clock: what rule triggers obey beside their own event-time holds.
+    #[serde(default)]
+    pub operator_holds: Holds,
 }
+
+/// Cooldowns and the warm-up on one clock, unix ms (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holds {
+    /// Until when scale-ups rest.
+    #[serde(default)]
+    pub up_cooldown_until: i64,
+    /// Until when scale-downs rest.
+    #[serde(default)]
+    pub down_cooldown_until: i64,
+    /// Until when the capacity added by the last scale-up warms up
+    /// (scale-downs wait).
+    #[serde(default)]
+    pub warming_until: i64,
+}
+
+impl Holds {
+    /// Extends the holds an action in `direction` starts at `at_ms`; a hold
+    /// already running longer is kept.
+    fn start(&mut self, direction: Direction, at_ms: i64, cooldown_ms: i64, warmup_ms: i64) {
+        let until = at_ms.saturating_add(cooldown_ms);
+        if direction == Direction::Up {
+            self.up_cooldown_until = self.up_cooldown_until.max(until);
+            self.warming_until = self.warming_until.max(at_ms.saturating_add(warmup_ms));
+        } else {
+            self.down_cooldown_until = self.down_cooldown_until.max(until);
+        }
+    }
+}
+
+/// The clock a trigger is decided on, by its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Rule triggers: the trigger's `ts`, the event time of the sample
+    /// that completed the condition. A replayed or delayed stream decides
+    /// as a live one.
+    Event,
+    /// Operator and fallback triggers: the arbiter's wall clock when it
+    /// decides (`now_ms` of [`decide_at`]). They have no event time.
+    Wall,
+}
+
+impl Clock {
+    /// The clock of a trigger from `source`.
+    pub fn of(source: TriggerSource) -> Clock {
+        match source {
+            TriggerSource::Rule => Clock::Event,
+            TriggerSource::Operator | TriggerSource::Fallback => Clock::Wall,
+        }
+    }
+}
+
+/// The rule name of an operator's `scale` firing.
+pub const OPERATOR_RULE: &str = "operator";
+/// The rule name of an operator's `scale --force` firing: it bypasses the
+/// pause, cooldowns and warm-up (never the bounds or dry-run).
+pub const OPERATOR_FORCE_RULE: &str = "operator.force";
 
 /// A decision of a target and the command it issued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,13 +391,30 @@ impl<'a> From<Option<&'a CapacityRecord>> for Observed<'a> {
     }
 }
 
-/// Decides one trigger.
+/// Decides one trigger with the trigger's own `ts` as the wall clock too:
+/// for replays and tests, where no other clock exists. The arbiter service
+/// passes its clock to [`decide_at`].
 pub fn decide<'a>(
     target: &Target,
     settings: ArbiterSettings,
     state: &TargetState,
     observed: impl Into<Observed<'a>>,
     trigger: &Trigger,
+) -> Verdict {
+    decide_at(target, settings, state, observed, trigger, trigger.ts)
+}
+
+/// Decides one trigger at the arbiter's wall clock `now_ms`: a rule trigger
+/// on its event time (and the wall-clock holds of operator and fallback
+/// actions at `now_ms`), an operator or fallback trigger on `now_ms`
+/// ([`Clock`]). Every action stamps its holds on the clocks that read them.
+pub fn decide_at<'a>(
+    target: &Target,
+    settings: ArbiterSettings,
+    state: &TargetState,
+    observed: impl Into<Observed<'a>>,
+    trigger: &Trigger,
+    now_ms: i64,
 ) -> Verdict {
     let by_rule = trigger.source == TriggerSource::Rule;
     if by_rule
@@ -299,7 +423,7 @@ pub fn decide<'a>(
     {
         return superseded(target, state, trigger);
     }
-    let mut verdict = decide_in_order(target, settings, state, observed, trigger);
+    let mut verdict = decide_in_order(target, settings, state, observed, trigger, now_ms);
     if let Some(next) = verdict.state.as_mut() {
         if by_rule && verdict.command.is_some() {
             next.last_rule_action_ts = next.last_rule_action_ts.max(trigger.ts);
@@ -363,19 +487,26 @@ fn superseded(target: &Target, state: &TargetState, trigger: &Trigger) -> Verdic
     })
 }
 
-/// [`decide`] for a trigger not older than the target's last rule action.
+/// [`decide_at`] for a trigger not older than the target's last rule action.
 fn decide_in_order<'a>(
     target: &Target,
     settings: ArbiterSettings,
     state: &TargetState,
     observed: impl Into<Observed<'a>>,
     trigger: &Trigger,
+    now_ms: i64,
 ) -> Verdict {
     let Observed {
         record: observed,
         unreadable,
     } = observed.into();
     let ts = trigger.ts;
+    let clock = Clock::of(trigger.source);
+    let forced = trigger.source == TriggerSource::Operator
+        && trigger
+            .firings
+            .iter()
+            .any(|f| f.rule == OPERATOR_FORCE_RULE);
     let decision_id = ids::derive("d", &[trigger.id.as_bytes()]);
     let mut next = state.clone();
     let ups: Vec<&RuleFiring> = trigger
@@ -424,7 +555,7 @@ fn decide_in_order<'a>(
     while next.recent_triggers.len() > RECENT_TRIGGERS {
         next.recent_triggers.pop_front();
     }
-    if let Some(up) = ups.first() {
+    if let Some(up) = ups.first().filter(|_| clock == Clock::Event) {
         next.last_up_signal = Some(ts);
         next.last_up_rule = Some(up.rule.clone());
     }
@@ -456,9 +587,13 @@ fn decide_in_order<'a>(
             .iter()
             .all(|f| f.action == ScaleAction::NextTier)
     {
-        return remember(resize(
-            target, state, next, observed, trigger, current, verdict,
-        ));
+        let mut v = resize(target, state, next, observed, trigger, current, verdict);
+        // Replacement instances warm up on the wall clock too.
+        if let (Some(_), Some(next)) = (&v.command, v.state.as_mut()) {
+            let warmup_ms = secs_to_ms(target.warmup_secs);
+            next.wall_holds.start(Direction::Up, now_ms, 0, warmup_ms);
+        }
+        return remember(v);
     }
     // A "set to N" firing (an operator's or a tracking rule's) points up or
     // down only against the current capacity; from here on it competes like
@@ -501,8 +636,17 @@ fn decide_in_order<'a>(
             None => (asked, None),
         }
     };
+    let holds = Clocks {
+        clock,
+        event_ms: ts,
+        now_ms,
+    };
     let limited_by: Option<String>;
-    let (firing, desired, bound, outcome, why) = if !ups.is_empty() {
+    // What would stop the winning firing before its bounds: a pause, the
+    // up-signal hold, a cooldown or the warm-up. A forced operator request
+    // goes past it, and its reason says so.
+    let blocked: Option<(Outcome, String)>;
+    let (firing, desired, bound) = if !ups.is_empty() {
         let (firing, desired, ceiling, limit) = ups
             .iter()
             .map(|f| {
@@ -514,36 +658,15 @@ fn decide_in_order<'a>(
             .max_by_key(|(_, desired, _, _)| *desired)
             .expect("ups is not empty");
         limited_by = limit;
-        if state.paused_up {
-            (
-                firing,
-                desired,
-                ceiling,
+        blocked = if state.paused_up {
+            Some((
                 Outcome::Paused,
                 format!("scale-up of {name} is paused by an operator"),
-            )
-        } else if ts < state.up_cooldown_until {
-            let left = remaining(state.up_cooldown_until, ts);
-            (
-                firing,
-                desired,
-                ceiling,
-                Outcome::Cooldown,
-                format!("scale-up is cooling down for another {left}"),
-            )
-        } else if current >= ceiling {
-            (
-                firing,
-                desired,
-                ceiling,
-                Outcome::AtMax,
-                format!("{name} is already at its maximum of {ceiling}"),
-            )
-        } else if let Some(why) = limited_by.as_ref().filter(|_| desired == current) {
-            (firing, desired, ceiling, Outcome::RateLimited, why.clone())
+            ))
         } else {
-            (firing, desired, ceiling, Outcome::Scale, String::new())
-        }
+            holds.running(state, Direction::Up)
+        };
+        (firing, desired, ceiling)
     } else if !downs.is_empty() {
         let (firing, desired, floor, limit) = downs
             .iter()
@@ -556,69 +679,28 @@ fn decide_in_order<'a>(
             .max_by_key(|(_, desired, _, _)| *desired)
             .expect("downs is not empty");
         limited_by = limit;
+        // The up-signal hold is about samples of one instant arriving one
+        // by one: it holds rule scale-downs only.
         let up_recent = state
             .last_up_signal
+            .filter(|_| clock == Clock::Event)
             .filter(|up| ts.saturating_sub(*up) < settings.up_signal_hold_ms);
-        if state.paused_down {
-            (
-                firing,
-                desired,
-                floor,
+        blocked = if state.paused_down {
+            Some((
                 Outcome::Paused,
                 format!("scale-down of {name} is paused by an operator"),
-            )
+            ))
         } else if let Some(up_ts) = up_recent {
             let rule = state.last_up_rule.as_deref().unwrap_or("a scale-up rule");
             let ago = remaining(ts, up_ts);
-            (
-                firing,
-                desired,
-                floor,
+            Some((
                 Outcome::Overridden,
                 format!("{rule} asked for more capacity {ago} ago and scale-up beats scale-down"),
-            )
-        } else if ts < state.down_cooldown_until {
-            let left = remaining(state.down_cooldown_until, ts);
-            (
-                firing,
-                desired,
-                floor,
-                Outcome::Cooldown,
-                format!("scale-down is cooling down for another {left}"),
-            )
-        } else if ts < state.up_cooldown_until {
-            let left = remaining(state.up_cooldown_until, ts);
-            (
-                firing,
-                desired,
-                floor,
-                Outcome::Cooldown,
-                format!("the last scale-up is still cooling down for another {left}"),
-            )
-        } else if ts < state.warming_until {
-            let left = remaining(state.warming_until, ts);
-            (
-                firing,
-                desired,
-                floor,
-                Outcome::WarmingUp,
-                format!(
-                    "capacity added by the last scale-up is still warming up for another {left}"
-                ),
-            )
-        } else if current <= floor {
-            (
-                firing,
-                desired,
-                floor,
-                Outcome::AtMin,
-                format!("{name} is already at its minimum of {floor}"),
-            )
-        } else if let Some(why) = limited_by.as_ref().filter(|_| desired == current) {
-            (firing, desired, floor, Outcome::RateLimited, why.clone())
+            ))
         } else {
-            (firing, desired, floor, Outcome::Scale, String::new())
-        }
+            holds.running(state, Direction::Down)
+        };
+        (firing, desired, floor)
     } else {
         return verdict(
             Outcome::NoChange,
@@ -628,6 +710,31 @@ fn decide_in_order<'a>(
             "no rule asked for a change".into(),
             Some(next),
         );
+    };
+    let up = firing.direction == Direction::Up;
+    let bypassed = blocked
+        .as_ref()
+        .filter(|_| forced)
+        .map(|(_, why)| why.clone());
+    let (outcome, why) = match blocked.filter(|_| !forced) {
+        Some((outcome, mut why)) => {
+            if trigger.source == TriggerSource::Operator {
+                why.push_str(" (novactl scale --force overrides)");
+            }
+            (outcome, why)
+        }
+        None if up && current >= bound => (
+            Outcome::AtMax,
+            format!("{name} is already at its maximum of {bound}"),
+        ),
+        None if !up && current <= bound => (
+            Outcome::AtMin,
+            format!("{name} is already at its minimum of {bound}"),
+        ),
+        None => match limited_by.as_ref().filter(|_| desired == current) {
+            Some(why) => (Outcome::RateLimited, why.clone()),
+            None => (Outcome::Scale, String::new()),
+        },
     };
     let lead = lead(Some(firing));
     let ask = firing.action.describe();
@@ -654,7 +761,6 @@ fn decide_in_order<'a>(
         );
     }
     let asked = firing.action.apply(current);
-    let up = firing.direction == Direction::Up;
     let clamp = if desired == bound && desired != asked {
         let which = if up { "max" } else { "min" };
         format!(", clamped at {which} {bound}")
@@ -680,13 +786,21 @@ fn decide_in_order<'a>(
         );
     }
     let rule_cooldown_secs = target.limits(&firing.rule).cooldown_secs;
-    let flapping = record_action(&mut next, &target.flapping, ts, firing.direction);
-    record_scale_event(
-        &mut next,
-        target,
-        ts,
-        i64::from(desired) - i64::from(current),
-    );
+    // The flap window and the rate-limit history are the rules' own, on
+    // event time; operator and fallback actions are not counted in them.
+    let flapping = match clock {
+        Clock::Event => {
+            let flapping = record_action(&mut next, &target.flapping, ts, firing.direction);
+            record_scale_event(
+                &mut next,
+                target,
+                ts,
+                i64::from(desired) - i64::from(current),
+            );
+            flapping
+        }
+        Clock::Wall => None,
+    };
     let cooldown_secs = match flapping {
         Some(_) => rule_cooldown_secs.saturating_mul(u64::from(target.flapping.cooldown_factor)),
         None => rule_cooldown_secs,
@@ -702,25 +816,38 @@ fn decide_in_order<'a>(
         )
     });
     let cooldown_ms = secs_to_ms(cooldown_secs);
-    let until = ts.saturating_add(cooldown_ms);
-    match firing.direction {
-        Direction::Up => {
-            next.up_cooldown_until = until;
-            let warmup_ms = secs_to_ms(target.warmup_secs);
-            next.warming_until = ts.saturating_add(warmup_ms);
+    let warmup_ms = secs_to_ms(target.warmup_secs);
+    if clock == Clock::Event {
+        let until = ts.saturating_add(cooldown_ms);
+        match firing.direction {
+            Direction::Up => {
+                next.up_cooldown_until = until;
+                next.warming_until = ts.saturating_add(warmup_ms);
+            }
+            _ => next.down_cooldown_until = until,
         }
-        _ => next.down_cooldown_until = until,
+    }
+    // Every action holds operator and fallback requests on the wall clock;
+    // an operator's or fallback's also holds the rules there.
+    next.wall_holds
+        .start(firing.direction, now_ms, cooldown_ms, warmup_ms);
+    if clock == Clock::Wall {
+        next.operator_holds
+            .start(firing.direction, now_ms, cooldown_ms, warmup_ms);
     }
     next.seq = state.seq + 1;
     next.desired = Some(desired);
     let reason = format!(
-        "{lead}; scaling {change}, cooldown {}{}",
+        "{lead}; scaling {change}, cooldown {}{}{}",
         human_secs(cooldown_secs),
         if flapping.is_some() {
             " (flapping)"
         } else {
             ""
         },
+        bypassed
+            .map(|why| format!(", forced past: {why}"))
+            .unwrap_or_default(),
     );
     let command = Command {
         decision_id: decision_id.clone(),
@@ -745,6 +872,111 @@ fn decide_in_order<'a>(
     v.flapping = flapping;
     remember(v)
 }
+
+/// The moments a trigger is decided at: its event time, and the arbiter's
+/// wall clock.
+struct Clocks {
+    clock: Clock,
+    event_ms: i64,
+    now_ms: i64,
+}
+
+impl Clocks {
+    /// The first cooldown or warm-up still running for a firing in
+    /// `direction`, each hold read at the moment of its own clock: a rule
+    /// trigger meets the rules' holds at its event time and the operator's
+    /// and fallback's at the wall clock; an operator or fallback trigger
+    /// meets every action's at the wall clock.
+    fn running(&self, state: &TargetState, direction: Direction) -> Option<(Outcome, String)> {
+        const OPERATOR: &str = " after an operator or fallback action (wall clock)";
+        let (event, now) = (self.event_ms, self.now_ms);
+        let wall = &state.wall_holds;
+        let op = &state.operator_holds;
+        // (until, at, outcome, what, note)
+        let checks: Vec<(i64, i64, Outcome, &str, &str)> = match (self.clock, direction) {
+            (Clock::Event, Direction::Up) => vec![
+                (
+                    state.up_cooldown_until,
+                    event,
+                    Outcome::Cooldown,
+                    "scale-up is cooling down",
+                    "",
+                ),
+                (
+                    op.up_cooldown_until,
+                    now,
+                    Outcome::Cooldown,
+                    "scale-up is cooling down",
+                    OPERATOR,
+                ),
+            ],
+            (Clock::Wall, Direction::Up) => vec![(
+                wall.up_cooldown_until,
+                now,
+                Outcome::Cooldown,
+                "scale-up is cooling down",
+                "",
+            )],
+            (Clock::Event, _) => vec![
+                (
+                    state.down_cooldown_until,
+                    event,
+                    Outcome::Cooldown,
+                    "scale-down is cooling down",
+                    "",
+                ),
+                (
+                    op.down_cooldown_until,
+                    now,
+                    Outcome::Cooldown,
+                    "scale-down is cooling down",
+                    OPERATOR,
+                ),
+                (
+                    state.up_cooldown_until,
+                    event,
+                    Outcome::Cooldown,
+                    "the last scale-up is still cooling down",
+                    "",
+                ),
+                (
+                    op.up_cooldown_until,
+                    now,
+                    Outcome::Cooldown,
+                    "the last scale-up is still cooling down",
+                    OPERATOR,
+                ),
+                (state.warming_until, event, Outcome::WarmingUp, WARMING, ""),
+                (op.warming_until, now, Outcome::WarmingUp, WARMING, OPERATOR),
+            ],
+            (Clock::Wall, _) => vec![
+                (
+                    wall.down_cooldown_until,
+                    now,
+                    Outcome::Cooldown,
+                    "scale-down is cooling down",
+                    "",
+                ),
+                (
+                    wall.up_cooldown_until,
+                    now,
+                    Outcome::Cooldown,
+                    "the last scale-up is still cooling down",
+                    "",
+                ),
+                (wall.warming_until, now, Outcome::WarmingUp, WARMING, ""),
+            ],
+        };
+        checks.into_iter().find(|(until, at, ..)| at < until).map(
+            |(until, at, outcome, what, note)| {
+                let left = remaining(until, at);
+                (outcome, format!("{what} for another {left}{note}"))
+            },
+        )
+    }
+}
+
+const WARMING: &str = "capacity added by the last scale-up is still warming up";
 
 /// Keeps the capacity changes the target's tracking rules rate-limit by.
 fn record_scale_event(state: &mut TargetState, target: &Target, ts: i64, change: i64) {
@@ -979,6 +1211,9 @@ fn remaining(later_ms: i64, earlier_ms: i64) -> String {
     let ms = later_ms.saturating_sub(earlier_ms).max(0);
     human_secs(u64::try_from(ms.saturating_add(999) / 1000).unwrap_or(0))
 }
+
+#[cfg(test)]
+mod clock_tests;
 
 #[cfg(test)]
 mod kinds_tests;
@@ -1442,8 +1677,13 @@ horizontal_scaling_rules:
                 v.decision.reason
             );
         }
+        // Operators meet the cooldowns on the wall clock, where every
+        // action stamps them.
         let cooling = TargetState {
-            up_cooldown_until: 2_000_000,
+            wall_holds: Holds {
+                up_cooldown_until: 2_000_000,
+                ..Holds::default()
+            },
             ..TargetState::default()
         };
         let v = decide(target, settings, &cooling, Some(&capacity(5, 0)), &set(9));

@@ -58,6 +58,10 @@ pub fn control(verb: &str) -> String {
     format!("nova.ctl.{verb}")
 }
 
+/// The arbiter's control plane, every verb on one subject: the request
+/// names its `verb` (`nova_shared::wire::ControlRequest`).
+pub const ARBITER_CONTROL: &str = "nova.ctl.arbiter";
+
 /// What a metrics subject names: the target and, when present, the metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsSubject<'a> {

@@ -675,17 +675,49 @@ pub enum CapacityAnswer {
     Error(String),
 }
 
-/// A request on `nova.ctl.status`, `nova.ctl.pause`, `nova.ctl.resume` or
-/// `nova.ctl.scale`. The control plane is strict: a request is a map of
-/// these fields only, and a field of the wrong kind is an error, never a
-/// default (an unknown `direction` must not mean "both").
+/// The verbs of the arbiter's control plane, in [`ControlRequest::verb`]'s words.
+pub const CONTROL_VERBS: [&str; 4] = ["status", "pause", "resume", "scale"];
+
+/// A request to the arbiter's control plane, tagged by its verb:
+/// `{"verb": "scale", "target": "web", "desired": 12}`. On
+/// `nova.ctl.arbiter` the `verb` is required; on the per-verb subjects
+/// `nova.ctl.status`, `nova.ctl.pause`, `nova.ctl.resume` and
+/// `nova.ctl.scale` it may be left out (the subject names it) and must
+/// match when present. Read requests with [`ControlRequest::decode`].
+///
+/// The control plane is strict: a request is a map of its verb's fields
+/// only, an unknown verb is refused by name, and a field of the wrong kind
+/// is an error, never a default (an unknown `direction` must not mean
+/// "both").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Each target's capacity, bounds, pauses, cooldowns and last decision.
+    Status(StatusRequest),
+    /// Stop a target scaling, in one direction or both.
+    Pause(DirectionRequest),
+    /// Let a paused target scale again.
+    Resume(DirectionRequest),
+    /// Ask for a capacity, decided like a rule's trigger.
+    Scale(ScaleRequest),
+}
+
+/// `status`: one target, or all of them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ControlRequest {
-    /// The target (status: all targets when absent).
+pub struct StatusRequest {
+    /// The target; every target when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// Pause or resume only this direction (`up` or `down`); both when absent.
+}
+
+/// `pause` and `resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectionRequest {
+    /// The target.
+    pub target: String,
+    /// Only this direction (`up` or `down`); both when absent.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -695,10 +727,115 @@ pub struct ControlRequest {
     /// Who asks and why, for the audit record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// `scale` only: the capacity to set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desired: Option<u32>,
 }
+
+/// `scale`: set a target's capacity through the trigger stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    /// The target.
+    pub target: String,
+    /// The capacity to set.
+    pub desired: u32,
+    /// Who asks and why, for the audit record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Go past the target's pause, cooldowns and warm-up (never its bounds
+    /// or dry-run mode); see `nova_shared::arbitrate`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// Why a payload is not a control request.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlRequestError {
+    /// Too large, too deep, not a map, or not MessagePack/JSON at all.
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    /// A `verb` the arbiter does not know.
+    #[error("unknown verb {0:?} (the arbiter answers status, pause, resume and scale)")]
+    UnknownVerb(String),
+    /// No `verb`, on a subject that does not name one.
+    #[error("no verb: say \"verb\": status, pause, resume or scale")]
+    NoVerb,
+    /// A `verb` other than the subject's.
+    #[error("verb {found:?} sent on nova.ctl.{subject}")]
+    VerbMismatch {
+        /// The payload's verb.
+        found: String,
+        /// The subject's verb.
+        subject: String,
+    },
+    /// The verb's fields are wrong: unknown, missing, or of the wrong kind.
+    #[error("{0}")]
+    Fields(String),
+}
+
+impl ControlRequest {
+    /// The request's verb.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            ControlRequest::Status(_) => "status",
+            ControlRequest::Pause(_) => "pause",
+            ControlRequest::Resume(_) => "resume",
+            ControlRequest::Scale(_) => "scale",
+        }
+    }
+
+    /// `status` of one target, or of every target.
+    pub fn status(target: Option<String>) -> Self {
+        ControlRequest::Status(StatusRequest { target })
+    }
+
+    /// Decodes a control request (after [`crate::codec::decode_map`]'s
+    /// checks). `subject_verb` is the verb of the per-verb subject it came
+    /// on, `None` on `nova.ctl.arbiter`. An empty payload on a per-verb
+    /// subject is a request without fields (`status`: every target).
+    pub fn decode(
+        bytes: &[u8],
+        encoding: crate::codec::Encoding,
+        subject_verb: Option<&str>,
+    ) -> Result<Self, ControlRequestError> {
+        use serde_json::{Map, Value};
+        let mut fields: Map<String, Value> = if bytes.is_empty() {
+            Map::new()
+        } else {
+            crate::codec::decode_map(bytes, encoding)?
+        };
+        let excerpt = |verb: &str| crate::codec::excerpt(verb, 32);
+        match (fields.get("verb"), subject_verb) {
+            (None, None) => return Err(ControlRequestError::NoVerb),
+            (None, Some(verb)) => {
+                fields.insert("verb".into(), Value::String(verb.into()));
+            }
+            (Some(Value::String(found)), subject) => {
+                if !CONTROL_VERBS.contains(&found.as_str()) {
+                    return Err(ControlRequestError::UnknownVerb(excerpt(found)));
+                }
+                if let Some(subject) = subject.filter(|s| s != found) {
+                    return Err(ControlRequestError::VerbMismatch {
+                        found: found.clone(),
+                        subject: excerpt(subject),
+                    });
+                }
+            }
+            (Some(other), _) => {
+                return Err(ControlRequestError::Fields(format!(
+                    "verb must be a string, found {}",
+                    crate::codec::excerpt(&other.to_string(), 32)
+                )));
+            }
+        }
+        if let Some(verb) = subject_verb.filter(|v| !CONTROL_VERBS.contains(v)) {
+            return Err(ControlRequestError::UnknownVerb(excerpt(verb)));
+        }
+        serde_json::from_value(Value::Object(fields))
+            .map_err(|e| ControlRequestError::Fields(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod control_tests;
 
 /// `direction` of a control request: the strings `up` or `down` only (serde's
 /// derived enum would also take a variant index, so `1` would read as `none`).
@@ -726,6 +863,32 @@ pub struct ControlReply {
     /// The state of the targets concerned, after the request.
     #[serde(default)]
     pub targets: Vec<TargetStatus>,
+    /// What is wrong, exactly when `ok` is false (the same text as
+    /// `message`): a failed reply also reads as an [`ErrorReply`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ControlReply {
+    /// A request carried out.
+    pub fn done(message: String, targets: Vec<TargetStatus>) -> Self {
+        ControlReply {
+            ok: true,
+            message,
+            targets,
+            error: None,
+        }
+    }
+
+    /// A request refused or failed, and why.
+    pub fn failed(message: String) -> Self {
+        ControlReply {
+            ok: false,
+            error: Some(message.clone()),
+            message,
+            targets: vec![],
+        }
+    }
 }
 
 /// One target as the arbiter sees it.
@@ -749,10 +912,18 @@ pub struct TargetStatus {
     pub paused_down: bool,
     /// Dry-run mode from the policy.
     pub dry_run: bool,
-    /// Event time (unix ms) until which scale-ups rest.
+    /// Event time (unix ms) until which rule scale-ups rest.
     pub up_cooldown_until: i64,
-    /// Event time (unix ms) until which scale-downs rest.
+    /// Event time (unix ms) until which rule scale-downs rest.
     pub down_cooldown_until: i64,
+    /// Wall clock (unix ms) until which scale-ups rest for operator and
+    /// fallback requests: every action's cooldown, from when it was decided.
+    #[serde(default)]
+    pub wall_up_cooldown_until: i64,
+    /// Wall clock (unix ms) until which scale-downs rest for operator and
+    /// fallback requests.
+    #[serde(default)]
+    pub wall_down_cooldown_until: i64,
     /// The last decision's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,

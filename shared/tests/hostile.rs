@@ -39,7 +39,8 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         for encoding in [Encoding::MsgPack, Encoding::Json] {
             let _ = codec::decode_samples(&bytes, encoding);
-            let _ = codec::decode_map::<ControlRequest>(&bytes, encoding);
+            let _ = ControlRequest::decode(&bytes, encoding, None);
+            let _ = ControlRequest::decode(&bytes, encoding, Some("pause"));
             let _ = codec::decode_map::<Trigger>(&bytes, encoding);
             let _ = codec::decode::<MetricSampleIn>(&bytes, encoding);
         }

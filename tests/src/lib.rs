@@ -13,7 +13,7 @@
 //! - [`cluster`]: three nats-servers in one cluster, killed, restarted and
 //!   paused on demand, for broker fault tests.
 //! - [`corpus`]: the committed hostile inputs (`tests/corpus/hostile/`).
-//! - [`control`]: one control request to the arbiter, answered in time.
+//! - [`control`]: one typed control request to the arbiter, answered in time.
 //! - [`within`]: every wait has a deadline.
 //!
 //! Tools are found through `NOVA_NATS_SERVER` / `NOVA_MOTO_SERVER`, then the
@@ -563,17 +563,17 @@ pub async fn stream_first<T: serde::de::DeserializeOwned>(
     out
 }
 
-/// Sends `request` on `nova.ctl.<verb>` and returns the arbiter's reply.
+/// Sends `request` on `nova.ctl.arbiter` (the verb in the request) and
+/// returns the arbiter's reply.
 pub async fn control(
     client: &async_nats::Client,
-    verb: &str,
     request: nova_shared::wire::ControlRequest,
 ) -> nova_shared::wire::ControlReply {
     let payload = codec::encode(&request).expect("encode control request");
     let reply = within(
-        &format!("nova.ctl.{verb}"),
+        &format!("{} on nova.ctl.arbiter", request.verb()),
         WAIT,
-        client.request(nova_shared::subjects::control(verb), payload.into()),
+        client.request(nova_shared::subjects::ARBITER_CONTROL, payload.into()),
     )
     .await
     .expect("arbiter answers");

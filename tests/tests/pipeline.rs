@@ -497,15 +497,18 @@ async fn a_service_created_after_start_is_read_on_demand() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_pause_holds_scale_ups_until_resumed() {
-    use nova_shared::wire::{ControlRequest, Direction};
+    use nova_shared::wire::{ControlRequest, Direction, DirectionRequest};
     let mut w = world().await;
-    let request = |direction| ControlRequest {
-        target: Some("worker".into()),
+    let request = |direction| DirectionRequest {
+        target: "worker".into(),
         direction,
         reason: Some("maintenance window".into()),
-        desired: None,
     };
-    let paused = control(&w.client, "pause", request(Some(Direction::Up))).await;
+    let paused = control(
+        &w.client,
+        ControlRequest::Pause(request(Some(Direction::Up))),
+    )
+    .await;
     assert!(paused.ok, "{}", paused.message);
     assert_eq!(
         paused.message,
@@ -534,7 +537,7 @@ async fn an_operator_pause_holds_scale_ups_until_resumed() {
         held.reason
     );
 
-    let resumed = control(&w.client, "resume", request(None)).await;
+    let resumed = control(&w.client, ControlRequest::Resume(request(None))).await;
     assert!(
         resumed.ok && !resumed.targets[0].paused_up,
         "{}",
@@ -554,7 +557,7 @@ async fn an_operator_pause_holds_scale_ups_until_resumed() {
     assert_eq!(result.outcome, "succeeded", "{}", result.reason);
     assert_worker_scaled_once_to_10(&w).await;
 
-    let status = control(&w.client, "status", ControlRequest::default()).await;
+    let status = control(&w.client, ControlRequest::status(None)).await;
     let worker = status
         .targets
         .iter()
@@ -573,11 +576,11 @@ async fn an_operator_pause_holds_scale_ups_until_resumed() {
     );
     let unknown = control(
         &w.client,
-        "pause",
-        ControlRequest {
-            target: Some("nope".into()),
-            ..Default::default()
-        },
+        ControlRequest::Pause(DirectionRequest {
+            target: "nope".into(),
+            direction: None,
+            reason: None,
+        }),
     )
     .await;
     assert_eq!(
@@ -661,15 +664,17 @@ async fn an_arbiter_killed_mid_stream_loses_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_scale_is_decided_like_a_rule() {
-    use nova_shared::wire::ControlRequest;
+    use nova_shared::wire::{ControlRequest, ScaleRequest};
     let mut w = world().await;
-    let ask = |desired| ControlRequest {
-        target: Some("worker".into()),
-        desired: Some(desired),
-        reason: Some("load test".into()),
-        ..Default::default()
+    let ask = |desired| {
+        ControlRequest::Scale(ScaleRequest {
+            target: "worker".into(),
+            desired,
+            reason: Some("load test".into()),
+            force: false,
+        })
     };
-    let reply = control(&w.client, "scale", ask(12)).await;
+    let reply = control(&w.client, ask(12)).await;
     assert!(reply.ok, "{}", reply.message);
     assert!(
         reply.message.starts_with(
@@ -690,7 +695,7 @@ async fn an_operator_scale_is_decided_like_a_rule() {
     );
     assert_eq!(ecs_desired(&w.ecs, CLUSTER, "novacron-worker").await, 12);
     // Beyond the policy's max of 200 it is clamped, like any rule.
-    let reply = control(&w.client, "scale", ask(500)).await;
+    let reply = control(&w.client, ask(500)).await;
     assert!(reply.ok);
     let decision = w
         .audit
@@ -705,18 +710,21 @@ async fn an_operator_scale_is_decided_like_a_rule() {
         "{}",
         decision.reason
     );
-    let missing = control(
-        &w.client,
-        "scale",
-        ControlRequest {
-            target: Some("worker".into()),
-            ..Default::default()
-        },
-    )
-    .await;
+    // A scale without its capacity is no scale request: refused by name.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", codec::CONTENT_TYPE_JSON);
+    let payload = br#"{"verb": "scale", "target": "worker"}"#.to_vec();
+    let asked = w.client.request_with_headers(
+        subjects::ARBITER_CONTROL.to_string(),
+        headers,
+        payload.into(),
+    );
+    let answer = within("the refusal", WAIT, asked).await.expect("answered");
+    let missing: nova_shared::wire::ControlReply =
+        codec::decode(&answer.payload, codec::Encoding::MsgPack).expect("control reply");
     assert_eq!(
         (missing.ok, missing.message.as_str()),
-        (false, "scale needs a desired capacity")
+        (false, "not a control request: missing field `desired`")
     );
     w.pipeline.stop().await;
 }

@@ -22,7 +22,7 @@ use nova_shared::policy::from_yaml;
 use nova_shared::subjects;
 use nova_shared::wire::{
     ActionResult, AuditKind, AuditRecord, Command, ControlRequest, Direction, ResultStatus,
-    RuleFiring, ScaleAction, Stage, Trigger, TriggerSource,
+    RuleFiring, ScaleAction, ScaleRequest, Stage, Trigger, TriggerSource,
 };
 
 const CLUSTER: &str = "replicas";
@@ -382,12 +382,13 @@ async fn missing_aws_credentials_are_one_clear_line_and_named_in_the_decision() 
         "no wall of SDK text: the longest log line is {longest:?}"
     );
 
-    let request = ControlRequest {
-        target: Some("t0".into()),
-        desired: Some(4),
-        ..Default::default()
-    };
-    let reply = control(&client, "scale", request).await;
+    let request = ControlRequest::Scale(ScaleRequest {
+        target: "t0".into(),
+        desired: 4,
+        reason: None,
+        force: false,
+    });
+    let reply = control(&client, request).await;
     assert!(reply.ok, "{}", reply.message);
     let decision = audit
         .wait_for("the decision on t0", |r| r.kind == AuditKind::Decision)
@@ -405,11 +406,7 @@ async fn missing_aws_credentials_are_one_clear_line_and_named_in_the_decision() 
         decision.reason
     );
 
-    let request = ControlRequest {
-        target: Some("t0".into()),
-        ..Default::default()
-    };
-    let reply = control(&client, "status", request).await;
+    let reply = control(&client, ControlRequest::status(Some("t0".into()))).await;
     let error = reply.targets[0]
         .backend_error
         .as_deref()

@@ -5,8 +5,9 @@
 //! trigger:
 //! 1. reads the target's [`TargetState`] from KV `nova_arbiter` and its
 //!    observed capacity from KV `nova_capacity`;
-//! 2. decides with `nova_shared::arbitrate::decide` (cooldowns, bounds,
-//!    up-beats-down, on the trigger's event time);
+//! 2. decides with `nova_shared::arbitrate::decide_at` (cooldowns, bounds,
+//!    up-beats-down): a rule trigger on its event time, an operator or
+//!    fallback trigger on this process's wall clock;
 //! 3. stores the new state by compare-and-set on the revision it read; on
 //!    a conflict (another replica decided meanwhile) it starts again at 1;
 //! 4. publishes the command (if any) to `NOVA_COMMANDS` with the decision id
@@ -22,6 +23,12 @@
 //! it is relevant (`Config::trigger_relevance` after JetStream stored it),
 //! never dead-lettered for it. At start, a recovery pass publishes any
 //! stored decision whose command never reached `NOVA_COMMANDS`.
+//!
+//! Control requests (`nova.ctl.arbiter`, and `nova.ctl.<verb>` for the
+//! verbs of [`CONTROL_VERBS`]) are answered on a task of their own, up to
+//! 32 at once, so a `status` never waits behind a trigger in hand; each is
+//! answered within [`CONTROL_DEADLINE`], with an error reply if its work
+//! did not finish in time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,10 +48,11 @@ use nova_shared::policy::{Policy, Target};
 use nova_shared::subjects;
 use nova_shared::wire::{
     AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command, ControlReply,
-    ControlRequest, Direction, Outcome, RuleFiring, ScaleAction, Stage, TargetStatus, Trigger,
-    TriggerSource,
+    ControlRequest, Direction, DirectionRequest, Outcome, RuleFiring, ScaleAction, ScaleRequest,
+    Stage, TargetStatus, Trigger, TriggerSource,
 };
 use thiserror::Error;
+use tracing::Instrument;
 
 /// Arbiter settings.
 #[derive(Debug, Clone)]
@@ -130,7 +138,7 @@ pub async fn run(
     let js = jetstream::new(client.clone());
     let mut messages =
         setup::durable_messages(&js, TRIGGERS_STREAM, &config.consumer, config.ack_wait).await?;
-    let arbiter = Arbiter {
+    let arbiter = Arc::new(Arbiter {
         policy: config.policy.clone(),
         client: client.clone(),
         states: setup::bucket(&js, ARBITER_BUCKET).await?,
@@ -140,25 +148,82 @@ pub async fn run(
         js,
         relevance: config.trigger_relevance,
         sent: Default::default(),
-    };
+    });
     arbiter.recover_commands().await;
     let mut controls = Vec::new();
-    for verb in CONTROL_VERBS {
-        controls
-            .push(setup::subscribe(&client, &subjects::control(verb), Some("nova-arbiter")).await?);
+    let legacy = CONTROL_VERBS.iter().map(|verb| subjects::control(verb));
+    for subject in std::iter::once(subjects::ARBITER_CONTROL.to_string()).chain(legacy) {
+        controls.push(setup::subscribe(&client, &subject, Some("nova-arbiter")).await?);
     }
-    let mut controls = futures_util::stream::select_all(controls);
+    let controls = futures_util::stream::select_all(controls);
+    // Control requests on a task of their own: a status never waits
+    // behind a trigger in hand (a capacity read may take 10 s).
+    let (stop_controls, stopped) = tokio::sync::watch::channel(false);
+    let control_task = tokio::spawn(
+        serve_control(arbiter.clone(), controls, stopped)
+            .instrument(tracing::info_span!("arbiter-control")),
+    );
     let _ping = setup::ping(&client, Stage::Arbiter).await?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             message = messages.next() => arbiter.handle(message).await,
-            Some(request) = controls.next() => arbiter.control(request).await,
         }
+    }
+    let _ = stop_controls.send(true);
+    if let Err(error) = control_task.await {
+        tracing::error!(%error, "the control task failed");
     }
     tracing::info!("arbiter stopped");
     Ok(())
+}
+
+/// Every control request is answered within this: with its reply, or with
+/// an error reply saying it was not carried out in time (a `pause`,
+/// `resume` or `scale` cut short may still have taken effect).
+pub const CONTROL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Control requests in hand at once; more wait in the subscription.
+const CONTROL_CONCURRENCY: usize = 32;
+
+/// Answers control requests until `stop` turns true (or its sender is
+/// gone), then finishes those in hand, each within [`CONTROL_DEADLINE`].
+async fn serve_control(
+    arbiter: Arc<Arbiter>,
+    mut requests: impl futures_util::Stream<Item = async_nats::Message> + Unpin,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            request = requests.next(), if in_flight.len() < CONTROL_CONCURRENCY => match request {
+                Some(request) => in_flight.push(arbiter.control(request)),
+                None => break,
+            },
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// `work`'s reply, or after `deadline` an error reply naming `verb`.
+async fn answer_within(
+    deadline: Duration,
+    verb: &str,
+    work: impl Future<Output = ControlReply>,
+) -> ControlReply {
+    match tokio::time::timeout(deadline, work).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            tracing::warn!(verb, "a control request was not answered in time");
+            ControlReply::failed(format!(
+                "{verb} not answered within {deadline:?} (the broker or an actuator is slow); \
+                 a pause, resume or scale may still take effect: check status"
+            ))
+        }
+    }
 }
 
 /// How long a decision waits for an actuator to read a never-seen capacity.
@@ -167,42 +232,47 @@ const CAPACITY_ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a status request waits for the same, per target without a record.
 const STATUS_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Control verbs the arbiter answers: `nova.ctl.<verb>`.
-pub const CONTROL_VERBS: [&str; 4] = ["status", "pause", "resume", "scale"];
+/// Control verbs the arbiter answers, each also on its own subject
+/// `nova.ctl.<verb>` (the verb may then be left out of the request).
+pub use nova_shared::wire::CONTROL_VERBS;
 
 impl Arbiter {
-    /// Answers `nova.ctl.status`, `nova.ctl.pause`, `nova.ctl.resume` and `nova.ctl.scale`.
+    /// Answers a control request on `nova.ctl.arbiter` or `nova.ctl.<verb>`:
+    /// every request with a reply subject gets a reply.
     async fn control(&self, request: async_nats::Message) {
-        let verb = subjects::last_token(&request.subject).to_string();
+        let subject_verb = (request.subject.as_str() != subjects::ARBITER_CONTROL)
+            .then(|| subjects::last_token(&request.subject).to_string());
         let Some(reply_to) = request.reply.clone() else {
-            let reason = format!("{verb} request without a reply subject");
+            let reason = format!(
+                "control request on {} without a reply subject",
+                request.subject
+            );
             return self
                 .dead
                 .send(&request.subject, reason, &request.payload)
                 .await;
         };
-        let parsed: Result<ControlRequest, _> = if request.payload.is_empty() {
-            Ok(ControlRequest::default())
-        } else {
-            nova_runtime::decode(&request.payload, request.headers.as_ref())
-        };
-        let reply = match parsed {
-            Err(error) => {
-                let message = format!(
-                    "not a control request: {}",
-                    codec::excerpt(&error.to_string(), 300)
-                );
-                self.dead
-                    .send(&request.subject, message.clone(), &request.payload)
-                    .await;
-                ControlReply {
-                    ok: false,
-                    message,
-                    targets: vec![],
+        let encoding = codec::Encoding::from_content_type(nova_runtime::content_type(
+            request.headers.as_ref(),
+        ));
+        let parsed = ControlRequest::decode(&request.payload, encoding, subject_verb.as_deref());
+        let verb = parsed.as_ref().map_or("control request", |r| r.verb());
+        let reply = answer_within(CONTROL_DEADLINE, verb, async {
+            match parsed {
+                Err(error) => {
+                    let message = format!(
+                        "not a control request: {}",
+                        codec::excerpt(&error.to_string(), 300)
+                    );
+                    self.dead
+                        .send(&request.subject, message.clone(), &request.payload)
+                        .await;
+                    ControlReply::failed(message)
                 }
+                Ok(parsed) => self.control_reply(parsed).await,
             }
-            Ok(parsed) => self.control_reply(&verb, parsed).await,
-        };
+        })
+        .await;
         match codec::encode(&reply) {
             Ok(payload) => {
                 if let Err(error) = self.client.publish(reply_to, payload.into()).await {
@@ -213,117 +283,147 @@ impl Arbiter {
         }
     }
 
-    async fn control_reply(&self, verb: &str, request: ControlRequest) -> ControlReply {
-        let failed = |message: String| ControlReply {
-            ok: false,
-            message,
-            targets: vec![],
-        };
-        let targets: Vec<&Target> = match &request.target {
-            Some(name) => match self.policy.targets.get(name) {
-                Some(target) => vec![target],
-                None => {
-                    let name = codec::excerpt(name, 64);
-                    return failed(format!("no target {name:?} in the policy"));
+    /// Carries out one request; each verb has its own arm, so a new verb
+    /// cannot fall into another's.
+    async fn control_reply(&self, request: ControlRequest) -> ControlReply {
+        match request {
+            ControlRequest::Status(status) => {
+                let targets: Vec<&Target> = match &status.target {
+                    Some(name) => match self.target(name) {
+                        Ok(target) => vec![target],
+                        Err(reply) => return reply,
+                    },
+                    None => self.policy.targets.values().collect(),
+                };
+                self.reply_with_status("ok".into(), &targets).await
+            }
+            ControlRequest::Pause(request) => self.pause(request, true).await,
+            ControlRequest::Resume(request) => self.pause(request, false).await,
+            ControlRequest::Scale(request) => {
+                let target = match self.target(&request.target) {
+                    Ok(target) => target,
+                    Err(reply) => return reply,
+                };
+                match self.operator_scale(target, &request).await {
+                    Ok(submitted) => self.reply_with_status(submitted, &[target]).await,
+                    Err(error) => ControlReply::failed(error),
                 }
-            },
-            None if verb == "status" => self.policy.targets.values().collect(),
-            None => return failed(format!("{verb} needs a target")),
-        };
-        let mut message = String::from("ok");
-        if verb == "scale" {
-            match self.operator_scale(targets[0], &request).await {
-                Ok(submitted) => message = submitted,
-                Err(error) => return failed(error),
             }
-        } else if verb != "status" {
-            let target = targets[0];
-            let pause = verb == "pause";
-            let (up, down) = match request.direction {
-                Some(Direction::Up) => (true, false),
-                Some(Direction::Down) => (false, true),
-                _ => (true, true),
-            };
-            let changed = kv::modify(&self.states, &target.name, |state: Option<TargetState>| {
-                let mut state = state.unwrap_or_default();
-                if up {
-                    state.paused_up = pause;
-                }
-                if down {
-                    state.paused_down = pause;
-                }
-                state
-            })
-            .await;
-            if let Err(error) = changed {
-                return failed(format!("cannot change {}: {error}", target.name));
-            }
-            let what = match (up, down) {
-                (true, true) => "scaling",
-                (true, false) => "scale-up",
-                _ => "scale-down",
-            };
-            let outcome = if pause { "paused" } else { "resumed" };
-            message = format!(
-                "{what} of {} {outcome} by an operator{}",
-                target.name,
-                request
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            );
-            let record = AuditRecord::new(
-                nova_runtime::unique_id("a-control"),
-                nova_runtime::now_ms(),
-                Stage::Arbiter,
-                &target.name,
-                AuditKind::Control,
-                outcome,
-                message.clone(),
-            );
-            if let Err(error) = self.auditor.record(&record).await {
-                tracing::warn!(%error, "cannot audit a control action");
-            }
-        }
-        let mut statuses = Vec::with_capacity(targets.len());
-        for target in targets {
-            match self.status(target).await {
-                Ok(status) => statuses.push(status),
-                Err(error) => return failed(format!("cannot read {}: {error}", target.name)),
-            }
-        }
-        ControlReply {
-            ok: true,
-            message,
-            targets: statuses,
         }
     }
 
+    /// The policy's target `name`, or the reply refusing it.
+    fn target(&self, name: &str) -> Result<&Target, ControlReply> {
+        self.policy.targets.get(name).ok_or_else(|| {
+            let name = codec::excerpt(name, 64);
+            ControlReply::failed(format!("no target {name:?} in the policy"))
+        })
+    }
+
+    /// `message` and the state of `targets`, read side by side (a target
+    /// without a capacity record asks an actuator for up to 2 s).
+    async fn reply_with_status(&self, message: String, targets: &[&Target]) -> ControlReply {
+        let read = futures_util::future::join_all(targets.iter().map(|t| self.status(t))).await;
+        let mut statuses = Vec::with_capacity(targets.len());
+        for (target, status) in targets.iter().zip(read) {
+            match status {
+                Ok(status) => statuses.push(status),
+                Err(error) => {
+                    return ControlReply::failed(format!("cannot read {}: {error}", target.name));
+                }
+            }
+        }
+        ControlReply::done(message, statuses)
+    }
+
+    /// `pause` (`pause` true) or `resume`: changes the target's state at
+    /// once, outside the trigger stream, and audits it.
+    async fn pause(&self, request: DirectionRequest, pause: bool) -> ControlReply {
+        let target = match self.target(&request.target) {
+            Ok(target) => target,
+            Err(reply) => return reply,
+        };
+        let (up, down) = match request.direction {
+            Some(Direction::Up) => (true, false),
+            Some(Direction::Down) => (false, true),
+            _ => (true, true),
+        };
+        let changed = kv::modify(&self.states, &target.name, |state: Option<TargetState>| {
+            let mut state = state.unwrap_or_default();
+            if up {
+                state.paused_up = pause;
+            }
+            if down {
+                state.paused_down = pause;
+            }
+            state
+        })
+        .await;
+        if let Err(error) = changed {
+            return ControlReply::failed(format!("cannot change {}: {error}", target.name));
+        }
+        let what = match (up, down) {
+            (true, true) => "scaling",
+            (true, false) => "scale-up",
+            _ => "scale-down",
+        };
+        let outcome = if pause { "paused" } else { "resumed" };
+        let message = format!(
+            "{what} of {} {outcome} by an operator{}",
+            target.name,
+            request
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        let record = AuditRecord::new(
+            nova_runtime::unique_id("a-control"),
+            nova_runtime::now_ms(),
+            Stage::Arbiter,
+            &target.name,
+            AuditKind::Control,
+            outcome,
+            message.clone(),
+        );
+        if let Err(error) = self.auditor.record(&record).await {
+            tracing::warn!(%error, "cannot audit a control action");
+        }
+        self.reply_with_status(message, &[target]).await
+    }
+
     /// An operator's "set to N" enters as a trigger like any rule's, so it
-    /// gets the same bounds, cooldowns and audit.
+    /// gets the same bounds, cooldowns and audit; `force` names its firing
+    /// [`arbitrate::OPERATOR_FORCE_RULE`], which goes past the pause,
+    /// cooldowns and warm-up.
     async fn operator_scale(
         &self,
         target: &Target,
-        request: &ControlRequest,
+        request: &ScaleRequest,
     ) -> Result<String, String> {
-        let desired = request.desired.ok_or("scale needs a desired capacity")?;
+        let desired = request.desired;
         let reason = format!(
-            "operator asked to set {} to {desired}{}",
+            "operator asked to set {} to {desired}{}{}",
             target.name,
+            if request.force { " with --force" } else { "" },
             request
                 .reason
                 .as_deref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         );
+        let rule = if request.force {
+            arbitrate::OPERATOR_FORCE_RULE
+        } else {
+            arbitrate::OPERATOR_RULE
+        };
         let trigger = Trigger {
             id: nova_runtime::unique_id("op"),
             ts: nova_runtime::now_ms(),
             target: target.name.clone(),
             source: TriggerSource::Operator,
             firings: vec![RuleFiring {
-                rule: "operator".into(),
+                rule: rule.into(),
                 direction: Direction::None,
                 action: ScaleAction::Set(desired),
                 observed: None,
@@ -376,6 +476,8 @@ impl Arbiter {
             dry_run: target.dry_run,
             up_cooldown_until: state.up_cooldown_until,
             down_cooldown_until: state.down_cooldown_until,
+            wall_up_cooldown_until: state.wall_holds.up_cooldown_until,
+            wall_down_cooldown_until: state.wall_holds.down_cooldown_until,
             last_decision: state.last().map(|l| l.decision.reason.clone()),
         })
     }
@@ -486,7 +588,10 @@ impl Arbiter {
                 record: capacity.as_ref(),
                 unreadable: unreadable.as_deref(),
             };
-            let verdict = arbitrate::decide(target, settings, &state, observed, trigger);
+            // Rule triggers are decided on their event time, operator and
+            // fallback triggers on this clock (`arbitrate::Clock`).
+            let now = nova_runtime::now_ms();
+            let verdict = arbitrate::decide_at(target, settings, &state, observed, trigger, now);
             let Some(next) = verdict.state else {
                 metrics::counter!(names::DECISIONS, "outcome" => Outcome::Duplicate.as_str())
                     .increment(1);
@@ -696,4 +801,32 @@ impl Arbiter {
 enum Publishing {
     First,
     Again,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_control_request_is_answered_within_the_deadline_or_refused() {
+        let quick = answer_within(Duration::from_millis(200), "status", async {
+            ControlReply::done("ok".into(), vec![])
+        })
+        .await;
+        assert!(quick.ok);
+        let started = std::time::Instant::now();
+        let slow = answer_within(
+            Duration::from_millis(50),
+            "pause",
+            std::future::pending::<ControlReply>(),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(!slow.ok);
+        assert!(
+            slow.message.starts_with("pause not answered within 50ms")
+                && slow.error.as_deref() == Some(slow.message.as_str()),
+            "{slow:?}"
+        );
+    }
 }

@@ -43,8 +43,9 @@ pub fn status(status: &TargetStatus, now_ms: i64) -> String {
         (false, true) => "scale-down paused",
         (false, false) => "active",
     };
-    // Cooldowns run on event time; against the wall clock this is exact
-    // for live samples and an estimate for replayed ones.
+    // The wall-clock cooldowns: what a `scale` meets now, and each rule
+    // action's cooldown from when it was decided (the rules' own run on
+    // their samples' event time, which may lag).
     let cooldown = |until: i64| {
         let left = until.saturating_sub(now_ms);
         if left > 0 {
@@ -70,8 +71,8 @@ pub fn status(status: &TargetStatus, now_ms: i64) -> String {
         min = status.min,
         max = status.max,
         dry = if status.dry_run { ", dry run" } else { "" },
-        up = cooldown(status.up_cooldown_until),
-        down = cooldown(status.down_cooldown_until),
+        up = cooldown(status.wall_up_cooldown_until),
+        down = cooldown(status.wall_down_cooldown_until),
         last = status.last_decision.as_deref().unwrap_or("no decision yet"),
     )
 }

@@ -5,7 +5,8 @@
 //!   audit stream live.
 //! - `audit tail`: read the audit stream.
 //! - `policy validate`: check a policy file and list every problem.
-//! - `status`, `pause`, `resume`, `scale`: the arbiter's control verbs (`nova.ctl.<verb>`).
+//! - `status`, `pause`, `resume`, `scale`: the arbiter's control verbs, typed
+//!   requests on `nova.ctl.arbiter`.
 //! - `backtest`: replay a load trace through NovaCron and the HPA reference ([`backtest`]).
 
 mod backtest;
@@ -26,7 +27,9 @@ use nova_runtime::shutdown;
 use nova_shared::codec::{self, Encoding};
 use nova_shared::policy;
 use nova_shared::subjects;
-use nova_shared::wire::{AuditRecord, ControlReply, ControlRequest, Direction};
+use nova_shared::wire::{
+    AuditRecord, ControlReply, ControlRequest, Direction, DirectionRequest, ScaleRequest,
+};
 
 #[derive(Parser)]
 #[command(version, about = "NovaCron autoscaler control")]
@@ -97,6 +100,10 @@ enum Command {
         /// Why, for the audit record.
         #[arg(long)]
         reason: Option<String>,
+        /// Go past the target's pause, cooldowns and warm-up (never its
+        /// bounds or dry-run mode).
+        #[arg(long)]
+        force: bool,
     },
     /// Let a paused target scale again.
     Resume(PauseArgs),
@@ -121,14 +128,49 @@ struct PauseArgs {
 }
 
 impl PauseArgs {
-    async fn send(self, verb: &str, output: Output) -> anyhow::Result<ExitCode> {
-        let request = ControlRequest {
-            target: Some(self.target),
+    /// Where to send it, and the request's fields.
+    fn request(self) -> (String, DirectionRequest) {
+        let request = DirectionRequest {
+            target: self.target,
             direction: self.direction,
             reason: self.reason,
-            desired: None,
         };
-        control_command(&self.control.nats_url, verb, request, output).await
+        (self.control.nats_url, request)
+    }
+}
+
+impl Command {
+    /// A control verb's NATS URL and typed request; `None` for the others.
+    fn control_request(self) -> Option<(String, ControlRequest)> {
+        Some(match self {
+            Command::Status { control, target } => {
+                (control.nats_url, ControlRequest::status(target))
+            }
+            Command::Pause(args) => {
+                let (url, request) = args.request();
+                (url, ControlRequest::Pause(request))
+            }
+            Command::Resume(args) => {
+                let (url, request) = args.request();
+                (url, ControlRequest::Resume(request))
+            }
+            Command::Scale {
+                control,
+                target,
+                desired,
+                reason,
+                force,
+            } => (
+                control.nats_url,
+                ControlRequest::Scale(ScaleRequest {
+                    target,
+                    desired,
+                    reason,
+                    force,
+                }),
+            ),
+            _ => return None,
+        })
     }
 }
 
@@ -217,51 +259,38 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Validate { file },
         } => return validate(&file, output),
-        Command::Status { control, target } => {
-            let request = ControlRequest {
-                target,
-                ..Default::default()
-            };
-            return control_command(&control.nats_url, "status", request, output).await;
-        }
-        Command::Pause(args) => return args.send("pause", output).await,
         Command::Backtest(args) => return backtest::run(*args, output == Output::Json),
-        Command::Resume(args) => return args.send("resume", output).await,
-        Command::Scale {
-            control,
-            target,
-            desired,
-            reason,
-        } => {
-            let request = ControlRequest {
-                target: Some(target),
-                direction: None,
-                reason,
-                desired: Some(desired),
-            };
-            return control_command(&control.nats_url, "scale", request, output).await;
+        control @ (Command::Status { .. }
+        | Command::Pause(_)
+        | Command::Resume(_)
+        | Command::Scale { .. }) => {
+            let (url, request) = control.control_request().expect("a control verb");
+            return control_command(&url, request, output).await;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends a control request to the arbiter and prints its answer.
+/// Sends a control request to the arbiter (`nova.ctl.arbiter`, the verb in
+/// the request) and prints its answer. The arbiter answers every request
+/// within its control deadline, shorter than this wait.
 async fn control_command(
     url: &str,
-    verb: &str,
     request: ControlRequest,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     nova_runtime::telemetry::init_tracing_at("warn");
     let client = nova_runtime::nats::connect_now(url, "novactl").await?;
+    let verb = request.verb();
     let payload = codec::encode(&request)?;
+    let subject = subjects::ARBITER_CONTROL;
     let answer = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        client.request(subjects::control(verb), payload.into()),
+        client.request(subject, payload.into()),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("no arbiter answered nova.ctl.{verb} within 10s"))?
-    .map_err(|e| anyhow::anyhow!("nova.ctl.{verb}: {e} (is an arbiter running?)"))?;
+    .map_err(|_| anyhow::anyhow!("no arbiter answered {verb} on {subject} within 10s"))?
+    .map_err(|e| anyhow::anyhow!("{verb} on {subject}: {e} (is an arbiter running?)"))?;
     let reply: ControlReply = codec::decode(&answer.payload, Encoding::MsgPack)?;
     if output == Output::Json {
         print_json(&reply)?;
@@ -592,4 +621,40 @@ async fn tail(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each control verb's command line, and the request it sends on
+    /// `nova.ctl.arbiter`, as JSON.
+    #[test]
+    fn control_verbs_send_typed_requests() {
+        let cases = [
+            ("status", r#"{"verb":"status"}"#),
+            ("status web", r#"{"verb":"status","target":"web"}"#),
+            (
+                "pause web --direction up --reason maintenance",
+                r#"{"verb":"pause","target":"web","direction":"up","reason":"maintenance"}"#,
+            ),
+            ("resume web", r#"{"verb":"resume","target":"web"}"#),
+            (
+                "scale web 12",
+                r#"{"verb":"scale","target":"web","desired":12}"#,
+            ),
+            (
+                "scale web 12 --force --reason drill",
+                r#"{"verb":"scale","target":"web","desired":12,"reason":"drill","force":true}"#,
+            ),
+        ];
+        for (line, want) in cases {
+            let args = std::iter::once("novactl").chain(line.split(' '));
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let (_url, request) = cli.command.control_request().expect("a control verb");
+            assert_eq!(serde_json::to_string(&request).unwrap(), want, "{line}");
+        }
+        let cli = Cli::try_parse_from(["novactl", "policy", "validate", "p.yaml"]).unwrap();
+        assert!(cli.command.control_request().is_none());
+    }
 }
