@@ -688,12 +688,13 @@ impl Arbiter {
     /// the backend cannot be read (the actuator's one-line reason).
     async fn ask_capacity(&self, target: &str, limit: Duration) -> Result<CapacityRecord, String> {
         let subject = subjects::control(CAPACITY_VERB);
-        // Its own deadline, not the connection's (a backend read may be slow).
+        // Its own deadline (below), not the connection's 10 s: the
+        // request's is set past it, so the error says which deadline passed.
         let request = self.client.send_request(
             subject,
             async_nats::Request::new()
                 .payload(target.to_string().into())
-                .timeout(Some(limit)),
+                .timeout(Some(limit + Duration::from_secs(1))),
         );
         let reply = match tokio::time::timeout(limit, request).await {
             Ok(Ok(reply)) => reply,
