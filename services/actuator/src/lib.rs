@@ -47,7 +47,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, kv::Store};
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
-use nova_runtime::kv::{self, KvError};
+use nova_runtime::kv::{self, KvError, KvErrorKind};
 use nova_runtime::nats::{ACTUATOR_CONSUMER, CAPACITY_BUCKET, COMMANDS_STREAM, SIM_BUCKET};
 use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
@@ -104,6 +104,19 @@ enum StepError {
     Kv(#[from] KvError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+}
+
+impl StepError {
+    /// Whether another attempt may succeed: everything the broker says
+    /// (as the kind of a KV error tells) but an encoding failure or an
+    /// invalid key, which would fail the same way again.
+    fn is_retryable(&self) -> bool {
+        match self {
+            StepError::Kv(error) => error.is_retryable(),
+            StepError::Publish(PublishError::Encode { .. }) => false,
+            StepError::Publish(_) => true,
+        }
+    }
 }
 
 struct Actuator {
@@ -279,7 +292,7 @@ impl Actuator {
         };
         let stored = match kv::save(&self.capacities, target, &record, revision).await {
             Ok(_) => record,
-            Err(KvError::Conflict { .. }) => {
+            Err(error) if error.kind() == KvErrorKind::Conflict => {
                 metrics::counter!(names::KV_CONFLICTS, "bucket" => CAPACITY_BUCKET).increment(1);
                 let newer = kv::load::<CapacityRecord>(&self.capacities, target)
                     .await
@@ -355,6 +368,10 @@ impl Actuator {
                 let delay = Duration::from_millis(500 * 2u64.pow(attempt.clamp(1, 8)));
                 nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await;
             }
+            Err(error) if !error.is_retryable() => {
+                let reason = format!("cannot be executed: {error}");
+                self.dead.reject(&message, reason).await;
+            }
             Err(error) => {
                 metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
                 tracing::warn!(%error, decision = command.decision_id, "will retry command");
@@ -365,6 +382,7 @@ impl Actuator {
 
     /// Claims the target's lease for `command`, by compare-and-set.
     async fn claim(&self, command: &Command) -> Result<(Claim, CapacityRecord), KvError> {
+        let mut backoff = kv::conflict_backoff();
         loop {
             let stored = kv::load::<CapacityRecord>(&self.capacities, &command.target).await?;
             let (revision, record) = stored.map_or_else(
@@ -399,9 +417,15 @@ impl Actuator {
             );
             match kv::save(&self.capacities, &command.target, &taken, revision).await {
                 Ok(_) => return Ok((claim, taken)),
-                Err(KvError::Conflict { .. }) => {
+                // Another replica or the observation pass wrote the record:
+                // read it again (it may hold a newer claim now). A record
+                // that keeps changing is a conflict for the redelivery.
+                Err(error) if error.kind() == KvErrorKind::Conflict => {
                     metrics::counter!(names::KV_CONFLICTS, "bucket" => CAPACITY_BUCKET)
                         .increment(1);
+                    if !backoff.wait().await {
+                        return Err(error);
+                    }
                 }
                 Err(error) => return Err(error),
             }
