@@ -25,10 +25,15 @@
 //!    decision has exactly one;
 //! 5. only then acks the command.
 //!
-//! A retryable backend failure releases the lease but keeps the claim, and
-//! naks with back-off; after `max_attempts` backend attempts, or at once for
-//! an error that cannot succeed (credentials, a missing service), the result
-//! is `failed` and the record holds what the backend really has.
+//! A retryable backend failure (its kind says so: throttling, a 5xx, a
+//! timeout, a connection failure, a conflict) releases the lease but keeps
+//! the claim, and naks with back-off; after `max_attempts` backend attempts,
+//! or at once for an error that cannot succeed (no credentials, access
+//! denied, an invalid request, a missing service), the result is `failed`,
+//! its response naming the kind in one line, and the record holds what the
+//! backend really has. A KV or publish step that can never succeed (an
+//! invalid key, an encoding failure) dead-letters the command; other step
+//! failures are the broker's, and nak it for later.
 //!
 //! Crashes: before 1, or with the claim lost, nothing happened. Between 1
 //! and 3 the lease expires and the command's redelivery takes it over (an
@@ -544,12 +549,7 @@ impl Actuator {
             backend.apply(command.desired, command.tier.as_deref()),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err(BackendError::Deadline {
-                target: command.target.clone(),
-                secs: self.deadline.as_secs(),
-            })
-        });
+        .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())));
         match applied {
             Ok(applied) => {
                 let after = applied.after.clone();
@@ -572,6 +572,7 @@ impl Actuator {
                 tracing::warn!(
                     attempt,
                     decision = command.decision_id,
+                    kind = %error.kind(),
                     "backend call failed, will retry: {error}"
                 );
                 let stored = fault(&error);
@@ -601,10 +602,15 @@ impl Actuator {
                     }
                 })
                 .await?;
-                let response = if attempt > 1 {
-                    format!("failed after {attempt} attempts: {error}")
+                // One line that names the kind: why it was not (or no
+                // longer) retried.
+                let class = error.kind();
+                let response = if !error.is_retryable() && attempt == 1 {
+                    format!("failed ({class}, not retried): {error}")
+                } else if !error.is_retryable() {
+                    format!("failed on attempt {attempt} ({class}, not retried): {error}")
                 } else {
-                    format!("failed: {error}")
+                    format!("failed after {attempt} attempts ({class}): {error}")
                 };
                 self.finish(command, kind, outcome(ResultStatus::Failed, None, response))
                     .await?;
