@@ -67,6 +67,7 @@ use nova_shared::wire::{
     CapacityRecord, Command, ResultStatus, Stage,
 };
 use thiserror::Error;
+use tracing::Instrument;
 
 use crate::backend::{Backend, BackendError, Observation};
 
@@ -143,8 +144,18 @@ pub async fn run(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
-    let span = tracing::info_span!("actuator");
-    let _enter = span.enter();
+    // Instrumented, not entered: a span guard held across awaits would
+    // mark whatever else its thread runs as the actuator's.
+    serve(config, client, shutdown)
+        .instrument(tracing::info_span!("actuator"))
+        .await
+}
+
+async fn serve(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SetupError> {
     let js = jetstream::new(client.clone());
     let capacities = setup::bucket(&js, CAPACITY_BUCKET).await?;
     let sim_states = setup::bucket(&js, SIM_BUCKET).await?;
@@ -193,7 +204,8 @@ pub async fn run(
             _ = observe.tick() => {
                 if observing.as_ref().is_none_or(|pass| pass.is_finished()) {
                     let actuator = actuator.clone();
-                    observing = Some(tokio::spawn(async move { actuator.observe_all().await }));
+                    let pass = async move { actuator.observe_all().await };
+                    observing = Some(tokio::spawn(pass.in_current_span()));
                 }
             }
             request = capacity_requests.next() => match request {
@@ -366,7 +378,13 @@ impl Actuator {
             let reason = format!("no target {:?} in the policy", command.target);
             return self.dead.reject(&message, reason).await;
         };
-        match self.execute(backend, &command).await {
+        let span = tracing::info_span!(
+            "command",
+            target = command.target,
+            seq = command.seq,
+            decision = command.decision_id
+        );
+        match self.execute(backend, &command).instrument(span).await {
             Ok(Step::Done) => nova_runtime::ack(&message, AckKind::Ack).await,
             Ok(Step::Wait(delay)) => nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await,
             Ok(Step::Retry(attempt)) => {

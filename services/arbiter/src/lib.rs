@@ -116,8 +116,20 @@ pub async fn run(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
-    let span = tracing::info_span!("arbiter");
-    let _enter = span.enter();
+    // Instrumented, not entered: a span guard held across awaits would
+    // mark whatever else its thread runs as the arbiter's.
+    tracing::Instrument::instrument(
+        serve(config, client, shutdown),
+        tracing::info_span!("arbiter"),
+    )
+    .await
+}
+
+async fn serve(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SetupError> {
     let js = jetstream::new(client.clone());
     let mut messages =
         setup::durable_messages(&js, TRIGGERS_STREAM, &config.consumer, config.ack_wait).await?;
