@@ -2,18 +2,22 @@
 //! refused (no leader, no responders), or another writer won a
 //! compare-and-set.
 //!
-//! Delays double from a first delay up to a cap, each with a random extra of
-//! up to its own length, so replicas that failed together do not retry
-//! together; a bounded back-off ends after a number of delays. The delays
-//! come from the `backon` crate (its exponential back-off with jitter and
-//! its attempt limit); the loops that use them stay at the call sites, which
-//! decide between attempts (re-open a pull, give up when no longer relevant).
+//! Delays double from a first delay and stay below a cap, each with a random
+//! part, so replicas that failed together do not retry together; a bounded
+//! back-off ends after a number of delays. The delays come from the `backon`
+//! crate (its exponential back-off with jitter and its attempt limit); the
+//! loops that use them stay at the call sites, which decide between attempts
+//! (re-open a pull, give up when no longer relevant).
+//!
+//! backon's jitter adds up to as much again as the base delay, so the base
+//! doubles only to half the cap: every delay stays below `max`, which is
+//! what callers promise ("retried at most 1 s apart").
 
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-/// Delays that double from `first` up to `max`, with jitter.
+/// Delays that double from `first`, with jitter, and stay below `max`.
 #[derive(Debug)]
 pub struct Backoff {
     delays: <ExponentialBuilder as BackoffBuilder>::Backoff,
@@ -32,9 +36,11 @@ impl Backoff {
     }
 
     fn build(first: Duration, max: Duration, delays: Option<usize>) -> Self {
+        // The jitter adds [0, base) to a base of at most max / 2.
+        let base_cap = max / 2;
         let builder = ExponentialBuilder::new()
-            .with_min_delay(first)
-            .with_max_delay(max)
+            .with_min_delay(first.min(base_cap))
+            .with_max_delay(base_cap)
             .with_jitter();
         let builder = match delays {
             Some(n) => builder.with_max_times(n),
@@ -72,12 +78,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn doubles_to_the_cap_with_bounded_jitter() {
-        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+    fn doubles_with_jitter_and_stays_below_the_cap() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
         let bases = [100u64, 200, 400, 500, 500, 500];
         for (base, delay) in bases.into_iter().zip(backoff) {
             let d = delay.as_millis() as u64;
             assert!(d >= base && d < 2 * base, "{d} for base {base}");
+        }
+        let capped = Backoff::new(Duration::from_secs(3), Duration::from_secs(1));
+        for delay in capped.take(20) {
+            assert!(delay < Duration::from_secs(1), "{delay:?}");
         }
     }
 
