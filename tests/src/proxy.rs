@@ -7,6 +7,10 @@
 //! back. Each call is recorded when it is forwarded, with how many calls for
 //! the same resource were at the backend at that moment, so a test sees
 //! both the order of the changes and whether two ever overlapped.
+//!
+//! It can also refuse calls itself, as AWS would ([`CountingProxy::refuse`]):
+//! the next calls of an operation get an AWS JSON error (a code such as
+//! `ThrottlingException` or `AccessDeniedException`) instead of moto's answer.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -26,6 +30,9 @@ pub struct Call {
     /// Calls with the same `service` (or `DBInstanceIdentifier`) at the
     /// backend when this one was forwarded, this one included.
     pub concurrent: usize,
+    /// The error code the proxy answered with instead of forwarding, if it
+    /// refused the call.
+    pub refused: Option<String>,
 }
 
 impl Call {
@@ -39,6 +46,8 @@ impl Call {
 struct Recorder {
     calls: Vec<Call>,
     in_flight: std::collections::HashMap<String, usize>,
+    /// Per operation: the error code to answer with, and how many more times.
+    refusals: std::collections::HashMap<String, (String, usize)>,
 }
 
 /// The proxy, serving until dropped.
@@ -86,6 +95,17 @@ impl CountingProxy {
         }
     }
 
+    /// Answers the next `times` calls of `operation` with HTTP 400 and the
+    /// AWS error `code`, without forwarding them (they are still recorded,
+    /// with `refused` set).
+    pub fn refuse(&self, operation: &str, code: &str, times: usize) {
+        self.recorder
+            .lock()
+            .expect("recorder")
+            .refusals
+            .insert(operation.to_string(), (code.to_string(), times));
+    }
+
     /// Every call so far whose operation is `operation`, in forwarding order.
     pub fn calls(&self, operation: &str) -> Vec<Call> {
         self.recorder
@@ -120,6 +140,30 @@ async fn serve(
             .or_else(|| json.get("DBInstanceIdentifier"))
             .and_then(|v| v.as_str())
             .map(str::to_string);
+        let refused = {
+            let mut recorder = recorder.lock().expect("recorder");
+            let refused = match recorder.refusals.get_mut(&operation) {
+                Some((code, left)) if *left > 0 => {
+                    *left -= 1;
+                    Some(code.clone())
+                }
+                _ => None,
+            };
+            if let Some(code) = &refused {
+                recorder.calls.push(Call {
+                    operation: operation.clone(),
+                    body: json.clone(),
+                    at: Instant::now(),
+                    concurrent: 1,
+                    refused: Some(code.clone()),
+                });
+            }
+            refused
+        };
+        if let Some(code) = refused {
+            client.write_all(&refusal(&code)).await?;
+            continue;
+        }
         {
             let mut recorder = recorder.lock().expect("recorder");
             let concurrent = resource.as_ref().map_or(1, |r| {
@@ -132,6 +176,7 @@ async fn serve(
                 body: json,
                 at: Instant::now(),
                 concurrent,
+                refused: None,
             });
         }
         let answer = forward(upstream, &text, &body).await;
@@ -207,6 +252,21 @@ async fn forward(upstream: &str, head: &str, body: &[u8]) -> std::io::Result<Vec
     let mut answer = Vec::new();
     moto.read_to_end(&mut answer).await?;
     Ok(answer)
+}
+
+/// An AWS JSON 1.1 error answer with `code`, as ECS sends one.
+fn refusal(code: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "__type": code,
+        "message": format!("{code} (injected by the test proxy)"),
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
+         x-amzn-ErrorType: {code}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// A header's value in a request or response head (case-insensitive name).

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::Store;
 use aws_credential_types::Credentials;
+use nova_runtime::error::ErrorKind;
+use nova_runtime::kv::{KvError, KvErrorKind};
 use nova_shared::policy::{Backend as BackendSpec, Policy};
-use thiserror::Error;
 
 use crate::ecs::EcsService;
 use crate::sim::SimFleet;
@@ -34,83 +35,110 @@ pub struct Applied {
     pub response: String,
 }
 
-/// A backend call that failed. Every message is one line that names the
-/// target, so it can go to a log, the capacity record and an audit reason
-/// as it is.
-#[derive(Debug, Error)]
-pub enum BackendError {
-    /// No AWS credentials could be found by the provider chain.
-    #[error(
-        "target {target}: no AWS credentials (tried {providers}: {detail}); set AWS_ACCESS_KEY_ID \
-         and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an IAM role"
-    )]
-    Credentials {
-        /// Target.
-        target: String,
-        /// The providers tried, in order.
-        providers: &'static str,
-        /// What the last provider said.
-        detail: String,
-    },
-    /// An ECS API call failed.
-    #[error("target {target}: ECS {operation} failed: {message}")]
-    Ecs {
-        /// Target.
-        target: String,
-        /// The API operation.
-        operation: &'static str,
-        /// What went wrong, on one line (the service's code and message, or
-        /// the connection's innermost error).
-        message: String,
-        /// Whether another attempt may succeed (throttling, 5xx, timeouts,
-        /// connection failures).
-        retryable: bool,
-    },
-    /// The ECS service does not exist.
-    #[error("target {target}: ECS service {service} not found in cluster {cluster}: {reason}")]
-    EcsMissing {
-        /// Target.
-        target: String,
-        /// Cluster.
-        cluster: String,
-        /// Service.
-        service: String,
-        /// What ECS said.
-        reason: String,
-    },
-    /// The command asks for something this backend cannot do.
-    #[error("the {backend} backend cannot {what}")]
-    Unsupported {
-        /// Backend kind.
-        backend: &'static str,
-        /// What was asked.
-        what: String,
-    },
-    /// The call did not finish within the action's deadline.
-    #[error("target {target}: the backend did not answer within {secs} s")]
-    Deadline {
-        /// Target.
-        target: String,
-        /// The deadline.
-        secs: u64,
-    },
+/// A backend call that failed. Its text is one line that names the target,
+/// so it can go to a log, the capacity record and an audit reason as it is;
+/// its [`kind`](nova_runtime::error::Error::kind) says whether another
+/// attempt may succeed.
+pub type BackendError = nova_runtime::error::Error<BackendErrorKind>;
+
+/// What went wrong with a backend call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendErrorKind {
+    /// The API throttled the call (`ThrottlingException`, HTTP 429).
+    Throttled,
+    /// The API failed on its side (`ServerException`, HTTP 5xx).
+    Unavailable,
+    /// The call did not finish in time (the SDK's operation timeout, a
+    /// connection timeout, the action's deadline).
+    TimedOut,
+    /// The endpoint could not be reached (DNS, a refused connection).
+    Unreachable,
+    /// Someone else is changing the resource (`UpdateInProgressException`,
+    /// HTTP 409).
+    Conflict,
+    /// No credentials could be found by the provider chain.
+    Credentials,
+    /// The credentials may not do this (`AccessDeniedException`, HTTP 401/403).
+    AccessDenied,
+    /// The request is invalid (`ClientException`,
+    /// `InvalidParameterException`, other HTTP 4xx).
+    Invalid,
+    /// The service or cluster does not exist.
+    NotFound,
+    /// The backend cannot do what the command asks.
+    Unsupported,
     /// The simulated fleet's state could not be read or written.
-    #[error("simulated fleet state: {0}")]
-    Sim(#[from] nova_runtime::kv::KvError),
+    Store(KvErrorKind),
+    /// Nothing above fits (a response that could not be read, an error the
+    /// SDK does not name): retried, within the command's attempts.
+    Other,
 }
 
-impl BackendError {
-    /// Whether another attempt may succeed. Missing credentials, a missing
-    /// service, a refused request or an impossible change fail at once.
-    pub fn is_retryable(&self) -> bool {
+impl std::fmt::Display for BackendErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BackendError::Ecs { retryable, .. } => *retryable,
-            BackendError::Deadline { .. } | BackendError::Sim(_) => true,
-            BackendError::Credentials { .. }
-            | BackendError::EcsMissing { .. }
-            | BackendError::Unsupported { .. } => false,
+            BackendErrorKind::Throttled => f.write_str("throttled"),
+            BackendErrorKind::Unavailable => f.write_str("service unavailable"),
+            BackendErrorKind::TimedOut => f.write_str("timed out"),
+            BackendErrorKind::Unreachable => f.write_str("unreachable"),
+            BackendErrorKind::Conflict => f.write_str("conflict"),
+            BackendErrorKind::Credentials => f.write_str("no credentials"),
+            BackendErrorKind::AccessDenied => f.write_str("access denied"),
+            BackendErrorKind::Invalid => f.write_str("invalid request"),
+            BackendErrorKind::NotFound => f.write_str("not found"),
+            BackendErrorKind::Unsupported => f.write_str("unsupported"),
+            BackendErrorKind::Store(kind) => write!(f, "state store: {kind}"),
+            BackendErrorKind::Other => f.write_str("unclassified"),
         }
     }
+}
+
+impl ErrorKind for BackendErrorKind {
+    /// Throttling, AWS-side faults, timeouts, connection failures and
+    /// conflicts may succeed on another attempt; missing credentials, a
+    /// refused or invalid request, a missing service or an impossible
+    /// change fail at once.
+    fn is_retryable(self) -> bool {
+        match self {
+            BackendErrorKind::Throttled
+            | BackendErrorKind::Unavailable
+            | BackendErrorKind::TimedOut
+            | BackendErrorKind::Unreachable
+            | BackendErrorKind::Conflict
+            | BackendErrorKind::Other => true,
+            BackendErrorKind::Credentials
+            | BackendErrorKind::AccessDenied
+            | BackendErrorKind::Invalid
+            | BackendErrorKind::NotFound
+            | BackendErrorKind::Unsupported => false,
+            BackendErrorKind::Store(kind) => kind.is_retryable(),
+        }
+    }
+}
+
+/// The command asks for something the backend cannot do.
+pub(crate) fn unsupported(backend: &str, what: &str) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Unsupported,
+        format!("the {backend} backend cannot {what}"),
+    )
+}
+
+/// The action did not finish within its deadline.
+pub(crate) fn deadline(target: &str, secs: u64) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::TimedOut,
+        format!("target {target}: the backend did not answer within {secs} s"),
+    )
+}
+
+/// The simulated fleet's state could not be read or written.
+pub(crate) fn store(error: KvError) -> BackendError {
+    BackendError::with_source(
+        BackendErrorKind::Store(error.kind()),
+        format!("simulated fleet state: {error}"),
+        error,
+    )
 }
 
 /// A target's backend.
@@ -143,10 +171,10 @@ impl Backend {
     pub async fn apply(&self, desired: u32, tier: Option<&str>) -> Result<Applied, BackendError> {
         let started = std::time::Instant::now();
         let result = match (self, tier) {
-            (Backend::Ecs(_), Some(tier)) => Err(BackendError::Unsupported {
-                backend: "ecs",
-                what: format!("change instance tiers (asked for {tier})"),
-            }),
+            (Backend::Ecs(_), Some(tier)) => Err(unsupported(
+                "ecs",
+                &format!("change instance tiers (asked for {tier})"),
+            )),
             (Backend::Ecs(ecs), None) => ecs.set_desired(desired).await,
             (Backend::Sim(sim), tier) => sim.apply(desired, tier, nova_runtime::now_ms()).await,
         };

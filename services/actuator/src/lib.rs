@@ -25,10 +25,15 @@
 //!    decision has exactly one;
 //! 5. only then acks the command.
 //!
-//! A retryable backend failure releases the lease but keeps the claim, and
-//! naks with back-off; after `max_attempts` backend attempts, or at once for
-//! an error that cannot succeed (credentials, a missing service), the result
-//! is `failed` and the record holds what the backend really has.
+//! A retryable backend failure (its kind says so: throttling, a 5xx, a
+//! timeout, a connection failure, a conflict) releases the lease but keeps
+//! the claim, and naks with back-off; after `max_attempts` backend attempts,
+//! or at once for an error that cannot succeed (no credentials, access
+//! denied, an invalid request, a missing service), the result is `failed`,
+//! its response naming the kind in one line, and the record holds what the
+//! backend really has. A KV or publish step that can never succeed (an
+//! invalid key, an encoding failure) dead-letters the command; other step
+//! failures are the broker's, and nak it for later.
 //!
 //! Crashes: before 1, or with the claim lost, nothing happened. Between 1
 //! and 3 the lease expires and the command's redelivery takes it over (an
@@ -47,7 +52,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, kv::Store};
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
-use nova_runtime::kv::{self, KvError};
+use nova_runtime::kv::{self, KvError, KvErrorKind};
 use nova_runtime::nats::{ACTUATOR_CONSUMER, CAPACITY_BUCKET, COMMANDS_STREAM, SIM_BUCKET};
 use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
@@ -62,6 +67,7 @@ use nova_shared::wire::{
     CapacityRecord, Command, ResultStatus, Stage,
 };
 use thiserror::Error;
+use tracing::Instrument;
 
 use crate::backend::{Backend, BackendError, Observation};
 
@@ -106,6 +112,19 @@ enum StepError {
     Publish(#[from] PublishError),
 }
 
+impl StepError {
+    /// Whether another attempt may succeed: everything the broker says
+    /// (as the kind of a KV error tells) but an encoding failure or an
+    /// invalid key, which would fail the same way again.
+    fn is_retryable(&self) -> bool {
+        match self {
+            StepError::Kv(error) => error.is_retryable(),
+            StepError::Publish(PublishError::Encode { .. }) => false,
+            StepError::Publish(_) => true,
+        }
+    }
+}
+
 struct Actuator {
     js: jetstream::Context,
     backends: HashMap<String, Backend>,
@@ -125,8 +144,18 @@ pub async fn run(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
-    let span = tracing::info_span!("actuator");
-    let _enter = span.enter();
+    // Instrumented, not entered: a span guard held across awaits would
+    // mark whatever else its thread runs as the actuator's.
+    serve(config, client, shutdown)
+        .instrument(tracing::info_span!("actuator"))
+        .await
+}
+
+async fn serve(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SetupError> {
     let js = jetstream::new(client.clone());
     let capacities = setup::bucket(&js, CAPACITY_BUCKET).await?;
     let sim_states = setup::bucket(&js, SIM_BUCKET).await?;
@@ -175,7 +204,8 @@ pub async fn run(
             _ = observe.tick() => {
                 if observing.as_ref().is_none_or(|pass| pass.is_finished()) {
                     let actuator = actuator.clone();
-                    observing = Some(tokio::spawn(async move { actuator.observe_all().await }));
+                    let pass = async move { actuator.observe_all().await };
+                    observing = Some(tokio::spawn(pass.in_current_span()));
                 }
             }
             request = capacity_requests.next() => match request {
@@ -279,7 +309,7 @@ impl Actuator {
         };
         let stored = match kv::save(&self.capacities, target, &record, revision).await {
             Ok(_) => record,
-            Err(KvError::Conflict { .. }) => {
+            Err(error) if error.kind() == KvErrorKind::Conflict => {
                 metrics::counter!(names::KV_CONFLICTS, "bucket" => CAPACITY_BUCKET).increment(1);
                 let newer = kv::load::<CapacityRecord>(&self.capacities, target)
                     .await
@@ -348,12 +378,22 @@ impl Actuator {
             let reason = format!("no target {:?} in the policy", command.target);
             return self.dead.reject(&message, reason).await;
         };
-        match self.execute(backend, &command).await {
+        let span = tracing::info_span!(
+            "command",
+            target = command.target,
+            seq = command.seq,
+            decision = command.decision_id
+        );
+        match self.execute(backend, &command).instrument(span).await {
             Ok(Step::Done) => nova_runtime::ack(&message, AckKind::Ack).await,
             Ok(Step::Wait(delay)) => nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await,
             Ok(Step::Retry(attempt)) => {
                 let delay = Duration::from_millis(500 * 2u64.pow(attempt.clamp(1, 8)));
                 nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await;
+            }
+            Err(error) if !error.is_retryable() => {
+                let reason = format!("cannot be executed: {error}");
+                self.dead.reject(&message, reason).await;
             }
             Err(error) => {
                 metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
@@ -365,6 +405,7 @@ impl Actuator {
 
     /// Claims the target's lease for `command`, by compare-and-set.
     async fn claim(&self, command: &Command) -> Result<(Claim, CapacityRecord), KvError> {
+        let mut backoff = kv::conflict_backoff();
         loop {
             let stored = kv::load::<CapacityRecord>(&self.capacities, &command.target).await?;
             let (revision, record) = stored.map_or_else(
@@ -399,9 +440,15 @@ impl Actuator {
             );
             match kv::save(&self.capacities, &command.target, &taken, revision).await {
                 Ok(_) => return Ok((claim, taken)),
-                Err(KvError::Conflict { .. }) => {
+                // Another replica or the observation pass wrote the record:
+                // read it again (it may hold a newer claim now). A record
+                // that keeps changing is a conflict for the redelivery.
+                Err(error) if error.kind() == KvErrorKind::Conflict => {
                     metrics::counter!(names::KV_CONFLICTS, "bucket" => CAPACITY_BUCKET)
                         .increment(1);
+                    if !backoff.wait().await {
+                        return Err(error);
+                    }
                 }
                 Err(error) => return Err(error),
             }
@@ -520,12 +567,7 @@ impl Actuator {
             backend.apply(command.desired, command.tier.as_deref()),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err(BackendError::Deadline {
-                target: command.target.clone(),
-                secs: self.deadline.as_secs(),
-            })
-        });
+        .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())));
         match applied {
             Ok(applied) => {
                 let after = applied.after.clone();
@@ -548,6 +590,7 @@ impl Actuator {
                 tracing::warn!(
                     attempt,
                     decision = command.decision_id,
+                    kind = %error.kind(),
                     "backend call failed, will retry: {error}"
                 );
                 let stored = fault(&error);
@@ -577,10 +620,15 @@ impl Actuator {
                     }
                 })
                 .await?;
-                let response = if attempt > 1 {
-                    format!("failed after {attempt} attempts: {error}")
+                // One line that names the kind: why it was not (or no
+                // longer) retried.
+                let class = error.kind();
+                let response = if !error.is_retryable() && attempt == 1 {
+                    format!("failed ({class}, not retried): {error}")
+                } else if !error.is_retryable() {
+                    format!("failed on attempt {attempt} ({class}, not retried): {error}")
                 } else {
-                    format!("failed: {error}")
+                    format!("failed after {attempt} attempts ({class}): {error}")
                 };
                 self.finish(command, kind, outcome(ResultStatus::Failed, None, response))
                     .await?;

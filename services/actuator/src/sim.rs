@@ -21,7 +21,7 @@ use nova_shared::subjects;
 use nova_shared::wire::{MetricSampleIn, SampleValue};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Applied, BackendError, Observation};
+use crate::backend::{self, Applied, BackendError, Observation};
 
 /// A simulated fleet's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,14 +79,16 @@ impl SimFleet {
 
     /// The fleet's capacity; a fleet seen for the first time starts at `initial`.
     pub async fn observe(&self, now_ms: i64) -> Result<Observation, BackendError> {
-        let state = match kv::load::<SimState>(&self.states, &self.target).await? {
+        let stored = kv::load::<SimState>(&self.states, &self.target)
+            .await
+            .map_err(backend::store)?;
+        let state = match stored {
             Some(v) => v.value,
-            None => {
-                kv::modify(&self.states, &self.target, |s: Option<SimState>| {
-                    s.unwrap_or_else(|| self.fresh(now_ms))
-                })
-                .await?
-            }
+            None => kv::modify(&self.states, &self.target, |s: Option<SimState>| {
+                s.unwrap_or_else(|| self.fresh(now_ms))
+            })
+            .await
+            .map_err(backend::store)?,
         };
         Ok(Observation {
             desired: state.desired,
@@ -105,10 +107,10 @@ impl SimFleet {
         if let Some(tier) = tier
             && self.spec.tier.is_none()
         {
-            return Err(BackendError::Unsupported {
-                backend: "sim",
-                what: format!("resize {} to {tier}: the fleet has no tier", self.target),
-            });
+            return Err(backend::unsupported(
+                "sim",
+                &format!("resize {} to {tier}: the fleet has no tier", self.target),
+            ));
         }
         let warmup = self.spec.warmup_secs;
         let mut before = Observation {
@@ -130,7 +132,8 @@ impl SimFleet {
                 tier: tier.map(str::to_string).or(s.tier),
             }
         })
-        .await?;
+        .await
+        .map_err(backend::store)?;
         let running = state.running(now_ms, warmup);
         let resized = match (&before.tier, &state.tier) {
             (Some(old), Some(new)) if old != new => format!(", tier {old} -> {new}"),

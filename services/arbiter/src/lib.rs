@@ -36,7 +36,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, kv::Store};
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
-use nova_runtime::kv::{self, KvError};
+use nova_runtime::kv::{self, KvError, KvErrorKind};
 use nova_runtime::nats::{ARBITER_BUCKET, ARBITER_CONSUMER, CAPACITY_BUCKET, TRIGGERS_STREAM};
 use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::setup::{self, SetupError};
@@ -93,14 +93,14 @@ enum DecideError {
 impl DecideError {
     /// Whether another attempt may succeed: everything the broker says
     /// (a read, a write, a publish that failed or timed out, a stored state
-    /// this version cannot read yet) but an encoding failure, which is a bug
-    /// and would fail the same way again.
+    /// this version cannot read yet), as the KV error's kind tells, but an
+    /// encoding failure, which is a bug and would fail the same way again.
     fn is_transient(&self) -> bool {
-        !matches!(
-            self,
-            DecideError::Kv(KvError::Encode { .. })
-                | DecideError::Publish(PublishError::Encode { .. })
-        )
+        match self {
+            DecideError::Kv(error) => error.is_retryable(),
+            DecideError::Publish(PublishError::Encode { .. }) => false,
+            DecideError::Publish(_) => true,
+        }
     }
 }
 
@@ -133,8 +133,20 @@ pub async fn run(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
-    let span = tracing::info_span!("arbiter");
-    let _enter = span.enter();
+    // Instrumented, not entered: a span guard held across awaits would
+    // mark whatever else its thread runs as the arbiter's.
+    tracing::Instrument::instrument(
+        serve(config, client, shutdown),
+        tracing::info_span!("arbiter"),
+    )
+    .await
+}
+
+async fn serve(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SetupError> {
     let js = jetstream::new(client.clone());
     let mut messages =
         setup::durable_messages(&js, TRIGGERS_STREAM, &config.consumer, config.ack_wait).await?;
@@ -611,7 +623,7 @@ impl Arbiter {
                     let stored = next.last().expect("decide stores its verdict");
                     return Ok(self.publish(stored, Publishing::First).await?);
                 }
-                Err(KvError::Conflict { .. }) => {
+                Err(error) if error.kind() == KvErrorKind::Conflict => {
                     metrics::counter!(names::KV_CONFLICTS, "bucket" => ARBITER_BUCKET).increment(1);
                 }
                 Err(error) => return Err(error.into()),

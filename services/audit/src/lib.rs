@@ -52,8 +52,20 @@ pub async fn run(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
-    let span = tracing::info_span!("audit");
-    let _enter = span.enter();
+    // Instrumented, not entered: a span guard held across awaits would
+    // mark whatever else its thread runs as the audit's.
+    tracing::Instrument::instrument(
+        serve(config, client, shutdown),
+        tracing::info_span!("audit"),
+    )
+    .await
+}
+
+async fn serve(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SetupError> {
     let js = jetstream::new(client.clone());
     let dead = DeadLetters::new(js.clone(), Stage::Audit);
     let stream = js

@@ -114,8 +114,21 @@ pub async fn run_with(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
-    let span = tracing::info_span!("evaluator");
-    let _enter = span.enter();
+    // Instrumented, not entered: a span guard held across awaits would
+    // mark whatever else its thread runs as the evaluator's.
+    tracing::Instrument::instrument(
+        serve(config, hold, client, shutdown),
+        tracing::info_span!("evaluator"),
+    )
+    .await
+}
+
+async fn serve(
+    config: Config,
+    hold: HoldBack,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SetupError> {
     let mut subscription = setup::subscribe(&client, subjects::SAMPLES_ALL, None).await?;
     let js = async_nats::jetstream::new(client.clone());
     let stage = Stage::Evaluator;

@@ -46,8 +46,20 @@ pub async fn run(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
-    let span = tracing::info_span!("ingest");
-    let _enter = span.enter();
+    // Instrumented, not entered: a span guard held across awaits would
+    // mark whatever else its thread runs as the ingest's.
+    tracing::Instrument::instrument(
+        serve(config, client, shutdown),
+        tracing::info_span!("ingest"),
+    )
+    .await
+}
+
+async fn serve(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SetupError> {
     let mut subscription =
         setup::subscribe(&client, subjects::METRICS_ALL, Some(&config.queue_group)).await?;
     let js = async_nats::jetstream::new(client.clone());

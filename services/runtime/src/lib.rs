@@ -6,13 +6,16 @@
 //! - [`setup`]: opening consumers, buckets and subscriptions; [`setup::SetupError`].
 //! - [`publish`]: JetStream publishing with `Nats-Msg-Id` de-duplication, plus audit records.
 //! - [`dead`]: the dead-letter path (`nova.dead.<stage>`), counted and never silent.
-//! - [`kv`]: typed compare-and-set on KV entries.
+//! - [`kv`]: typed compare-and-set on KV entries, its errors classified.
+//! - [`error`]: `Error<Kind>`, errors whose kind says whether to retry.
+//! - [`retry`]: back-off between attempts.
 //! - [`telemetry`]: metric names, the Prometheus exporter, tracing set-up.
 //! - [`shutdown`]: a cloneable shutdown signal for `run(config, client, shutdown)`.
 //! - [`cli`]: the flags every service binary takes.
 
 pub mod cli;
 pub mod dead;
+pub mod error;
 pub mod kv;
 pub mod nats;
 pub mod ping;
