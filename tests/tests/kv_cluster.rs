@@ -8,103 +8,43 @@
 //! updates, 20 won, 172 got 10164 and 8 got 10071), so `kv::save` must call
 //! both a conflict, and `kv::modify` must retry both.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use nova_e2e::{WAIT, tool, within};
+use nova_e2e::cluster::NatsCluster;
+use nova_e2e::{WAIT, connect, within};
 use nova_runtime::error::find_in_chain;
 use nova_runtime::kv::{KvErrorKind, modify, save};
 
-/// Three JetStream servers in one cluster, on free loopback ports, killed
-/// on drop.
-struct Cluster {
-    _servers: Vec<tokio::process::Child>,
-    _dir: tempfile::TempDir,
-    urls: Vec<String>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let route_urls: Vec<String> = routes
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect();
-        let mut servers = Vec::new();
-        for i in 0..3 {
-            let config = format!(
-                "server_name: n{i}\nlisten: 127.0.0.1:{}\njetstream {{ store_dir: {:?} }}\n\
-                 cluster {{ name: kv, listen: 127.0.0.1:{}, routes: [{}] }}\n",
-                clients[i],
-                dir.path().join(format!("store{i}")),
-                routes[i],
-                route_urls.join(", "),
-            );
-            let path = dir.path().join(format!("n{i}.conf"));
-            std::fs::write(&path, config).expect("write config");
-            let server = tokio::process::Command::new(tool("nats-server", "NOVA_NATS_SERVER"))
-                .arg("-c")
-                .arg(&path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("start nats-server");
-            servers.push(server);
-        }
-        Cluster {
-            _servers: servers,
-            _dir: dir,
-            urls: clients
-                .iter()
-                .map(|p| format!("nats://127.0.0.1:{p}"))
-                .collect(),
-        }
-    }
-
-    /// A replicated bucket, once the cluster has a leader to create it.
-    async fn bucket(&self) -> kv::Store {
-        within("the cluster to create an R3 bucket", WAIT * 2, async {
-            loop {
-                if let Ok(client) = async_nats::connect(self.urls[0].as_str()).await {
-                    let js = jetstream::new(client);
-                    let created = js
-                        .create_key_value(kv::Config {
-                            bucket: "race".into(),
-                            num_replicas: 3,
-                            history: 1,
-                            ..Default::default()
-                        })
-                        .await;
-                    if let Ok(store) = created {
-                        return store;
-                    }
-                }
-                // The cluster elects its meta leader in its own time.
-                tokio::time::sleep(Duration::from_millis(250)).await;
+/// A replicated bucket, once the cluster has a leader to create it.
+async fn bucket(cluster: &NatsCluster) -> kv::Store {
+    let js = jetstream::new(connect(&cluster.urls, "kv-race").await);
+    within("the cluster to create an R3 bucket", WAIT * 2, async {
+        loop {
+            let created = js
+                .create_key_value(kv::Config {
+                    bucket: "race".into(),
+                    num_replicas: 3,
+                    history: 1,
+                    ..Default::default()
+                })
+                .await;
+            if let Ok(store) = created {
+                return store;
             }
-        })
-        .await
-    }
+            // The cluster elects its meta leader in its own time.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await
 }
 
 /// Racing writers of one key, each with the revision all of them read:
 /// one wins, every other one gets a conflict (never another kind).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_races_on_a_replicated_bucket_are_conflicts() {
-    let cluster = Cluster::start().await;
-    let store = cluster.bucket().await;
+    let cluster = NatsCluster::start().await;
+    let store = bucket(&cluster).await;
     let mut revision = 0; // the first round creates the key
     let mut conflicts = 0;
     let mut replicated = 0; // conflicts the server said with 10164
@@ -146,8 +86,8 @@ async fn lost_races_on_a_replicated_bucket_are_conflicts() {
 /// through its conflicts (whatever code the server gave them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_modifies_on_a_replicated_bucket_all_land() {
-    let cluster = Cluster::start().await;
-    let store = cluster.bucket().await;
+    let cluster = NatsCluster::start().await;
+    let store = bucket(&cluster).await;
     let writers = (0..5).map(|_| {
         let store = store.clone();
         async move { modify(&store, "count", |n: Option<u32>| n.unwrap_or(0) + 1).await }
