@@ -156,7 +156,7 @@ async fn serve(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
-    let js = jetstream::new(client.clone());
+    let js = nova_runtime::nats::jetstream(&client);
     let capacities = setup::bucket(&js, CAPACITY_BUCKET).await?;
     let sim_states = setup::bucket(&js, SIM_BUCKET).await?;
     let mut messages = setup::durable_messages(

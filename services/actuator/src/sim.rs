@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv::Store};
+use async_nats::jetstream::kv::Store;
 use nova_runtime::kv::{self, KvError};
 use nova_runtime::nats::SIM_BUCKET;
 use nova_shared::codec;
@@ -161,7 +161,7 @@ pub async fn run_load(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), KvError> {
-    let js = jetstream::new(client.clone());
+    let js = nova_runtime::nats::jetstream(&client);
     let Ok(states) = js.get_key_value(SIM_BUCKET).await else {
         tracing::error!("KV bucket {SIM_BUCKET} is missing; no simulated load");
         return Ok(());

@@ -147,7 +147,7 @@ async fn serve(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
-    let js = jetstream::new(client.clone());
+    let js = nova_runtime::nats::jetstream(&client);
     let mut messages =
         setup::durable_messages(&js, TRIGGERS_STREAM, &config.consumer, config.ack_wait).await?;
     let arbiter = Arc::new(Arbiter {

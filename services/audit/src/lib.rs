@@ -11,10 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use async_nats::jetstream::{
-    self,
-    consumer::{DeliverPolicy, pull},
-};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
 use nova_runtime::nats::AUDIT_STREAM;
@@ -66,7 +63,7 @@ async fn serve(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
-    let js = jetstream::new(client.clone());
+    let js = nova_runtime::nats::jetstream(&client);
     let dead = DeadLetters::new(js.clone(), Stage::Audit);
     let stream = js
         .get_stream(AUDIT_STREAM)

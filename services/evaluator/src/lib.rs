@@ -130,7 +130,7 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
     let mut subscription = setup::subscribe(&client, subjects::SAMPLES_ALL, None).await?;
-    let js = async_nats::jetstream::new(client.clone());
+    let js = nova_runtime::nats::jetstream(&client);
     let stage = Stage::Evaluator;
     let dead = DeadLetters::new(js.clone(), stage);
     let auditor = Auditor::new(js.clone(), stage);

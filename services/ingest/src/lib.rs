@@ -62,7 +62,7 @@ async fn serve(
 ) -> Result<(), SetupError> {
     let mut subscription =
         setup::subscribe(&client, subjects::METRICS_ALL, Some(&config.queue_group)).await?;
-    let js = async_nats::jetstream::new(client.clone());
+    let js = nova_runtime::nats::jetstream(&client);
     let dead = DeadLetters::new(js, Stage::Ingest);
     let _ping = setup::ping(&client, Stage::Ingest).await?;
     tokio::pin!(shutdown);

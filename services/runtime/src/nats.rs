@@ -106,6 +106,22 @@ fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
         })
 }
 
+/// How long a service's JetStream call (a KV read or write, a publish ack,
+/// an API request) waits before its caller retries, instead of the
+/// library's 5 s for acks and the connection's 10 s for requests.
+/// JetStream answers in milliseconds, or not at all while a leader is being
+/// elected; in the cluster chaos test, arbiters sat out such waits for up to
+/// 10 s after quorum was back. Every retried call is idempotent (ids,
+/// compare-and-set).
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A service's JetStream context: [`OPERATION_TIMEOUT`] on every call.
+pub fn jetstream(client: &async_nats::Client) -> jetstream::Context {
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(OPERATION_TIMEOUT);
+    js
+}
+
 /// How often a service pings its server. A hung server (a paused process,
 /// a host gone without a TCP reset) is noticed only when three pings go
 /// unanswered; with the library's 60 s that took three minutes, with this

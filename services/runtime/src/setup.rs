@@ -246,15 +246,43 @@ pub async fn durable_messages(
         messages: None,
         breaks_in_a_row: 0,
     };
-    durable.messages = Some(durable.open().await?);
-    Ok(durable)
+    let mut backoff = start_backoff();
+    loop {
+        match durable.open().await {
+            Ok(messages) => {
+                durable.messages = Some(messages);
+                return Ok(durable);
+            }
+            Err(error) => {
+                tracing::warn!(stream, "cannot pull yet, trying again: {error}");
+                if !backoff.wait().await {
+                    return Err(error);
+                }
+            }
+        }
+    }
 }
 
-/// Opens a KV bucket.
+/// Retries of a start-up lookup: about 15 s, for a cluster still electing
+/// its leaders (a service's calls wait at most 2 s each).
+fn start_backoff() -> crate::retry::Backoff {
+    crate::retry::Backoff::bounded(Duration::from_millis(250), Duration::from_secs(4), 6)
+}
+
+/// Opens a KV bucket, retrying for a while as [`durable_messages`] does.
 pub async fn bucket(js: &jetstream::Context, bucket: &'static str) -> Result<Store, SetupError> {
-    js.get_key_value(bucket)
-        .await
-        .map_err(|source| SetupError::Bucket { bucket, source })
+    let mut backoff = start_backoff();
+    loop {
+        match js.get_key_value(bucket).await {
+            Ok(store) => return Ok(store),
+            Err(source) => {
+                tracing::warn!(bucket, "cannot open bucket yet, trying again: {source}");
+                if !backoff.wait().await {
+                    return Err(SetupError::Bucket { bucket, source });
+                }
+            }
+        }
+    }
 }
 
 /// Subscribes, optionally in a queue group.
