@@ -816,7 +816,7 @@ fn parse_timestamp_ms(text: &str, unit: TimestampUnit) -> Result<i64, String> {
 /// unix milliseconds (a fraction rounded to the nearest).
 fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
     let time = OffsetDateTime::parse(text, &Rfc3339).map_err(|error| {
-        format!("expected a unix time or an RFC 3339 time such as 1995-07-01T04:00:01Z ({error})")
+        format!("expected a unix time or an RFC 3339 time such as 1995-07-01T04:00:01Z or 1995-07-01T00:00:01-04:00 ({error})")
     })?;
     // Years 0 to 9999, as RFC 3339 writes them: a few hundred billion
     // seconds at most, far inside an i64 of milliseconds.
@@ -1247,7 +1247,7 @@ mod tests {
             ),
             (
                 "n,\"the time\",ts\n1,x,\"1995-02-29T00:00:00Z\"\n",
-                "bad.csv:2: a timestamp in column \"ts\": expected a unix time or an RFC 3339 time such as 1995-07-01T04:00:01Z (",
+                "bad.csv:2: a timestamp in column \"ts\": expected a unix time or an RFC 3339 time such as 1995-07-01T04:00:01Z or 1995-07-01T00:00:01-04:00 (day was not in range)",
             ),
             (
                 "ts,n\n5,1\n4,1\n",
