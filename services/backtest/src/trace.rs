@@ -3,8 +3,9 @@
 //!
 //! A backtest is only as good as its load, and real loads come as files
 //! someone else wrote, so this reader accepts the two shapes such files take
-//! and says exactly where one is wrong (file, line, column) instead of
-//! guessing.
+//! and says exactly where one is wrong (file, line, and the column: by
+//! character in a one-number-per-line trace, by header name in a CSV)
+//! instead of guessing.
 //!
 //! # Formats
 //!
@@ -14,13 +15,17 @@
 //! - **CSV with a header**: one column holds the time (named `ts`, `timestamp`
 //!   or `time`, in any case), another the requests in the interval starting
 //!   then ([`TraceOptions::value_column`], matched exactly, else the first
-//!   column that is not the time). Fields are split at commas and may be wrapped in double quotes,
-//!   but a quoted field cannot contain a comma. Times are unix seconds or
-//!   milliseconds, told apart by the first row's magnitude (100 000 000 000
+//!   column that is not the time). Fields are read by the [`csv`] crate: a
+//!   field in double quotes may hold commas, line breaks and doubled quotes
+//!   (`""`) when the quote is the field's first character (RFC 4180: not
+//!   after a space), spaces around a field are ignored, and lines starting
+//!   with `#` are comments. Times are unix seconds or milliseconds, told
+//!   apart by the first row's magnitude (100 000 000 000
 //!   or more is milliseconds: as seconds that would be after the year 5000,
 //!   as milliseconds it is any time after March 1973), or RFC 3339 UTC times
 //!   such as `1995-07-01T04:00:01Z` (fractional seconds and `±HH:MM` offsets
-//!   are accepted too). Rows must be sorted by time, without repeats.
+//!   are accepted too; parsed by the [`time`] crate). Rows must be sorted by
+//!   time, without repeats.
 //!
 //!   The interval is the most common step between consecutive times (the
 //!   smaller one on a tie); a file with a single row takes
@@ -54,16 +59,18 @@
 //! Finally each interval's requests are divided by its length:
 //! [`Trace::rps`] is requests per second.
 //!
-//! Reading is streamed line by line into one reused buffer, so a 5-million
-//! line trace costs its 40 MB of numbers and nothing more.
+//! Reading is streamed into reused buffers (a line, or a CSV record), so a
+//! 5-million line trace costs its 40 MB of numbers and nothing more.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use flate2::bufread::MultiGzDecoder;
 use thiserror::Error;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// A CSV trace spanning more intervals than this is an error: at one
 /// interval a second it is over a year and a half, ten times the NASA trace,
@@ -179,7 +186,7 @@ pub enum TraceError {
         #[source]
         source: io::Error,
     },
-    /// A field is not what its place requires.
+    /// A line of a one-number-per-line trace is not what it should be.
     #[error("{file}:{line}:{column}: {what}: {reason}, found {text:?}")]
     BadField {
         /// The file.
@@ -193,6 +200,22 @@ pub enum TraceError {
         /// Why it is not.
         reason: String,
         /// The field as written.
+        text: String,
+    },
+    /// A field of a CSV row is not what its column requires.
+    #[error("{file}:{line}: {what} in column {column:?}: {reason}, found {text:?}")]
+    BadCsvField {
+        /// The file.
+        file: String,
+        /// The line where the row starts.
+        line: u64,
+        /// The column's name in the header.
+        column: String,
+        /// What the field should be ("a number of requests", "a timestamp", ...).
+        what: &'static str,
+        /// Why it is not.
+        reason: String,
+        /// The field as read (without its quotes and surrounding spaces).
         text: String,
     },
     /// The CSV header names no timestamp column.
@@ -233,16 +256,14 @@ pub enum TraceError {
     },
     /// A CSV row's time is not after the previous row's.
     #[error(
-        "{file}:{line}:{column}: time {text:?} is not after the previous row's (line {previous_line}); rows must be sorted by time, without repeats"
+        "{file}:{line}: time {text:?} is not after the previous row's (line {previous_line}); rows must be sorted by time, without repeats"
     )]
     NotIncreasing {
         /// The file.
         file: String,
         /// The row's line.
         line: u64,
-        /// Where the timestamp starts, in characters.
-        column: usize,
-        /// The timestamp as written.
+        /// The timestamp as read.
         text: String,
         /// The line of the previous row.
         previous_line: u64,
@@ -353,6 +374,11 @@ impl<'f, R: BufRead> LineReader<'f, R> {
             buffer: Vec::with_capacity(256),
             line: 0,
         }
+    }
+
+    /// The reader, positioned after the last line returned.
+    fn into_inner(self) -> R {
+        self.reader
     }
 
     /// The next line with content and its number, without its line ending
@@ -479,32 +505,56 @@ fn parse_text<R: BufRead>(
         }
         return sink.into_trace(file, options.interval_secs, options.scale);
     }
-    let header = CsvHeader::parse(file, first_line, first_text, options)?;
-    let rows = read_csv_rows(&mut lines, &header)?;
+    // A CSV: the csv crate reads it from the header on, the header included.
+    // Records end at `\n` only (a `\r` before it is trimmed with the field),
+    // and the input ends with one, so that every record's line is known (see
+    // `CsvReader::next_record`).
+    let header_text = first_text.to_string();
+    let rest = io::Cursor::new(format!("{header_text}\n"))
+        .chain(lines.into_inner())
+        .chain(&b"\n"[..]);
+    let mut csv = CsvReader {
+        reader: csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .comment(Some(b'#'))
+            .terminator(csv::Terminator::Any(b'\n'))
+            .buffer_capacity(READ_BUFFER_BYTES)
+            .from_reader(rest),
+        record: csv::ByteRecord::new(),
+        file,
+        first_line,
+    };
+    let header = CsvHeader::parse(&mut csv, &header_text, options)?;
+    let rows = read_csv_rows(&mut csv, &header)?;
     let interval_ms = most_common_step_ms(&rows);
     let interval_secs = interval_ms.map_or(options.interval_secs, |ms| ms as f64 / 1000.0);
     fill_intervals(file, &rows, interval_ms, &mut sink)?;
     sink.into_trace(file, interval_secs, options.scale)
 }
 
-/// Requests in one interval: a finite number ≥ 0. `field` is a slice of `line`.
+/// Requests in one interval: a finite number ≥ 0, or why it is not.
+fn requests_value(field: &str) -> Result<f64, &'static str> {
+    let value: f64 = field.parse().map_err(|_| "not a number")?;
+    if !value.is_finite() {
+        return Err("not a finite number");
+    }
+    if value < 0.0 {
+        return Err("negative");
+    }
+    Ok(value)
+}
+
+/// A line of a one-number-per-line trace. `field` is a slice of `line_text`.
 fn parse_requests(file: &str, line: u64, line_text: &str, field: &str) -> Result<f64, TraceError> {
-    let bad = |reason: &str| TraceError::BadField {
+    requests_value(field).map_err(|reason| TraceError::BadField {
         file: file.to_string(),
         line,
         column: column_of(line_text, field),
         what: "a number of requests",
         reason: reason.to_string(),
         text: field.to_string(),
-    };
-    let value: f64 = field.parse().map_err(|_| bad("not a number"))?;
-    if !value.is_finite() {
-        return Err(bad("not a finite number"));
-    }
-    if value < 0.0 {
-        return Err(bad("negative"));
-    }
-    Ok(value)
+    })
 }
 
 /// The 1-based character column at which `field`, a slice of `line`, starts.
@@ -518,30 +568,114 @@ fn column_of(line: &str, field: &str) -> usize {
         + 1
 }
 
-/// A CSV field without surrounding spaces and double quotes.
-fn unquote(field: &str) -> &str {
-    let field = field.trim();
-    field
-        .strip_prefix('"')
-        .and_then(|inner| inner.strip_suffix('"'))
-        .unwrap_or(field)
+/// The csv crate's reader over a CSV trace from its header on, and the
+/// record it reuses.
+struct CsvReader<'f, R> {
+    reader: csv::Reader<R>,
+    record: csv::ByteRecord,
+    file: &'f str,
+    /// The file's line of the header, the reader's line 1.
+    first_line: u64,
 }
 
-/// Which CSV columns hold the time and the requests.
+impl<R: Read> CsvReader<'_, R> {
+    /// The file's line of a line the reader counts from 1.
+    fn file_line(&self, csv_line: u64) -> u64 {
+        self.first_line + csv_line.saturating_sub(1)
+    }
+
+    /// Reads the next record with content into `self.record`, and returns
+    /// its line; `None` at the end.
+    fn next_record(&mut self) -> Result<Option<u64>, TraceError> {
+        loop {
+            let more = self
+                .reader
+                .read_byte_record(&mut self.record)
+                .map_err(|error| {
+                    let line = error
+                        .position()
+                        .map_or_else(|| self.reader.position().line(), csv::Position::line);
+                    // Reading bytes, flexible, the only error is the input's.
+                    let source = match error.into_kind() {
+                        csv::ErrorKind::Io(source) => source,
+                        other => io::Error::other(format!("{other:?}")),
+                    };
+                    TraceError::Read {
+                        file: self.file.to_string(),
+                        line: self.file_line(line),
+                        source,
+                    }
+                })?;
+            if !more {
+                return Ok(None);
+            }
+            // A line of only spaces is blank, as in the other format.
+            if self.record.len() == 1 && self.record[0].trim_ascii().is_empty() {
+                continue;
+            }
+            // The reader is now past the record's final `\n`; the record
+            // starts as many lines before as it holds (in quoted fields).
+            // (The record's own position is where the previous one ended,
+            // before any comment or blank line the reader skipped.)
+            let newlines = self
+                .record
+                .as_slice()
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            let line = self
+                .reader
+                .position()
+                .line()
+                .saturating_sub(1 + newlines as u64);
+            return Ok(Some(self.file_line(line)));
+        }
+    }
+
+    /// Field `index` of the record read last, on `line`, as text without
+    /// surrounding spaces; `columns` name the fields in errors (the header's,
+    /// or none while reading it).
+    fn field(&self, index: usize, line: u64, columns: &[String]) -> Result<&str, TraceError> {
+        let bytes = self.record.get(index).unwrap_or_default();
+        std::str::from_utf8(bytes)
+            .map(str::trim)
+            .map_err(|_| TraceError::BadCsvField {
+                file: self.file.to_string(),
+                line,
+                column: columns
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_else(|| format!("number {}", index + 1)),
+                what: "text",
+                reason: "not valid UTF-8".to_string(),
+                text: String::from_utf8_lossy(bytes).into_owned(),
+            })
+    }
+}
+
+/// Which CSV columns hold the time and the requests, and their names.
 struct CsvHeader {
     fields: usize,
     timestamp_index: usize,
     value_index: usize,
+    columns: Vec<String>,
 }
 
 impl CsvHeader {
-    fn parse(
-        file: &str,
-        line: u64,
+    /// Reads the header, the reader's first record; `text` is its line.
+    fn parse<R: Read>(
+        csv: &mut CsvReader<'_, R>,
         text: &str,
         options: &TraceOptions,
     ) -> Result<Self, TraceError> {
-        let columns: Vec<&str> = text.split(',').map(unquote).collect();
+        let file = csv.file;
+        let line = csv.first_line;
+        let columns: Vec<String> = match csv.next_record()? {
+            Some(line) => (0..csv.record.len())
+                .map(|index| csv.field(index, line, &[]).map(str::to_string))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
         let timestamp_index = columns
             .iter()
             .position(|name| {
@@ -565,12 +699,13 @@ impl CsvHeader {
                 || "besides the timestamp".to_string(),
                 |name| format!("{name:?}"),
             ),
-            columns: columns.iter().map(|name| name.to_string()).collect(),
+            columns: columns.clone(),
         })?;
         Ok(CsvHeader {
             fields: columns.len(),
             timestamp_index,
             value_index,
+            columns,
         })
     }
 }
@@ -590,51 +725,55 @@ enum TimestampUnit {
     Rfc3339,
 }
 
-fn read_csv_rows<R: BufRead>(
-    lines: &mut LineReader<'_, R>,
+fn read_csv_rows<R: Read>(
+    csv: &mut CsvReader<'_, R>,
     header: &CsvHeader,
 ) -> Result<Vec<CsvRow>, TraceError> {
-    let file = lines.file;
+    let file = csv.file;
     let mut rows: Vec<CsvRow> = Vec::new();
     let mut file_unit = None;
-    while let Some((line, text)) = lines.next_content_line()? {
-        let (mut timestamp_field, mut value_field, mut fields) = ("", "", 0);
-        for (index, field) in text.split(',').enumerate() {
-            if index == header.timestamp_index {
-                timestamp_field = field;
-            }
-            if index == header.value_index {
-                value_field = field;
-            }
-            fields += 1;
-        }
-        if fields != header.fields {
+    while let Some(line) = csv.next_record()? {
+        if csv.record.len() != header.fields {
             return Err(TraceError::FieldCount {
                 file: file.to_string(),
                 line,
                 expected: header.fields,
-                found: fields,
+                found: csv.record.len(),
             });
         }
-        let timestamp_text = unquote(timestamp_field);
-        let requests = parse_requests(file, line, text, unquote(value_field))?;
+        let bad_field = |index: usize, what, reason: String, text: &str| TraceError::BadCsvField {
+            file: file.to_string(),
+            line,
+            column: header.columns[index].clone(),
+            what,
+            reason,
+            text: text.to_string(),
+        };
+        let value_text = csv.field(header.value_index, line, &header.columns)?;
+        let requests = requests_value(value_text).map_err(|reason| {
+            bad_field(
+                header.value_index,
+                "a number of requests",
+                reason.to_string(),
+                value_text,
+            )
+        })?;
+        let timestamp_text = csv.field(header.timestamp_index, line, &header.columns)?;
         let unit = *file_unit.get_or_insert_with(|| timestamp_unit(timestamp_text));
-        let timestamp_ms =
-            parse_timestamp_ms(timestamp_text, unit).map_err(|reason| TraceError::BadField {
-                file: file.to_string(),
-                line,
-                column: column_of(text, timestamp_text),
-                what: "a timestamp",
+        let timestamp_ms = parse_timestamp_ms(timestamp_text, unit).map_err(|reason| {
+            bad_field(
+                header.timestamp_index,
+                "a timestamp",
                 reason,
-                text: timestamp_text.to_string(),
-            })?;
+                timestamp_text,
+            )
+        })?;
         if let Some(previous) = rows.last()
             && timestamp_ms <= previous.timestamp_ms
         {
             return Err(TraceError::NotIncreasing {
                 file: file.to_string(),
                 line,
-                column: column_of(text, timestamp_text),
                 text: timestamp_text.to_string(),
                 previous_line: previous.line,
             });
@@ -673,109 +812,16 @@ fn parse_timestamp_ms(text: &str, unit: TimestampUnit) -> Result<i64, String> {
     Ok(ms as i64)
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` into unix milliseconds.
+/// Parses an RFC 3339 time, `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, into
+/// unix milliseconds (a fraction rounded to the nearest).
 fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
-    const EXPECTED: &str = "expected a unix time or YYYY-MM-DDTHH:MM:SSZ";
-    let bytes = text.as_bytes();
-    let malformed = || EXPECTED.to_string();
-    if bytes.len() < 20 {
-        return Err(malformed());
-    }
-    let separators_ok = bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && matches!(bytes[10], b'T' | b't' | b' ')
-        && bytes[13] == b':'
-        && bytes[16] == b':';
-    if !separators_ok {
-        return Err(malformed());
-    }
-    let digits = |range: std::ops::Range<usize>| -> Result<i64, String> {
-        let part = &bytes[range];
-        if part.iter().all(u8::is_ascii_digit) {
-            Ok(part
-                .iter()
-                .fold(0_i64, |value, digit| value * 10 + i64::from(digit - b'0')))
-        } else {
-            Err(malformed())
-        }
-    };
-    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    if !(1..=12).contains(&month) {
-        return Err(format!("month {month} is not 1 to 12"));
-    }
-    let month_days = days_in_month(year, month);
-    if !(1..=month_days).contains(&day) {
-        return Err(format!("day {day} is not 1 to {month_days}"));
-    }
-    if hour > 23 || minute > 59 || second > 59 {
-        return Err(format!(
-            "time {hour:02}:{minute:02}:{second:02} is not a time of day"
-        ));
-    }
-    let mut rest = &text[19..];
-    let mut fraction_ms = 0.0;
-    if let Some(after_dot) = rest.strip_prefix('.') {
-        let end = after_dot
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(after_dot.len());
-        if end == 0 {
-            return Err(malformed());
-        }
-        // "0.<digits>" always parses; the digits were checked above.
-        fraction_ms = format!("0.{}", &after_dot[..end])
-            .parse::<f64>()
-            .map_err(|_| malformed())?
-            * 1000.0;
-        rest = &after_dot[end..];
-    }
-    let offset_minutes = match rest.as_bytes() {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let two = |a: u8, b: u8| -> Result<i64, String> {
-                if a.is_ascii_digit() && b.is_ascii_digit() {
-                    Ok(i64::from(a - b'0') * 10 + i64::from(b - b'0'))
-                } else {
-                    Err(malformed())
-                }
-            };
-            let (hours, minutes) = (two(*h1, *h2)?, two(*m1, *m2)?);
-            if hours > 23 || minutes > 59 {
-                return Err(format!("offset {rest} is not a UTC offset"));
-            }
-            let magnitude = hours * 60 + minutes;
-            if *sign == b'+' { magnitude } else { -magnitude }
-        }
-        _ => return Err(format!("{EXPECTED} (the zone must be Z or ±HH:MM)")),
-    };
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-    Ok(seconds * 1000 + fraction_ms.round() as i64)
-}
-
-fn is_leap_year(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap_year(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to the given date in the proleptic Gregorian
-/// calendar (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    let time = OffsetDateTime::parse(text, &Rfc3339).map_err(|error| {
+        format!("expected a unix time or an RFC 3339 time such as 1995-07-01T04:00:01Z or 1995-07-01T00:00:01-04:00 ({error})")
+    })?;
+    // Years 0 to 9999, as RFC 3339 writes them: a few hundred billion
+    // seconds at most, far inside an i64 of milliseconds.
+    let ms = (time.unix_timestamp_nanos() + 500_000).div_euclid(1_000_000);
+    i64::try_from(ms).map_err(|_| "out of range".to_string())
 }
 
 /// The most common step between consecutive rows, the smaller on a tie;
@@ -960,6 +1006,27 @@ mod tests {
                 &[1.0, 2.0, 3.0],
             ),
             (
+                "csv with a quoted comma, which the old comma splitter read as a fourth field",
+                "ts,requests,note\n0,5,\"GET /, then /index.html\"\n1,6,\"a \"\"b\"\", c\"\n",
+                TraceOptions::default(),
+                1.0,
+                &[5.0, 6.0],
+            ),
+            (
+                "csv value column named with a comma, quoted values, spaces, comments",
+                "# header next\n\"time\",\"requests, per minute\"\n\"0\",\"60\"\n# pause\n\n 60 , 120 \n",
+                with(|o| o.value_column = Some("requests, per minute".into())),
+                60.0,
+                &[1.0, 2.0],
+            ),
+            (
+                "csv with CRLF line endings and a quoted last field",
+                "ts,n\r\n0,\"1\"\r\n1,\"2\"\r\n",
+                TraceOptions::default(),
+                1.0,
+                &[1.0, 2.0],
+            ),
+            (
                 "csv with a single row takes interval_secs",
                 "ts,n\n5,30\n",
                 with(|o| o.interval_secs = 3.0),
@@ -1075,40 +1142,64 @@ mod tests {
                 Some((3, 0)),
             ),
             (
+                "quoted comma in a field the header does not have",
+                b"ts,n\n1,2\n2,3,\"4,5\"\n",
+                "FieldCount",
+                Some((3, 0)),
+            ),
+            (
                 "bad value in csv",
                 b"ts,n\n1,2\n2,lots\n",
-                "BadField",
-                Some((3, 3)),
+                "BadCsvField",
+                Some((3, 0)),
             ),
             (
                 "bad unix time",
                 b"ts,n\n1,2\n2x,3\n",
-                "BadField",
-                Some((3, 1)),
+                "BadCsvField",
+                Some((3, 0)),
             ),
             (
                 "bad date",
                 b"n,ts\n1,1995-02-29T00:00:00Z\n",
-                "BadField",
-                Some((2, 3)),
+                "BadCsvField",
+                Some((2, 0)),
             ),
             (
                 "bad zone",
                 b"ts,n\n1995-02-28T00:00:00+0400,1\n",
-                "BadField",
-                Some((2, 1)),
+                "BadCsvField",
+                Some((2, 0)),
+            ),
+            (
+                "not utf-8 in csv",
+                b"ts,n\n1,\xff\n",
+                "BadCsvField",
+                Some((2, 0)),
+            ),
+            (
+                "line after a comment and a quoted line break",
+                b"# c\nts,n,note\n0,1,\"two\nlines\"\n# c\n1,x,y\n",
+                "BadCsvField",
+                Some((6, 0)),
+            ),
+            (
+                "line in a CRLF file with a blank line",
+                b"ts,n\r\n1,2\r\n \r\n2,x\r\n",
+                "BadCsvField",
+                Some((4, 0)),
             ),
             (
                 "not sorted",
                 b"ts,n\n5,1\n6,1\n4,1\n",
                 "NotIncreasing",
-                Some((4, 1)),
+                Some((4, 0)),
             ),
             (
                 "repeated time",
                 b"ts,n\n5,1\n5,1\n",
                 "NotIncreasing",
-                Some((3, 1)),
+                Some((3, 0)),
             ),
             (
                 "huge gap",
@@ -1119,8 +1210,8 @@ mod tests {
             (
                 "timestamp out of range",
                 b"ts,n\n1e300,1\n",
-                "BadField",
-                Some((2, 1)),
+                "BadCsvField",
+                Some((2, 0)),
             ),
             ("empty file", b"", "Empty", None),
             ("only comments", b"# nothing\n\n", "Empty", None),
@@ -1130,10 +1221,11 @@ mod tests {
             let error = parse_trace(*bytes, "bad.txt", &TraceOptions::default()).expect_err(name);
             let (variant, line, column) = match &error {
                 TraceError::BadField { line, column, .. } => ("BadField", *line, *column),
+                TraceError::BadCsvField { line, .. } => ("BadCsvField", *line, 0),
                 TraceError::NoTimestampColumn { line, .. } => ("NoTimestampColumn", *line, 0),
                 TraceError::NoValueColumn { line, .. } => ("NoValueColumn", *line, 0),
                 TraceError::FieldCount { line, .. } => ("FieldCount", *line, 0),
-                TraceError::NotIncreasing { line, column, .. } => ("NotIncreasing", *line, *column),
+                TraceError::NotIncreasing { line, .. } => ("NotIncreasing", *line, 0),
                 TraceError::TooManyIntervals { line, .. } => ("TooManyIntervals", *line, 0),
                 TraceError::Empty { .. } => ("Empty", 0, 0),
                 other => panic!("{name}: unexpected {other:?}"),
@@ -1143,6 +1235,30 @@ mod tests {
                 assert_eq!((line, column), *position, "{name}: {error}");
             }
             assert!(error.to_string().starts_with("bad.txt"), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn csv_errors_name_the_line_and_column() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "ts,n\n1,2\n2,lots\n",
+                "bad.csv:3: a number of requests in column \"n\": not a number, found \"lots\"",
+            ),
+            (
+                "n,\"the time\",ts\n1,x,\"1995-02-29T00:00:00Z\"\n",
+                "bad.csv:2: a timestamp in column \"ts\": expected a unix time or an RFC 3339 time such as 1995-07-01T04:00:01Z or 1995-07-01T00:00:01-04:00 (day was not in range)",
+            ),
+            (
+                "ts,n\n5,1\n4,1\n",
+                "bad.csv:3: time \"4\" is not after the previous row's (line 2)",
+            ),
+        ];
+        for (text, want) in cases {
+            let error = parse_trace(text.as_bytes(), "bad.csv", &TraceOptions::default())
+                .expect_err(text)
+                .to_string();
+            assert!(error.starts_with(want), "{error}");
         }
     }
 
@@ -1199,6 +1315,9 @@ mod tests {
             ("2000-02-29T12:00:00+01:30", Some(951_820_200_000)),
             ("2024-12-31 23:59:59.5z", Some(1_735_689_599_500)),
             ("1969-12-31T23:59:59Z", Some(-1000)),
+            ("1970-01-01T00:00:00.0004Z", Some(0)),
+            ("1970-01-01T00:00:00.0005Z", Some(1)),
+            ("1969-12-31T23:59:59.9996Z", Some(0)),
             ("2023-02-29T00:00:00Z", None),
             ("1900-02-29T00:00:00Z", None),
             ("2023-13-01T00:00:00Z", None),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use nova_backtest::chart::{self, ChartLayout, SupplyChart, SupplyRun};
 use nova_backtest::fleet::CpuModel;
-use nova_backtest::progress::Progress;
+use nova_backtest::progress;
 use nova_backtest::replay::{self, HpaConfig, ReplayConfig};
 use nova_backtest::report;
 use nova_backtest::trace::{self, TraceOptions};
@@ -130,8 +130,8 @@ pub fn run(args: BacktestArgs, json: bool) -> anyhow::Result<ExitCode> {
             metric_window_secs: args.hpa_metric_window,
         },
     };
-    let mut bar = Progress::new("replaying", load.rps.len() as u64, args.quiet);
-    let comparison = replay::replay(&policy, &load, &config, |done| bar.update(done))?;
+    let bar = progress::bar("replaying", load.rps.len() as u64, args.quiet);
+    let comparison = replay::replay(&policy, &load, &config, |done| bar.set_position(done))?;
     bar.finish();
     let replay_secs = started.elapsed().as_secs_f64() - read_secs;
     if !json {
