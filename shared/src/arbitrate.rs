@@ -59,7 +59,8 @@ use crate::ids;
 use crate::policy::{FlapSettings, Target, TierMove};
 use crate::tracking::{self, ScaleEvent};
 use crate::wire::{
-    CapacityRecord, Command, Decision, Direction, Outcome, RuleFiring, ScaleAction, Trigger,
+    CapacityRecord, Command, Decision, Direction, Extra, Outcome, RuleFiring, ScaleAction, Trigger,
+    Version,
 };
 
 /// How many recent trigger ids a target remembers for de-duplication.
@@ -70,8 +71,16 @@ const RECENT_VERDICTS: usize = 16;
 
 /// The arbiter's memory of one target, kept in JetStream KV and changed only
 /// by compare-and-set on its revision.
+///
+/// Written back after every decision, so it keeps what a newer arbiter
+/// stored and this one does not know (`extra`, here and in the verdicts it
+/// holds), and this arbiter writes back no state it cannot fully read
+/// ([`beyond_this_version`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TargetState {
+    /// Version of the record's shape (1 when absent: written before versions).
+    #[serde(default = "Version::unversioned")]
+    pub v: Version,
     /// Commands issued so far; the next command gets `seq + 1`.
     #[serde(default)]
     pub seq: u64,
@@ -121,6 +130,9 @@ pub struct TargetState {
     /// target's tracking rules.
     #[serde(default)]
     pub scale_events: VecDeque<ScaleEvent>,
+    /// Fields of a newer version, kept as read and written back unchanged.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// A decision of a target and the command it issued.
@@ -133,6 +145,9 @@ pub struct LastVerdict {
     /// Its flapping note, if any.
     #[serde(default)]
     pub flapping: Option<String>,
+    /// Fields of a newer version, kept as read and written back unchanged.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl TargetState {
@@ -156,6 +171,67 @@ impl TargetState {
             .rev()
             .find_map(|v| v.command.as_ref())
     }
+}
+
+/// Why this arbiter must not decide `trigger` now: a record it would act on
+/// (the trigger, the target's state, its capacity record) is of a newer
+/// version than this build understands, or holds a value this build does
+/// not know where a decision depends on it (a firing's direction or action,
+/// the direction of a recent action). `None` when it may decide.
+///
+/// Deciding anyway could act on a meaning this build does not know, and
+/// storing the state would write back a record it could not fully read.
+/// The arbiter defers such a trigger instead (a delayed redelivery, audited
+/// and counted, never dead-lettered), so that an arbiter of the newer
+/// version takes it. Values that change no decision are tolerated and kept:
+/// an unknown trigger source, an unknown outcome in a stored verdict,
+/// unknown fields anywhere.
+pub fn beyond_this_version(
+    state: Option<&TargetState>,
+    capacity: Option<&CapacityRecord>,
+    trigger: &Trigger,
+) -> Option<String> {
+    let newer = |what: &str, v: Version| {
+        (!v.is_understood()).then(|| {
+            format!(
+                "{what} is of version {v}, newer than this arbiter's {}",
+                Version::CURRENT
+            )
+        })
+    };
+    if let Some(why) = newer("the trigger", trigger.v) {
+        return Some(why);
+    }
+    for firing in &trigger.firings {
+        if !firing.direction.is_known() {
+            return Some(format!(
+                "firing {} has a direction this arbiter does not know: {:?}",
+                firing.rule,
+                firing.direction.as_str()
+            ));
+        }
+        if let ScaleAction::Unknown(tag) = &firing.action {
+            return Some(format!(
+                "firing {} has an action this arbiter does not know: {tag:?}",
+                firing.rule
+            ));
+        }
+    }
+    if let Some(state) = state {
+        if let Some(why) = newer("the stored state", state.v) {
+            return Some(why);
+        }
+        if let Some((_, direction)) = state.recent_actions.iter().find(|(_, d)| !d.is_known()) {
+            return Some(format!(
+                "the stored state has a recent action in a direction this arbiter does not know: {:?}",
+                direction.as_str()
+            ));
+        }
+    }
+    if let Some(why) = capacity.and_then(|c| newer("the capacity record", c.v)) {
+        return Some(why);
+    }
+    None
 }
 
 /// A decision, the command it issues (if any), and the state to store.
@@ -269,18 +345,20 @@ pub fn decide<'a>(
         |outcome: Outcome, firing: Option<&RuleFiring>, from, to, reason: String, state| {
             remember(Verdict {
                 decision: Decision {
+                    v: Version::CURRENT,
                     id: decision_id.clone(),
                     trigger_id: trigger.id.clone(),
                     ts,
                     target: target.name.clone(),
                     outcome,
-                    direction: firing.map_or(Direction::None, |f| f.direction),
+                    direction: firing.map_or(Direction::None, |f| f.direction.clone()),
                     rule: firing.map(|f| f.rule.clone()),
                     from,
                     to,
                     from_tier: None,
                     to_tier: None,
                     reason,
+                    extra: Extra::new(),
                 },
                 command: None,
                 state,
@@ -557,7 +635,7 @@ pub fn decide<'a>(
         );
     }
     let rule_cooldown_secs = target.limits(&firing.rule).cooldown_secs;
-    let flapping = record_action(&mut next, &target.flapping, ts, firing.direction);
+    let flapping = record_action(&mut next, &target.flapping, ts, firing.direction.clone());
     record_scale_event(
         &mut next,
         target,
@@ -600,6 +678,7 @@ pub fn decide<'a>(
         },
     );
     let command = Command {
+        v: Version::CURRENT,
         decision_id: decision_id.clone(),
         seq: next.seq,
         ts,
@@ -609,6 +688,7 @@ pub fn decide<'a>(
         tier: None,
         rule: Some(firing.rule.clone()),
         reason: reason.clone(),
+        extra: Extra::new(),
     };
     let mut v = verdict(
         Outcome::Scale,
@@ -768,6 +848,7 @@ fn resize(
         Some(to.clone()),
     );
     v.command = Some(Command {
+        v: Version::CURRENT,
         decision_id: v.decision.id.clone(),
         seq: next.seq,
         ts,
@@ -777,6 +858,7 @@ fn resize(
         tier: Some(to),
         rule: Some(firing.rule.clone()),
         reason,
+        extra: Extra::new(),
     });
     v
 }
@@ -815,6 +897,7 @@ fn remember(mut verdict: Verdict) -> Verdict {
             decision: verdict.decision.clone(),
             command: verdict.command.clone(),
             flapping: verdict.flapping.clone(),
+            extra: Extra::new(),
         });
         while state.recent_verdicts.len() > RECENT_VERDICTS {
             state.recent_verdicts.pop_front();
@@ -888,6 +971,7 @@ horizontal_scaling_rules:
 
     fn trigger(secs: i64, rules: &[&str]) -> Trigger {
         Trigger {
+            v: Version::CURRENT,
             id: format!("t{secs}{}", rules.join("")),
             ts: secs * 1000,
             target: "w".into(),
@@ -1154,6 +1238,7 @@ horizontal_scaling_rules:
         let target = &policy.targets["w"];
         let settings = ArbiterSettings::for_target(target, 30);
         let set = |n| Trigger {
+            v: Version::CURRENT,
             id: format!("op-{n}"),
             ts: 1_000_000,
             target: "w".into(),
@@ -1469,6 +1554,7 @@ mod replay_tests {
             &trigger,
         );
         let later = Trigger {
+            v: Version::CURRENT,
             id: "t-2".into(),
             ts: 500_000,
             ..trigger.clone()
@@ -1504,6 +1590,7 @@ mod tests_support {
         )
         .unwrap();
         let trigger = Trigger {
+            v: Version::CURRENT,
             id: "t-1".into(),
             ts: 1000,
             target: "w".into(),

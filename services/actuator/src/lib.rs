@@ -59,7 +59,7 @@ use nova_shared::policy::Policy;
 use nova_shared::subjects;
 use nova_shared::wire::{
     ActionResult, AuditKind, AuditRecord, BackendFault, CAPACITY_VERB, CapacityAnswer,
-    CapacityRecord, Command, ResultStatus, Stage,
+    CapacityRecord, Command, ResultStatus, Stage, Version,
 };
 use thiserror::Error;
 
@@ -223,6 +223,7 @@ fn fault(error: &BackendError) -> BackendFault {
     BackendFault {
         at_ms: nova_runtime::now_ms(),
         message: error.to_string(),
+        extra: Default::default(),
     }
 }
 
@@ -628,11 +629,12 @@ impl Actuator {
             response,
         } = outcome;
         let result = ActionResult {
+            v: Version::CURRENT,
             decision_id: command.decision_id.clone(),
             seq: command.seq,
             target: command.target.clone(),
             ts: nova_runtime::now_ms(),
-            status,
+            status: status.clone(),
             backend: kind.to_string(),
             from,
             desired: command.desired,
@@ -654,14 +656,17 @@ impl Actuator {
             ResultStatus::Skipped | ResultStatus::Superseded => {
                 format!("{} left alone: {response}", command.target)
             }
-            ResultStatus::Failed => format!("{} not changed: {response}", command.target),
+            // The actuator writes only statuses it knows.
+            ResultStatus::Failed | ResultStatus::Unknown(_) => {
+                format!("{} not changed: {response}", command.target)
+            }
         };
         let mut record = self.record(command, AuditKind::Result, status.as_str(), reason);
         record.from = from;
         record.to = Some(command.desired);
         record.backend_response = Some(response);
         self.auditor.record(&record).await?;
-        metrics::counter!(names::COMMANDS, "status" => status.as_str()).increment(1);
+        metrics::counter!(names::COMMANDS, "status" => status.label()).increment(1);
         tracing::info!(
             target = command.target,
             seq = command.seq,

@@ -42,7 +42,7 @@ use nova_shared::subjects;
 use nova_shared::wire::{
     AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command, ControlReply,
     ControlRequest, Direction, Outcome, RuleFiring, ScaleAction, Stage, TargetStatus, Trigger,
-    TriggerSource,
+    TriggerSource, Version,
 };
 use thiserror::Error;
 
@@ -308,6 +308,7 @@ impl Arbiter {
                 .unwrap_or_default()
         );
         let trigger = Trigger {
+            v: Version::CURRENT,
             id: nova_runtime::unique_id("op"),
             ts: nova_runtime::now_ms(),
             target: target.name.clone(),
@@ -635,7 +636,7 @@ impl Arbiter {
             )
             .await?;
         }
-        metrics::counter!(names::DECISIONS, "outcome" => decision.outcome.as_str()).increment(1);
+        metrics::counter!(names::DECISIONS, "outcome" => decision.outcome.label()).increment(1);
         tracing::info!(
             target = decision.target,
             outcome = decision.outcome.as_str(),

@@ -112,8 +112,8 @@ pub async fn run_with(
     let mut subscription = setup::subscribe(&client, subjects::SAMPLES_ALL, None).await?;
     let js = async_nats::jetstream::new(client.clone());
     let stage = Stage::Evaluator;
-    let dead = DeadLetters::new(js.clone(), stage);
-    let auditor = Auditor::new(js.clone(), stage);
+    let dead = DeadLetters::new(js.clone(), stage.clone());
+    let auditor = Auditor::new(js.clone(), stage.clone());
     let grace_ms = u64::try_from(hold.grace.as_millis()).unwrap_or(u64::MAX);
     let mut evaluator = Evaluator::new(&config.policy).with_down_grace_ms(grace_ms);
     let mut retries = tokio::task::JoinSet::new();
