@@ -8,13 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nova_e2e::{AuditReader, NatsServer, Pipeline, WAIT, stream_messages, within};
-use nova_runtime::nats::{ARBITER_BUCKET, ARBITER_CONSUMER, DEAD_STREAM, TRIGGERS_STREAM};
+use nova_e2e::{AuditReader, NatsServer, Pipeline, WAIT, stream_first, stream_messages, within};
+use nova_runtime::nats::{
+    ACTUATOR_CONSUMER, ARBITER_BUCKET, ARBITER_CONSUMER, CAPACITY_BUCKET, COMMANDS_STREAM,
+    DEAD_STREAM, RESULTS_STREAM, TRIGGERS_STREAM,
+};
 use nova_runtime::publish;
 use nova_shared::policy::from_yaml;
 use nova_shared::subjects;
 use nova_shared::wire::{
-    AuditKind, DeadLetter, Direction, RuleFiring, ScaleAction, Trigger, TriggerSource, Version,
+    ActionResult, AuditKind, Command, DeadLetter, Direction, Extra, RuleFiring, ScaleAction,
+    Trigger, TriggerSource, Version,
 };
 use serde_json::json;
 
@@ -154,12 +158,12 @@ async fn a_newer_arbiters_state_is_decided_on_and_written_back_whole() {
     pipeline.stop().await;
 }
 
-/// Deliveries the arbiter's consumer has made so far.
-async fn delivered(client: &async_nats::Client) -> u64 {
+/// Deliveries a durable consumer has made so far.
+async fn delivered_by(client: &async_nats::Client, stream: &str, consumer: &str) -> u64 {
     let js = async_nats::jetstream::new(client.clone());
-    let stream = js.get_stream(TRIGGERS_STREAM).await.expect("stream");
+    let stream = js.get_stream(stream).await.expect("stream");
     let mut consumer = stream
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ARBITER_CONSUMER)
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer)
         .await
         .expect("consumer");
     consumer
@@ -168,6 +172,11 @@ async fn delivered(client: &async_nats::Client) -> u64 {
         .expect("info")
         .delivered
         .consumer_sequence
+}
+
+/// Deliveries the arbiter's consumer has made so far.
+async fn delivered(client: &async_nats::Client) -> u64 {
+    delivered_by(client, TRIGGERS_STREAM, ARBITER_CONSUMER).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,5 +250,79 @@ async fn a_state_of_a_newer_version_is_left_alone_and_its_trigger_waits() {
         .wait_for("web decided", |r| r.target == "web" && r.outcome == "scale")
         .await;
     assert_eq!(decision.trigger_id.as_deref(), Some("grow-web-1"));
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capacity_record_of_a_newer_version_is_not_written_back_by_the_actuator() {
+    let (_nats, client, pipeline) = start().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let capacities = js.get_key_value(CAPACITY_BUCKET).await.expect("bucket");
+    let record = |v: u16| {
+        encode(
+            &rmpv::ext::to_value(json!({
+                "v": v, "target": "api", "desired": 2, "observed_ms": 1, "backend": "sim",
+                "x_zone": "eu-1"
+            }))
+            .expect("a value"),
+        )
+    };
+    let newer = record(2);
+    let revision = capacities
+        .put("api", newer.clone().into())
+        .await
+        .expect("put");
+    let command = Command {
+        v: Version::CURRENT,
+        decision_id: "d-api-1".into(),
+        seq: 1,
+        ts: nova_runtime::now_ms(),
+        target: "api".into(),
+        from: 2,
+        desired: 3,
+        tier: None,
+        rule: Some("q.scale_up".into()),
+        reason: "test".into(),
+        extra: Extra::new(),
+    };
+    publish::publish_once(
+        &js,
+        subjects::commands("api"),
+        &command.decision_id,
+        &command,
+    )
+    .await
+    .expect("publish command");
+    within("the command to come back", WAIT * 2, async {
+        while delivered_by(&client, COMMANDS_STREAM, ACTUATOR_CONSUMER).await < 2 {
+            // A broker-side counter; there is no event for it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let entry = capacities.entry("api").await.expect("read").expect("entry");
+    assert_eq!(entry.revision, revision, "not written back");
+    assert_eq!(&entry.value[..], &newer[..], "unchanged");
+    let results: Vec<ActionResult> = stream_messages(&client, RESULTS_STREAM).await;
+    assert!(results.is_empty(), "not applied: {results:?}");
+    let dead: Vec<DeadLetter> = stream_messages(&client, DEAD_STREAM).await;
+    assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+    // A record of this version: the same command, still waiting, is applied
+    // and the field this version does not know is kept.
+    capacities.put("api", record(1).into()).await.expect("put");
+    let results: Vec<ActionResult> = stream_first(&client, RESULTS_STREAM, 1, WAIT).await;
+    assert_eq!(results[0].decision_id, "d-api-1");
+    let stored = capacities
+        .get("api")
+        .await
+        .expect("read")
+        .expect("a record");
+    let stored = decode(&stored);
+    assert_eq!(get(&stored, "applied_seq").as_u64(), Some(1));
+    assert_eq!(
+        get(&stored, "x_zone").as_str(),
+        Some("eu-1"),
+        "kept: {stored}"
+    );
     pipeline.stop().await;
 }
