@@ -43,17 +43,24 @@ pub enum SampleValue {
 
 /// A metric sample as publishers send it on `nova.metrics.<target>.<metric>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MetricSampleIn {
     /// Metric name; may be omitted when the subject names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,
     /// The measured value.
     pub value: SampleValue,
-    /// Event time in unix milliseconds; receive time when absent.
+    /// Event time in unix milliseconds, integer or float (Python's
+    /// `time.time() * 1000` works; a float is truncated) within +-9e15;
+    /// receive time when absent or null.
     #[serde(
         default,
         deserialize_with = "de_opt_millis",
         skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<f64>", range(min = -9.0e15, max = 9.0e15))
     )]
     pub ts: Option<i64>,
     /// Which instance measured it; samples of one metric from several
@@ -99,6 +106,27 @@ impl<'de> Deserialize<'de> for SampleValue {
             }
         }
         deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+/// What the visitors above accept: a number, or a string with a unit that
+/// ingest reads (a number, then `%`, `ms` or `s`; a string ingest would
+/// reject is refused here already).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for SampleValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SampleValue".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["number", "string"],
+            "pattern": r"^\s*[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*(?:%|ms|s)?\s*$",
+        })
     }
 }
 
@@ -149,6 +177,7 @@ fn de_opt_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i6
 
 /// A validated sample in canonical units (ratio, seconds, count).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Sample {
     /// Metric name.
     pub metric: String,
@@ -163,6 +192,7 @@ pub struct Sample {
 
 /// Normalised samples for one target, as ingest publishes them on `nova.samples.<target>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SampleBatch {
     /// Target the samples belong to.
     pub target: String,
@@ -235,6 +265,51 @@ impl Serialize for ScaleAction {
     }
 }
 
+/// The actions this version writes (a reader also takes a newer version's
+/// unknown tag, as `Unknown`).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ScaleAction {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ScaleAction".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "oneOf": [
+                {
+                    "type": "object",
+                    "description": "A capacity change, externally tagged: exactly one key.",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "additionalProperties": false,
+                    "properties": {
+                        "add": {
+                            "type": "integer", "minimum": 1, "maximum": u32::MAX,
+                            "description": "Add this many instances.",
+                        },
+                        "remove": {
+                            "type": "integer", "minimum": 1, "maximum": u32::MAX,
+                            "description": "Remove this many instances.",
+                        },
+                        "set": {
+                            "type": "integer", "minimum": 0, "maximum": u32::MAX,
+                            "description": "Set capacity to exactly this many instances (a \"set to\" rule, an operator or fallback request, or a target tracking rule's recommendation).",
+                        },
+                    },
+                },
+                {
+                    "const": "next_tier",
+                    "description": "Move one step up the rule's tier ladder (vertical scaling); the number of instances stays.",
+                },
+            ],
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for ScaleAction {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ActionVisitor;
@@ -304,6 +379,7 @@ open_enum! {
 
 /// One rule that fired, with what it saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RuleFiring {
     /// Rule name, `<group>.<scale_up|scale_down>` for runbook rules.
     pub rule: String,
@@ -330,6 +406,7 @@ pub struct RuleFiring {
 
 /// Rules that fired for one target at one event time: `nova.triggers.<target>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Trigger {
     /// Version of the message's shape (1 when absent: written before versions).
     #[serde(default = "Version::unversioned")]
@@ -425,12 +502,12 @@ pub struct Decision {
     /// Fields of a newer version, kept as read: a decision is stored in the
     /// arbiter's state and written back with it.
     #[serde(flatten)]
-    #[cfg_attr(feature = "schema", schemars(skip))]
     pub extra: Extra,
 }
 
 /// An absolute capacity command on `nova.commands.<target>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Command {
     /// Version of the message's shape (1 when absent: written before versions).
     #[serde(default = "Version::unversioned")]
@@ -481,6 +558,7 @@ open_enum! {
 
 /// The result of executing a command, on `nova.results.<target>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ActionResult {
     /// Version of the message's shape (1 when absent: written before versions).
     #[serde(default = "Version::unversioned")]
@@ -511,6 +589,7 @@ pub struct ActionResult {
 
 /// Capacity of a target as the actuator last saw it (KV `nova_capacity`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CapacityRecord {
     /// Version of the record's shape (1 when absent: written before
     /// versions). An actuator does not write back a record of a newer version.
@@ -555,6 +634,7 @@ pub struct CapacityRecord {
 
 /// An actuator's hold on a target while it applies one command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Lease {
     /// The command's decision id.
     pub decision_id: String,
@@ -571,6 +651,7 @@ pub struct Lease {
 
 /// A backend error as stored for operators and the arbiter: one line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BackendFault {
     /// Wall-clock time of the failed call, unix ms.
     pub at_ms: i64,
@@ -618,6 +699,7 @@ open_enum! {
 
 /// One audit record on `nova.audit.<stage>.<target>`, kept in stream `NOVA_AUDIT`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditRecord {
     /// Version of the record's shape (1 when absent: written before versions).
     #[serde(default = "Version::unversioned")]
@@ -702,6 +784,7 @@ impl AuditRecord {
 
 /// A message a stage could not use, on `nova.dead.<stage>`, kept in stream `NOVA_DEAD`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeadLetter {
     /// Version of the message's shape (1 when absent: written before versions).
     #[serde(default = "Version::unversioned")]
@@ -717,6 +800,10 @@ pub struct DeadLetter {
     /// The original payload, byte for byte (or the rejected element of a
     /// batch), cut at [`DEAD_PAYLOAD_MAX`] bytes so the letter itself fits.
     #[serde(with = "serde_bytes")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::dead_payload")
+    )]
     pub payload: Vec<u8>,
     /// The original payload's size in bytes.
     #[serde(default)]
@@ -737,6 +824,7 @@ pub const DEAD_PAYLOAD_MAX: usize = 64 * 1024;
 /// A query to the audit service on `nova.ctl.audit` (request/reply); the
 /// reply is a list of [`AuditRecord`], oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditQuery {
     /// Only records about this target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -813,6 +901,7 @@ fn up_or_down<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Direc
 
 /// The reply to a control request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ControlReply {
     /// Whether the request was carried out.
     pub ok: bool,
@@ -825,6 +914,7 @@ pub struct ControlReply {
 
 /// One target as the arbiter sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TargetStatus {
     /// Target.
     pub target: String,

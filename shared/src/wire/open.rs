@@ -31,6 +31,25 @@ pub type Extra = BTreeMap<String, rmpv::Value>;
 #[serde(transparent)]
 pub struct Version(pub u16);
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Version {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Version".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "integer",
+            "minimum": 1,
+            "maximum": u16::MAX,
+        })
+    }
+}
+
 impl Version {
     /// The version this build writes and fully understands.
     pub const CURRENT: Version = Version(1);
@@ -148,6 +167,10 @@ macro_rules! open_enum {
         impl schemars::JsonSchema for $name {
             fn schema_name() -> std::borrow::Cow<'static, str> {
                 stringify!($name).into()
+            }
+
+            fn inline_schema() -> bool {
+                true
             }
 
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
