@@ -102,8 +102,8 @@ use crate::ids;
 use crate::policy::{FlapSettings, Target, TierMove};
 use crate::tracking::{self, ScaleEvent};
 use crate::wire::{
-    CapacityRecord, Command, Decision, Direction, Outcome, RuleFiring, ScaleAction, Trigger,
-    TriggerSource,
+    CapacityRecord, Command, Decision, Direction, Extra, Outcome, RuleFiring, ScaleAction, Trigger,
+    TriggerSource, Version,
 };
 
 /// How many recent trigger ids a target remembers for de-duplication.
@@ -114,8 +114,16 @@ const RECENT_VERDICTS: usize = 16;
 
 /// The arbiter's memory of one target, kept in JetStream KV and changed only
 /// by compare-and-set on its revision.
+///
+/// Written back after every decision, so it keeps what a newer arbiter
+/// stored and this one does not know (`extra`, here and in the verdicts it
+/// holds), and this arbiter writes back no state it cannot fully read
+/// ([`beyond_this_version`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TargetState {
+    /// Version of the record's shape (1 when absent: written before versions).
+    #[serde(default = "Version::unversioned")]
+    pub v: Version,
     /// Commands issued so far; the next command gets `seq + 1`.
     #[serde(default)]
     pub seq: u64,
@@ -185,6 +193,9 @@ pub struct TargetState {
     /// clock: what rule triggers obey beside their own event-time holds.
     #[serde(default)]
     pub operator_holds: Holds,
+    /// Fields of a newer version, kept as read and written back unchanged.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// Cooldowns and the warm-up on one clock, unix ms (0: none).
@@ -230,10 +241,14 @@ pub enum Clock {
 
 impl Clock {
     /// The clock of a trigger from `source`.
-    pub fn of(source: TriggerSource) -> Clock {
+    pub fn of(source: &TriggerSource) -> Clock {
         match source {
             TriggerSource::Rule => Clock::Event,
-            TriggerSource::Operator | TriggerSource::Fallback => Clock::Wall,
+            // A source of a newer version: its event time is not known to
+            // mean what a rule's does, so the arbiter's own clock decides.
+            TriggerSource::Operator | TriggerSource::Fallback | TriggerSource::Unknown(_) => {
+                Clock::Wall
+            }
         }
     }
 }
@@ -260,6 +275,9 @@ pub struct LastVerdict {
     /// The winning firing's threshold, for its audit record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
+    /// Fields of a newer version, kept as read and written back unchanged.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl TargetState {
@@ -307,6 +325,67 @@ impl TargetState {
             .rev()
             .find_map(|v| v.command.as_ref())
     }
+}
+
+/// Why this arbiter must not decide `trigger` now: a record it would act on
+/// (the trigger, the target's state, its capacity record) is of a newer
+/// version than this build understands, or holds a value this build does
+/// not know where a decision depends on it (a firing's direction or action,
+/// the direction of a recent action). `None` when it may decide.
+///
+/// Deciding anyway could act on a meaning this build does not know, and
+/// storing the state would write back a record it could not fully read.
+/// The arbiter defers such a trigger instead (a delayed redelivery, audited
+/// and counted, never dead-lettered), so that an arbiter of the newer
+/// version takes it. Values that change no decision are tolerated and kept:
+/// an unknown trigger source, an unknown outcome in a stored verdict,
+/// unknown fields anywhere.
+pub fn beyond_this_version(
+    state: Option<&TargetState>,
+    capacity: Option<&CapacityRecord>,
+    trigger: &Trigger,
+) -> Option<String> {
+    let newer = |what: &str, v: Version| {
+        (!v.is_understood()).then(|| {
+            format!(
+                "{what} is of version {v}, newer than this arbiter's {}",
+                Version::CURRENT
+            )
+        })
+    };
+    if let Some(why) = newer("the trigger", trigger.v) {
+        return Some(why);
+    }
+    for firing in &trigger.firings {
+        if !firing.direction.is_known() {
+            return Some(format!(
+                "firing {} has a direction this arbiter does not know: {:?}",
+                firing.rule,
+                firing.direction.as_str()
+            ));
+        }
+        if let ScaleAction::Unknown(tag) = &firing.action {
+            return Some(format!(
+                "firing {} has an action this arbiter does not know: {tag:?}",
+                firing.rule
+            ));
+        }
+    }
+    if let Some(state) = state {
+        if let Some(why) = newer("the stored state", state.v) {
+            return Some(why);
+        }
+        if let Some((_, direction)) = state.recent_actions.iter().find(|(_, d)| !d.is_known()) {
+            return Some(format!(
+                "the stored state has a recent action in a direction this arbiter does not know: {:?}",
+                direction.as_str()
+            ));
+        }
+    }
+    if let Some(why) = capacity.and_then(|c| newer("the capacity record", c.v)) {
+        return Some(why);
+    }
+    None
 }
 
 /// A decision, the command it issues (if any), and the state to store.
@@ -458,12 +537,14 @@ fn superseded(target: &Target, state: &TargetState, trigger: &Trigger) -> Verdic
         .unwrap_or(u64::MAX);
     remember(Verdict {
         decision: Decision {
+            v: Version::CURRENT,
+            extra: Extra::new(),
             id: ids::derive("d", &[trigger.id.as_bytes()]),
             trigger_id: trigger.id.clone(),
             ts: trigger.ts,
             target: target.name.clone(),
             outcome: Outcome::Superseded,
-            direction: firing.map_or(Direction::None, |f| f.direction),
+            direction: firing.map_or(Direction::None, |f| f.direction.clone()),
             rule: firing.map(|f| f.rule.clone()),
             from: None,
             to: None,
@@ -501,7 +582,7 @@ fn decide_in_order<'a>(
         unreadable,
     } = observed.into();
     let ts = trigger.ts;
-    let clock = Clock::of(trigger.source);
+    let clock = Clock::of(&trigger.source);
     let forced = trigger.source == TriggerSource::Operator
         && trigger
             .firings
@@ -523,18 +604,20 @@ fn decide_in_order<'a>(
         |outcome: Outcome, firing: Option<&RuleFiring>, from, to, reason: String, state| {
             remember(Verdict {
                 decision: Decision {
+                    v: Version::CURRENT,
                     id: decision_id.clone(),
                     trigger_id: trigger.id.clone(),
                     ts,
                     target: target.name.clone(),
                     outcome,
-                    direction: firing.map_or(Direction::None, |f| f.direction),
+                    direction: firing.map_or(Direction::None, |f| f.direction.clone()),
                     rule: firing.map(|f| f.rule.clone()),
                     from,
                     to,
                     from_tier: None,
                     to_tier: None,
                     reason,
+                    extra: Extra::new(),
                 },
                 command: None,
                 state,
@@ -790,7 +873,7 @@ fn decide_in_order<'a>(
     // event time; operator and fallback actions are not counted in them.
     let flapping = match clock {
         Clock::Event => {
-            let flapping = record_action(&mut next, &target.flapping, ts, firing.direction);
+            let flapping = record_action(&mut next, &target.flapping, ts, firing.direction.clone());
             record_scale_event(
                 &mut next,
                 target,
@@ -830,10 +913,10 @@ fn decide_in_order<'a>(
     // Every action holds operator and fallback requests on the wall clock;
     // an operator's or fallback's also holds the rules there.
     next.wall_holds
-        .start(firing.direction, now_ms, cooldown_ms, warmup_ms);
+        .start(firing.direction.clone(), now_ms, cooldown_ms, warmup_ms);
     if clock == Clock::Wall {
         next.operator_holds
-            .start(firing.direction, now_ms, cooldown_ms, warmup_ms);
+            .start(firing.direction.clone(), now_ms, cooldown_ms, warmup_ms);
     }
     next.seq = state.seq + 1;
     next.desired = Some(desired);
@@ -850,6 +933,7 @@ fn decide_in_order<'a>(
             .unwrap_or_default(),
     );
     let command = Command {
+        v: Version::CURRENT,
         decision_id: decision_id.clone(),
         seq: next.seq,
         ts,
@@ -859,6 +943,7 @@ fn decide_in_order<'a>(
         tier: None,
         rule: Some(firing.rule.clone()),
         reason: reason.clone(),
+        extra: Extra::new(),
     };
     let mut v = verdict(
         Outcome::Scale,
@@ -1123,6 +1208,7 @@ fn resize(
         Some(to.clone()),
     );
     v.command = Some(Command {
+        v: Version::CURRENT,
         decision_id: v.decision.id.clone(),
         seq: next.seq,
         ts,
@@ -1132,6 +1218,7 @@ fn resize(
         tier: Some(to),
         rule: Some(firing.rule.clone()),
         reason,
+        extra: Extra::new(),
     });
     v
 }
@@ -1172,6 +1259,7 @@ fn remember(mut verdict: Verdict) -> Verdict {
             flapping: verdict.flapping.clone(),
             observed: None,
             threshold: None,
+            extra: Extra::new(),
         };
         // A verdict completed after it was first remembered (a scale gets
         // its command last) replaces its earlier self.
@@ -1257,6 +1345,7 @@ horizontal_scaling_rules:
 
     fn trigger(secs: i64, rules: &[&str]) -> Trigger {
         Trigger {
+            v: Version::CURRENT,
             id: format!("t{secs}{}", rules.join("")),
             ts: secs * 1000,
             target: "w".into(),
@@ -1561,7 +1650,7 @@ horizontal_scaling_rules:
         );
         let state = cooling.state.expect("stored");
         assert_eq!(
-            state.unsent().map(|v| v.decision.outcome),
+            state.unsent().map(|v| v.decision.outcome.clone()),
             Some(Outcome::Cooldown)
         );
         assert_eq!((state.verdicts_stored, state.verdicts_sent), (2, 1));
@@ -1640,6 +1729,7 @@ horizontal_scaling_rules:
         let target = &policy.targets["w"];
         let settings = ArbiterSettings::for_target(target, 30);
         let set = |n| Trigger {
+            v: Version::CURRENT,
             id: format!("op-{n}"),
             ts: 1_000_000,
             target: "w".into(),
@@ -1960,6 +2050,7 @@ mod replay_tests {
             &trigger,
         );
         let later = Trigger {
+            v: Version::CURRENT,
             id: "t-2".into(),
             ts: 500_000,
             ..trigger.clone()
@@ -1995,6 +2086,7 @@ mod tests_support {
         )
         .unwrap();
         let trigger = Trigger {
+            v: Version::CURRENT,
             id: "t-1".into(),
             ts: 1000,
             target: "w".into(),

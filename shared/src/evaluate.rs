@@ -507,8 +507,8 @@ fn step(
     let held_secs = u64::try_from(held_ms / 1000).unwrap_or(0);
     Some(RuleFiring {
         rule: slot.rule.name.clone(),
-        direction: slot.rule.direction,
-        action: slot.rule.action,
+        direction: slot.rule.direction.clone(),
+        action: slot.rule.action.clone(),
         observed: Some(observed),
         threshold: Some(condition.threshold),
         condition: condition.text.clone(),
@@ -663,7 +663,7 @@ vertical_scaling_rules:
             (316, 0.30, 15, None), // the 15 made at 30 s (on target) is in the window
             (331, 0.30, 15, Some((Direction::Down, 8))),
         ];
-        for &(secs, cpu, capacity, want) in feed {
+        for (secs, cpu, capacity, want) in feed.iter().cloned() {
             ev.set_capacity("web", capacity);
             let mut firings = Vec::new();
             ev.observe(
@@ -673,8 +673,8 @@ vertical_scaling_rules:
                 &mut firings,
             )
             .unwrap();
-            let got = firings.first().map(|f| match f.action {
-                ScaleAction::Set(n) => (f.direction, n),
+            let got = firings.first().map(|f| match &f.action {
+                ScaleAction::Set(n) => (f.direction.clone(), *n),
                 other => panic!("unexpected action {other:?}"),
             });
             assert_eq!(got, want, "at {secs}s: {firings:?}");
@@ -701,7 +701,7 @@ vertical_scaling_rules:
         assert!(rejected.is_empty());
         let kinds: Vec<Vec<ScaleAction>> = triggers
             .iter()
-            .map(|t| t.firings.iter().map(|f| f.action).collect())
+            .map(|t| t.firings.iter().map(|f| f.action.clone()).collect())
             .collect();
         assert_eq!(
             kinds,
@@ -880,8 +880,8 @@ vertical_scaling_rules:
         assert_eq!(a.len(), 1);
         let firing = &a[0].firings[0];
         assert_eq!(
-            (firing.direction, firing.action),
-            (Direction::Up, ScaleAction::Add(5))
+            (&firing.direction, &firing.action),
+            (&Direction::Up, &ScaleAction::Add(5))
         );
         assert_eq!(
             firing.reason,

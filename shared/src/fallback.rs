@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use crate::evaluate::human_secs;
 use crate::ids;
 use crate::policy::{Fallback, Policy};
-use crate::wire::{Direction, RuleFiring, ScaleAction, Trigger, TriggerSource};
+use crate::wire::{Direction, RuleFiring, ScaleAction, Trigger, TriggerSource, Version};
 
 struct Watch {
     fallback: Fallback,
@@ -83,6 +83,7 @@ impl SilenceWatch {
             );
             let last = watch.last_event_ts.to_be_bytes();
             due.push(Trigger {
+                v: Version::CURRENT,
                 id: ids::derive("t", &[target.as_bytes(), b"fallback", &last]),
                 ts: now_ms,
                 target: target.clone(),

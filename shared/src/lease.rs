@@ -107,6 +107,7 @@ pub fn take(
             decision_id: decision_id.to_string(),
             owner: owner.to_string(),
             expires_ms,
+            extra: Default::default(),
         }),
         ..record.clone()
     }
@@ -140,6 +141,7 @@ mod tests {
                 decision_id: "d".into(),
                 owner: "a".into(),
                 expires_ms,
+                extra: Default::default(),
             }),
             backend: "sim".into(),
             ..Default::default()

@@ -15,6 +15,7 @@
 //! - [`tracking`]: target tracking, the HPA algorithm (tolerance, stabilization, rate limits).
 //! - [`arbitrate`]: cooldowns, bounds and conflict resolution into an absolute desired capacity.
 //! - [`lease`]: the per-target lease that keeps actuator replicas in decision order.
+//! - `schema` (feature `schema`): the JSON Schemas in `schemas/`, generated from the wire types.
 
 pub mod arbitrate;
 pub mod codec;
@@ -24,6 +25,8 @@ pub mod ids;
 pub mod lease;
 pub mod normalise;
 pub mod policy;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod subjects;
 pub mod tracking;
 pub mod units;

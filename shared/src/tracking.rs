@@ -191,7 +191,7 @@ pub struct Recommendation {
 }
 
 /// What stabilization made of a raw recommendation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stabilized {
     /// The stabilized recommendation.
     pub desired: u32,
@@ -299,7 +299,7 @@ pub fn rate_limit(
             };
         }
     };
-    let rules = behavior.rules(direction);
+    let rules = behavior.rules(direction.clone());
     let word = if direction == Direction::Up {
         "scale-up"
     } else {
@@ -327,7 +327,7 @@ pub fn rate_limit(
             .map(|e| e.change)
             .sum();
         let period_start = (current_i - changed).max(0);
-        let limit = match (direction, policy.kind) {
+        let limit = match (&direction, policy.kind) {
             (Direction::Up, PolicyKind::Pods) => period_start + i64::from(policy.value),
             (Direction::Up, PolicyKind::Percent) => {
                 (period_start as f64 * (1.0 + f64::from(policy.value) / 100.0)).ceil() as i64

@@ -2,31 +2,31 @@
 //! read [`AuditRecord`]; the rest flows between stages. Every struct
 //! tolerates unknown fields, so newer publishers do not break older readers.
 //! The JSON Schemas in `schemas/` describe the same shapes.
+//!
+//! Across a rolling upgrade ([`open`]): stored records carry a [`Version`]
+//! `v`, records that are read and written back keep unknown fields in
+//! `extra`, and enums decode values they do not know as `Unknown`.
+
+pub mod open;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// Scale direction, ordered so that the safest wins a `max`: Down < None < Up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// Remove capacity.
-    Down,
-    /// Leave capacity as it is.
-    None,
-    /// Add capacity.
-    Up,
-}
+use open::open_enum;
+pub use open::{Extra, Version, VersionProbe};
 
-impl Direction {
-    /// `up`, `down` or `none`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Down => "down",
-            Direction::None => "none",
-            Direction::Up => "up",
-        }
+open_enum! {
+    /// Scale direction, ordered so that the safest wins a `max`: Down < None
+    /// < Up. An `Unknown` direction (a newer writer's) is never acted on.
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum Direction {
+        /// Remove capacity.
+        Down = "down",
+        /// Leave capacity as it is.
+        None = "none",
+        /// Add capacity.
+        Up = "up",
     }
 }
 
@@ -43,17 +43,24 @@ pub enum SampleValue {
 
 /// A metric sample as publishers send it on `nova.metrics.<target>.<metric>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MetricSampleIn {
     /// Metric name; may be omitted when the subject names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,
     /// The measured value.
     pub value: SampleValue,
-    /// Event time in unix milliseconds; receive time when absent.
+    /// Event time in unix milliseconds, integer or float (Python's
+    /// `time.time() * 1000` works; a float is truncated) within +-9e15;
+    /// receive time when absent or null.
     #[serde(
         default,
         deserialize_with = "de_opt_millis",
         skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<f64>", range(min = -9.0e15, max = 9.0e15))
     )]
     pub ts: Option<i64>,
     /// Which instance measured it; samples of one metric from several
@@ -99,6 +106,27 @@ impl<'de> Deserialize<'de> for SampleValue {
             }
         }
         deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+/// What the visitors above accept: a number, or a string with a unit that
+/// ingest reads (a number, then `%`, `ms` or `s`; a string ingest would
+/// reject is refused here already).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for SampleValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SampleValue".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["number", "string"],
+            "pattern": r"^\s*[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*(?:%|ms|s)?\s*$",
+        })
     }
 }
 
@@ -149,6 +177,7 @@ fn de_opt_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i6
 
 /// A validated sample in canonical units (ratio, seconds, count).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Sample {
     /// Metric name.
     pub metric: String,
@@ -163,6 +192,7 @@ pub struct Sample {
 
 /// Normalised samples for one target, as ingest publishes them on `nova.samples.<target>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SampleBatch {
     /// Target the samples belong to.
     pub target: String,
@@ -170,9 +200,9 @@ pub struct SampleBatch {
     pub samples: Vec<Sample>,
 }
 
-/// A relative or absolute capacity change, as a rule states it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// A relative or absolute capacity change, as a rule states it: on the wire
+/// `{"add": 2}`, `{"remove": 1}`, `{"set": 10}` or `"next_tier"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScaleAction {
     /// Add this many instances.
     Add(u32),
@@ -183,44 +213,173 @@ pub enum ScaleAction {
     /// Move one step up the rule's tier ladder (vertical scaling); the
     /// number of instances stays.
     NextTier,
+    /// An action this version does not know (a newer writer's), by its tag
+    /// (`{"scale_by": 3}` is `Unknown("scale_by")`); never acted on.
+    Unknown(String),
 }
 
 impl ScaleAction {
     /// The capacity this action asks for, from `current` (before bounds).
-    pub fn apply(self, current: u32) -> u32 {
-        match self {
+    /// An unknown action asks for no change.
+    pub fn apply(&self, current: u32) -> u32 {
+        match *self {
             ScaleAction::Add(n) => current.saturating_add(n),
             ScaleAction::Remove(n) => current.saturating_sub(n),
             ScaleAction::Set(n) => n,
-            ScaleAction::NextTier => current,
+            ScaleAction::NextTier | ScaleAction::Unknown(_) => current,
         }
     }
 
     /// Operator wording: `add 2`, `remove 1`, `set to 20`.
-    pub fn describe(self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             ScaleAction::Add(n) => format!("add {n}"),
             ScaleAction::Remove(n) => format!("remove {n}"),
             ScaleAction::Set(n) => format!("set to {n}"),
             ScaleAction::NextTier => "upgrade to the next tier".to_string(),
+            ScaleAction::Unknown(tag) => format!("{tag} (an action this version does not know)"),
+        }
+    }
+
+    /// Whether this version knows the action.
+    pub fn is_known(&self) -> bool {
+        !matches!(self, ScaleAction::Unknown(_))
+    }
+}
+
+// By hand, so that an action of a newer version decodes as `Unknown` and
+// the shape stays what serde derives for the known ones.
+impl Serialize for ScaleAction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ScaleAction::Add(n) => serializer.serialize_newtype_variant("ScaleAction", 0, "add", n),
+            ScaleAction::Remove(n) => {
+                serializer.serialize_newtype_variant("ScaleAction", 1, "remove", n)
+            }
+            ScaleAction::Set(n) => serializer.serialize_newtype_variant("ScaleAction", 2, "set", n),
+            ScaleAction::NextTier => {
+                serializer.serialize_unit_variant("ScaleAction", 3, "next_tier")
+            }
+            ScaleAction::Unknown(tag) => serializer.serialize_str(tag),
         }
     }
 }
 
-/// Where a trigger came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TriggerSource {
-    /// A threshold rule held for its duration.
-    Rule,
-    /// An operator's request through `novactl` or the control subjects.
-    Operator,
-    /// The target's metric source went silent and the policy has a fallback.
-    Fallback,
+/// The actions this version writes (a reader also takes a newer version's
+/// unknown tag, as `Unknown`).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ScaleAction {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ScaleAction".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "oneOf": [
+                {
+                    "type": "object",
+                    "description": "A capacity change, externally tagged: exactly one key.",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "additionalProperties": false,
+                    "properties": {
+                        "add": {
+                            "type": "integer", "minimum": 1, "maximum": u32::MAX,
+                            "description": "Add this many instances.",
+                        },
+                        "remove": {
+                            "type": "integer", "minimum": 1, "maximum": u32::MAX,
+                            "description": "Remove this many instances.",
+                        },
+                        "set": {
+                            "type": "integer", "minimum": 0, "maximum": u32::MAX,
+                            "description": "Set capacity to exactly this many instances (a \"set to\" rule, an operator or fallback request, or a target tracking rule's recommendation).",
+                        },
+                    },
+                },
+                {
+                    "const": "next_tier",
+                    "description": "Move one step up the rule's tier ladder (vertical scaling); the number of instances stays.",
+                },
+            ],
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ScaleAction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ActionVisitor;
+        impl<'de> serde::de::Visitor<'de> for ActionVisitor {
+            type Value = ScaleAction;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"an action: {"add": n}, {"remove": n}, {"set": n} or "next_tier""#)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ScaleAction, E> {
+                Ok(match v {
+                    "next_tier" => ScaleAction::NextTier,
+                    "add" | "remove" | "set" => {
+                        return Err(E::custom(format!(
+                            "action {v:?} needs a number: {{{v:?}: n}}"
+                        )));
+                    }
+                    other => ScaleAction::Unknown(other.to_string()),
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ScaleAction, A::Error> {
+                use serde::de::Error;
+                let Some(tag) = map.next_key::<String>()? else {
+                    return Err(A::Error::custom("an action map needs one key, found none"));
+                };
+                let action = match tag.as_str() {
+                    "add" => ScaleAction::Add(map.next_value()?),
+                    "remove" => ScaleAction::Remove(map.next_value()?),
+                    "set" => ScaleAction::Set(map.next_value()?),
+                    "next_tier" => {
+                        map.next_value::<()>()?;
+                        ScaleAction::NextTier
+                    }
+                    _ => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        ScaleAction::Unknown(tag)
+                    }
+                };
+                if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::custom("an action map has one key, found more"));
+                }
+                Ok(action)
+            }
+        }
+        deserializer.deserialize_any(ActionVisitor)
+    }
+}
+
+open_enum! {
+    /// Where a trigger came from. The arbiter decides a trigger of an
+    /// `Unknown` source like any other: the source does not change a decision.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub enum TriggerSource {
+        /// A threshold rule held for its duration.
+        Rule = "rule",
+        /// An operator's request through `novactl` or the control subjects.
+        Operator = "operator",
+        /// The target's metric source went silent and the policy has a fallback.
+        Fallback = "fallback",
+    }
 }
 
 /// One rule that fired, with what it saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RuleFiring {
     /// Rule name, `<group>.<scale_up|scale_down>` for runbook rules.
     pub rule: String,
@@ -247,7 +406,11 @@ pub struct RuleFiring {
 
 /// Rules that fired for one target at one event time: `nova.triggers.<target>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Trigger {
+    /// Version of the message's shape (1 when absent: written before versions).
+    #[serde(default = "Version::unversioned")]
+    pub v: Version,
     /// Deterministic id (same inputs, same id), used as `Nats-Msg-Id`.
     pub id: String,
     /// Event time of the sample that completed the condition, unix ms.
@@ -260,69 +423,57 @@ pub struct Trigger {
     pub firings: Vec<RuleFiring>,
 }
 
-/// What the arbiter made of a trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// A command was issued.
-    Scale,
-    /// Not taken: the direction is cooling down.
-    Cooldown,
-    /// Not taken: already at the maximum.
-    AtMax,
-    /// Not taken: already at the minimum.
-    AtMin,
-    /// Not taken: a recent scale-up signal outranks this scale-down.
-    Overridden,
-    /// Not taken: capacity would not change.
-    NoChange,
-    /// Not taken: the target's capacity is not known yet.
-    UnknownCapacity,
-    /// Not taken: this trigger was already decided (redelivery or replica).
-    Duplicate,
-    /// Not taken: an operator paused this direction.
-    Paused,
-    /// Not taken: the target is in dry-run mode; the reason says what would happen.
-    DryRun,
-    /// Not taken: capacity added by the last scale-up is still warming up.
-    WarmingUp,
-    /// Not taken: a target tracking rule's rate-limit policies allow no
-    /// change now (or its direction is disabled).
-    RateLimited,
-    /// Not taken: the target's tier is the top of the vertical rule's ladder
-    /// (or on no step of it).
-    AtTopTier,
-    /// Not taken: the rule fired before the target's last action, which a
-    /// later trigger caused (decided first, after a broker outage or by
-    /// another arbiter replica); an older view is not applied after a newer.
-    Superseded,
-}
-
-impl Outcome {
-    /// The outcome's wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Scale => "scale",
-            Outcome::Cooldown => "cooldown",
-            Outcome::AtMax => "at_max",
-            Outcome::AtMin => "at_min",
-            Outcome::Overridden => "overridden",
-            Outcome::NoChange => "no_change",
-            Outcome::UnknownCapacity => "unknown_capacity",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Paused => "paused",
-            Outcome::DryRun => "dry_run",
-            Outcome::WarmingUp => "warming_up",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::AtTopTier => "at_top_tier",
-            Outcome::Superseded => "superseded",
-        }
+open_enum! {
+    /// What the arbiter made of a trigger.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub enum Outcome {
+        /// A command was issued.
+        Scale = "scale",
+        /// Not taken: the direction is cooling down.
+        Cooldown = "cooldown",
+        /// Not taken: already at the maximum.
+        AtMax = "at_max",
+        /// Not taken: already at the minimum.
+        AtMin = "at_min",
+        /// Not taken: a recent scale-up signal outranks this scale-down.
+        Overridden = "overridden",
+        /// Not taken: capacity would not change.
+        NoChange = "no_change",
+        /// Not taken: the target's capacity is not known yet.
+        UnknownCapacity = "unknown_capacity",
+        /// Not taken: this trigger was already decided (redelivery or replica).
+        Duplicate = "duplicate",
+        /// Not taken: an operator paused this direction.
+        Paused = "paused",
+        /// Not taken: the target is in dry-run mode; the reason says what would happen.
+        DryRun = "dry_run",
+        /// Not taken: capacity added by the last scale-up is still warming up.
+        WarmingUp = "warming_up",
+        /// Not taken: a target tracking rule's rate-limit policies allow no
+        /// change now (or its direction is disabled).
+        RateLimited = "rate_limited",
+        /// Not taken: the target's tier is the top of the vertical rule's ladder
+        /// (or on no step of it).
+        AtTopTier = "at_top_tier",
+        /// Not decided, yet: the trigger, the target's state or its capacity
+        /// record is of a newer version than this arbiter understands (or
+        /// holds a value it does not know that the decision depends on).
+        /// Only audited, never stored: the trigger is redelivered until an
+        /// arbiter that understands it decides it.
+        Deferred = "deferred",
+        /// Not taken: the rule fired before the target's last action, which a
+        /// later trigger caused (decided first, after a broker outage or by
+        /// another arbiter replica); an older view is not applied after a newer.
+        Superseded = "superseded",
     }
 }
 
 /// The arbiter's decision about one trigger, taken or not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
+    /// Version of the record's shape (1 when absent: written before versions).
+    #[serde(default = "Version::unversioned")]
+    pub v: Version,
     /// Deterministic id derived from the trigger id; the command's `Nats-Msg-Id`.
     pub id: String,
     /// The trigger decided on.
@@ -352,11 +503,19 @@ pub struct Decision {
     pub to_tier: Option<String>,
     /// One sentence for operators: rule, value, threshold, and what shaped it.
     pub reason: String,
+    /// Fields of a newer version, kept as read: a decision is stored in the
+    /// arbiter's state and written back with it.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// An absolute capacity command on `nova.commands.<target>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Command {
+    /// Version of the message's shape (1 when absent: written before versions).
+    #[serde(default = "Version::unversioned")]
+    pub v: Version,
     /// The decision that issued it; also the `Nats-Msg-Id`.
     pub decision_id: String,
     /// Per-target sequence number; the actuator never applies an older one.
@@ -377,39 +536,37 @@ pub struct Command {
     pub rule: Option<String>,
     /// The decision's reason.
     pub reason: String,
+    /// Fields of a newer version, kept as read: a command is stored in the
+    /// arbiter's state and published again from it after a crash.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub extra: Extra,
 }
 
-/// How a command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResultStatus {
-    /// The backend accepted the new capacity.
-    Succeeded,
-    /// The backend refused or could not be reached.
-    Failed,
-    /// Not applied again: this very command was already applied (a
-    /// redelivery after the result was written).
-    Skipped,
-    /// Not applied: a newer command for the target was already applied or is
-    /// being applied, and commands take effect in decision order.
-    Superseded,
-}
-
-impl ResultStatus {
-    /// The status's wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResultStatus::Succeeded => "succeeded",
-            ResultStatus::Failed => "failed",
-            ResultStatus::Skipped => "skipped",
-            ResultStatus::Superseded => "superseded",
-        }
+open_enum! {
+    /// How a command ended.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub enum ResultStatus {
+        /// The backend accepted the new capacity.
+        Succeeded = "succeeded",
+        /// The backend refused or could not be reached.
+        Failed = "failed",
+        /// Not applied again: this very command was already applied (a
+        /// redelivery after the result was written).
+        Skipped = "skipped",
+        /// Not applied: a newer command for the target was already applied or is
+        /// being applied, and commands take effect in decision order.
+        Superseded = "superseded",
     }
 }
 
 /// The result of executing a command, on `nova.results.<target>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ActionResult {
+    /// Version of the message's shape (1 when absent: written before versions).
+    #[serde(default = "Version::unversioned")]
+    pub v: Version,
     /// The command's decision id.
     pub decision_id: String,
     /// The command's sequence number.
@@ -436,7 +593,12 @@ pub struct ActionResult {
 
 /// Capacity of a target as the actuator last saw it (KV `nova_capacity`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CapacityRecord {
+    /// Version of the record's shape (1 when absent: written before
+    /// versions). An actuator does not write back a record of a newer version.
+    #[serde(default = "Version::unversioned")]
+    pub v: Version,
     /// Target.
     pub target: String,
     /// Desired capacity set on the backend.
@@ -468,10 +630,15 @@ pub struct CapacityRecord {
     /// (`desired` is then the last value read successfully).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<BackendFault>,
+    /// Fields of a newer version, kept as read and written back unchanged.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub extra: Extra,
 }
 
 /// An actuator's hold on a target while it applies one command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Lease {
     /// The command's decision id.
     pub decision_id: String,
@@ -480,65 +647,67 @@ pub struct Lease {
     /// Wall-clock end of the lease, unix ms: after it, another actuator may
     /// take the command over.
     pub expires_ms: i64,
+    /// Fields of a newer version, kept as read and written back unchanged.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub extra: Extra,
 }
 
 /// A backend error as stored for operators and the arbiter: one line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BackendFault {
     /// Wall-clock time of the failed call, unix ms.
     pub at_ms: i64,
     /// What is wrong and what to do, in one line.
     pub message: String,
+    /// Fields of a newer version, kept as read and written back unchanged.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub extra: Extra,
 }
 
-/// Which stage wrote an audit record or a dead letter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// The ingest service.
-    Ingest,
-    /// The evaluator service.
-    Evaluator,
-    /// The arbiter service.
-    Arbiter,
-    /// The actuator service.
-    Actuator,
-    /// The audit service.
-    Audit,
-}
-
-impl Stage {
-    /// The stage's subject token.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Ingest => "ingest",
-            Stage::Evaluator => "evaluator",
-            Stage::Arbiter => "arbiter",
-            Stage::Actuator => "actuator",
-            Stage::Audit => "audit",
-        }
+open_enum! {
+    /// Which stage wrote an audit record or a dead letter.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub enum Stage {
+        /// The ingest service.
+        Ingest = "ingest",
+        /// The evaluator service.
+        Evaluator = "evaluator",
+        /// The arbiter service.
+        Arbiter = "arbiter",
+        /// The actuator service.
+        Actuator = "actuator",
+        /// The audit service.
+        Audit = "audit",
     }
 }
 
-/// What an audit record is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuditKind {
-    /// A rule fired (evaluator).
-    Trigger,
-    /// A decision, taken or not (arbiter).
-    Decision,
-    /// A command picked up for execution (actuator).
-    Command,
-    /// A command's result (actuator).
-    Result,
-    /// An operator's pause or resume (arbiter).
-    Control,
+open_enum! {
+    /// What an audit record is about.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub enum AuditKind {
+        /// A rule fired (evaluator).
+        Trigger = "trigger",
+        /// A decision, taken or not (arbiter).
+        Decision = "decision",
+        /// A command picked up for execution (actuator).
+        Command = "command",
+        /// A command's result (actuator).
+        Result = "result",
+        /// An operator's pause or resume (arbiter).
+        Control = "control",
+    }
 }
 
 /// One audit record on `nova.audit.<stage>.<target>`, kept in stream `NOVA_AUDIT`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditRecord {
+    /// Version of the record's shape (1 when absent: written before versions).
+    #[serde(default = "Version::unversioned")]
+    pub v: Version,
     /// Unique, deterministic id (also the `Nats-Msg-Id`).
     pub id: String,
     /// Unix ms: event time for triggers and decisions, wall time for actuation.
@@ -577,6 +746,11 @@ pub struct AuditRecord {
     /// What the backend answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_response: Option<String>,
+    /// Fields of a newer version, kept as read: the audit service answers
+    /// queries with the records as their writers wrote them.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub extra: Extra,
 }
 
 impl AuditRecord {
@@ -591,6 +765,7 @@ impl AuditRecord {
         reason: String,
     ) -> Self {
         AuditRecord {
+            v: Version::CURRENT,
             id,
             ts,
             stage,
@@ -606,13 +781,18 @@ impl AuditRecord {
             trigger_id: None,
             decision_id: None,
             backend_response: None,
+            extra: Extra::new(),
         }
     }
 }
 
 /// A message a stage could not use, on `nova.dead.<stage>`, kept in stream `NOVA_DEAD`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeadLetter {
+    /// Version of the message's shape (1 when absent: written before versions).
+    #[serde(default = "Version::unversioned")]
+    pub v: Version,
     /// Stage that rejected it.
     pub stage: Stage,
     /// Subject it arrived on.
@@ -624,6 +804,10 @@ pub struct DeadLetter {
     /// The original payload, byte for byte (or the rejected element of a
     /// batch), cut at [`DEAD_PAYLOAD_MAX`] bytes so the letter itself fits.
     #[serde(with = "serde_bytes")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::dead_payload")
+    )]
     pub payload: Vec<u8>,
     /// The original payload's size in bytes.
     #[serde(default)]
@@ -644,6 +828,7 @@ pub const DEAD_PAYLOAD_MAX: usize = 64 * 1024;
 /// A query to the audit service on `nova.ctl.audit` (request/reply); the
 /// reply is a list of [`AuditRecord`], oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditQuery {
     /// Only records about this target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -666,6 +851,8 @@ pub struct ErrorReply {
 pub const CAPACITY_VERB: &str = "capacity";
 
 /// An actuator's answer to a capacity request.
+// One answer per request, never kept in bulk: boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CapacityAnswer {
@@ -855,6 +1042,7 @@ fn up_or_down<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Direc
 
 /// The reply to a control request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ControlReply {
     /// Whether the request was carried out.
     pub ok: bool,
@@ -893,6 +1081,7 @@ impl ControlReply {
 
 /// One target as the arbiter sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TargetStatus {
     /// Target.
     pub target: String,

@@ -63,8 +63,8 @@ fn trigger(policy: &Policy, n: usize, ts: i64, rules: &[usize]) -> Trigger {
             let rule = target.rule(RULES[r]).expect("rule");
             RuleFiring {
                 rule: rule.name.clone(),
-                direction: rule.direction,
-                action: rule.action,
+                direction: rule.direction.clone(),
+                action: rule.action.clone(),
                 observed: None,
                 threshold: None,
                 condition: rule.condition.text.clone(),
@@ -74,6 +74,7 @@ fn trigger(policy: &Policy, n: usize, ts: i64, rules: &[usize]) -> Trigger {
         })
         .collect();
     Trigger {
+        v: nova_shared::wire::Version::CURRENT,
         id: format!("t-{n}"),
         ts,
         target: "w".into(),
@@ -154,7 +155,7 @@ proptest! {
         let mut ts = 0;
         for (n, (gap, firings)) in steps.into_iter().enumerate() {
             ts += gap * 1000;
-            let trigger = Trigger { id: format!("t-{n}"), ts, target: "m".into(), source: TriggerSource::Rule, firings };
+            let trigger = Trigger { v: nova_shared::wire::Version::CURRENT, id: format!("t-{n}"), ts, target: "m".into(), source: TriggerSource::Rule, firings };
             let verdict = decide(target, settings, &state, Some(&observed), &trigger);
             prop_assert!(!verdict.decision.reason.is_empty());
             if let Some(command) = &verdict.command {
@@ -182,6 +183,7 @@ proptest! {
             ts += gap * 1000;
             let direction = if *asked > current { Direction::Up } else { Direction::Down };
             let trigger = Trigger {
+                v: nova_shared::wire::Version::CURRENT,
                 id: format!("t-{n}"),
                 ts,
                 target: "w".into(),

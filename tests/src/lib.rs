@@ -343,8 +343,9 @@ impl Pipeline {
                     .await
                     .expect("audit");
             }),
+            Stage::Unknown(name) => panic!("no stage {name:?} to start"),
         };
-        let replicas = self.running.entry(stage.as_str()).or_default();
+        let replicas = self.running.entry(stage.label()).or_default();
         replicas.push((trigger, handle));
         let count = replicas.len();
         self.wait_ready(stage, count).await;
@@ -397,7 +398,7 @@ impl Pipeline {
 /// subscribed.
 pub async fn wait_ready(url: &str, stage: Stage, replicas: usize) {
     let client = connect(url, "ping").await;
-    let subject = nova_runtime::ping::subject(stage);
+    let subject = nova_runtime::ping::subject(stage.clone());
     within(
         &format!("{replicas} {} replica(s) to answer", stage.as_str()),
         WAIT,

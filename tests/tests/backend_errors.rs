@@ -60,6 +60,7 @@ impl World {
     /// Asks for one more instance of `api`, as a rule would.
     async fn grow(&self) {
         let trigger = Trigger {
+            v: nova_shared::wire::Version::CURRENT,
             id: "grow-api".into(),
             ts: nova_runtime::now_ms(),
             target: "api".into(),

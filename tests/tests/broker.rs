@@ -137,6 +137,7 @@ async fn a_decision_whose_command_stream_is_gone_is_retried_not_dead_lettered() 
         .await
         .expect("delete stream");
     let trigger = Trigger {
+        v: nova_shared::wire::Version::CURRENT,
         id: "grow-1".into(),
         ts: nova_runtime::now_ms(),
         target: "web".into(),

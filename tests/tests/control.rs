@@ -90,6 +90,7 @@ async fn control_requests_are_answered_while_a_trigger_waits_on_a_silent_actuato
 
     // A trigger for `slow`: the arbiter asks for its capacity, and waits.
     let trigger = Trigger {
+        v: nova_shared::wire::Version::CURRENT,
         id: "t-slow-1".into(),
         ts: nova_runtime::now_ms(),
         target: "slow".into(),

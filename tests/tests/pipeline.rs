@@ -134,7 +134,7 @@ fn kinds(records: &[AuditRecord], target: &str) -> Vec<(AuditKind, String)> {
     records
         .iter()
         .filter(|r| r.target == target)
-        .map(|r| (r.kind, r.outcome.clone()))
+        .map(|r| (r.kind.clone(), r.outcome.clone()))
         .collect()
 }
 

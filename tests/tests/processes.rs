@@ -47,6 +47,7 @@ fn policy_file(endpoint: &str, targets: usize) -> tempfile::NamedTempFile {
 
 fn grow(target: &str, round: u32, t0: i64) -> Trigger {
     Trigger {
+        v: nova_shared::wire::Version::CURRENT,
         id: format!("burst-{target}-{round}"),
         ts: t0 + i64::from(round) * 1000,
         target: target.to_string(),

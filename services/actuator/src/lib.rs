@@ -40,6 +40,12 @@
 //! older command never does: the claim is a high-water mark), re-applying
 //! the same absolute capacity. Between 3 and 5 the redelivery finds the
 //! command applied and re-publishes its result under the same ids.
+//!
+//! Across a rolling upgrade: a command of a newer version, or a capacity
+//! record of a newer version, is left to a newer actuator. The command is
+//! delayed ([`DEFER_DELAY`]) and counted (`nova_deferred_total`), never
+//! dead-lettered, and the record is neither leased nor observed over; a
+//! record it can read keeps the fields it does not know.
 
 pub mod backend;
 pub mod ecs;
@@ -64,12 +70,12 @@ use nova_shared::policy::Policy;
 use nova_shared::subjects;
 use nova_shared::wire::{
     ActionResult, AuditKind, AuditRecord, BackendFault, CAPACITY_VERB, CapacityAnswer,
-    CapacityRecord, Command, ResultStatus, Stage,
+    CapacityRecord, Command, ResultStatus, Stage, Version, VersionProbe,
 };
 use thiserror::Error;
 use tracing::Instrument;
 
-use crate::backend::{Backend, BackendError, Observation};
+use crate::backend::{Backend, BackendError, BackendErrorKind, Observation};
 
 /// Actuator settings.
 #[derive(Debug, Clone)]
@@ -249,10 +255,24 @@ fn observed_record(
     }
 }
 
+/// How long a command this actuator leaves to a newer one waits before it
+/// is delivered again (to any replica: a newer one applies it).
+pub const DEFER_DELAY: Duration = Duration::from_secs(5);
+
+/// Why a capacity record is left alone: a newer version wrote it.
+fn beyond_this_version(target: &str, v: Version) -> String {
+    format!(
+        "the capacity record of {target} is of version {v}, newer than this actuator's {}: \
+         left to a newer actuator",
+        Version::CURRENT
+    )
+}
+
 fn fault(error: &BackendError) -> BackendFault {
     BackendFault {
         at_ms: nova_runtime::now_ms(),
         message: error.to_string(),
+        extra: Default::default(),
     }
 }
 
@@ -291,6 +311,10 @@ impl Actuator {
         let (revision, previous) = before
             .as_ref()
             .map_or((0, None), |v| (v.revision, Some(&v.value)));
+        if let Some(newer) = previous.filter(|p| !p.v.is_understood()) {
+            // Never written back by a version that cannot fully read it.
+            return Err(beyond_this_version(target, newer.v));
+        }
         let (record, failure) = match backend.observe().await {
             Ok(obs) => (
                 Some(observed_record(previous, target, backend.kind(), obs)),
@@ -361,12 +385,23 @@ impl Actuator {
             match nova_runtime::decode(&message.payload, message.headers.as_ref()) {
                 Ok(command) => command,
                 Err(error) => {
+                    // A newer version's command this one cannot read waits
+                    // for a newer actuator; anything else is bad input.
+                    if let Ok(VersionProbe { v }) =
+                        nova_runtime::decode(&message.payload, message.headers.as_ref())
+                        && !v.is_understood()
+                    {
+                        return self.defer(&message, &subject, v).await;
+                    }
                     return self
                         .dead
                         .reject(&message, format!("not a command: {error}"))
                         .await;
                 }
             };
+        if !command.v.is_understood() {
+            return self.defer(&message, &subject, command.v).await;
+        }
         if command.target != subjects::last_token(&subject) {
             let reason = format!(
                 "command for target {:?} arrived on {subject}",
@@ -403,6 +438,18 @@ impl Actuator {
         }
     }
 
+    /// Leaves a command of a newer version to a newer actuator: counted and
+    /// delivered again after [`DEFER_DELAY`], never dead-lettered.
+    async fn defer(&self, message: &jetstream::Message, subject: &str, v: Version) {
+        metrics::counter!(names::DEFERRED, "stage" => "actuator").increment(1);
+        tracing::warn!(
+            subject,
+            "command of version {v}, newer than this actuator's {}, left to a newer actuator",
+            Version::CURRENT
+        );
+        nova_runtime::ack(message, AckKind::Nak(Some(DEFER_DELAY))).await;
+    }
+
     /// Claims the target's lease for `command`, by compare-and-set.
     async fn claim(&self, command: &Command) -> Result<(Claim, CapacityRecord), KvError> {
         let mut backoff = kv::conflict_backoff();
@@ -423,6 +470,20 @@ impl Actuator {
                 |v| (v.revision, v.value),
             );
             let now = nova_runtime::now_ms();
+            if !record.v.is_understood() {
+                // A newer actuator's record is not written back by this one:
+                // the command waits and comes back, for a newer replica.
+                metrics::counter!(names::DEFERRED, "stage" => "actuator").increment(1);
+                tracing::warn!(
+                    target = command.target,
+                    "{}",
+                    beyond_this_version(&command.target, record.v)
+                );
+                let until_ms =
+                    now.saturating_add(i64::try_from(DEFER_DELAY.as_millis()).unwrap_or(i64::MAX));
+                let holder = record.claimed_seq;
+                return Ok((Claim::Wait { holder, until_ms }, record));
+            }
             let claim = lease::claim(Some(&record), command.seq, now);
             let Claim::Take { attempt } = claim else {
                 return Ok((claim, record));
@@ -585,6 +646,24 @@ impl Actuator {
                 .await?;
                 Ok(Step::Done)
             }
+            Err(error) if is_broker_outage(&error) => {
+                // A simulated fleet keeps its state in NATS: a stream without
+                // a leader is the broker's outage, not the backend failing,
+                // so it does not use up one of the command's attempts (the
+                // cluster chaos test saw commands fail "after 3 attempts"
+                // that way). The call is absolute, so repeating it is safe.
+                metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
+                tracing::warn!(
+                    decision = command.decision_id,
+                    "backend state unreachable, will retry: {error}"
+                );
+                self.release(command, |r| CapacityRecord {
+                    attempts: r.attempts.saturating_sub(1),
+                    ..r.clone()
+                })
+                .await?;
+                Ok(Step::Wait(BROKER_RETRY))
+            }
             Err(error) if error.is_retryable() && attempt < self.max_attempts => {
                 metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
                 tracing::warn!(
@@ -676,11 +755,12 @@ impl Actuator {
             response,
         } = outcome;
         let result = ActionResult {
+            v: Version::CURRENT,
             decision_id: command.decision_id.clone(),
             seq: command.seq,
             target: command.target.clone(),
             ts: nova_runtime::now_ms(),
-            status,
+            status: status.clone(),
             backend: kind.to_string(),
             from,
             desired: command.desired,
@@ -702,14 +782,17 @@ impl Actuator {
             ResultStatus::Skipped | ResultStatus::Superseded => {
                 format!("{} left alone: {response}", command.target)
             }
-            ResultStatus::Failed => format!("{} not changed: {response}", command.target),
+            // The actuator writes only statuses it knows.
+            ResultStatus::Failed | ResultStatus::Unknown(_) => {
+                format!("{} not changed: {response}", command.target)
+            }
         };
         let mut record = self.record(command, AuditKind::Result, status.as_str(), reason);
         record.from = from;
         record.to = Some(command.desired);
         record.backend_response = Some(response);
         self.auditor.record(&record).await?;
-        metrics::counter!(names::COMMANDS, "status" => status.as_str()).increment(1);
+        metrics::counter!(names::COMMANDS, "status" => status.label()).increment(1);
         tracing::info!(
             target = command.target,
             seq = command.seq,
@@ -727,6 +810,17 @@ fn outcome(status: ResultStatus, from: Option<u32>, response: String) -> Outcome
         from,
         response,
     }
+}
+
+/// When a command whose backend state was unreachable (a broker outage) is
+/// tried again.
+const BROKER_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether a backend error is the broker's (the simulated fleet's state in
+/// NATS KV unreachable for now) rather than the backend's own.
+fn is_broker_outage(error: &BackendError) -> bool {
+    use nova_runtime::error::ErrorKind;
+    matches!(error.kind(), BackendErrorKind::Store(kind) if kind.is_retryable())
 }
 
 /// What to do with a command message after a step.

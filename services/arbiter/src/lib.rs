@@ -29,6 +29,16 @@
 //! 32 at once, so a `status` never waits behind a trigger in hand; each is
 //! answered within [`CONTROL_DEADLINE`], with an error reply if its work
 //! did not finish in time.
+//!
+//! During a rolling upgrade an arbiter may meet what a newer one wrote: a
+//! trigger, a stored state or a capacity record of a newer version, or a
+//! value it does not know where the decision depends on it (see
+//! `nova_shared::arbitrate::beyond_this_version`). It neither decides nor
+//! writes back such a state: it defers the trigger (a nak with
+//! [`DEFER_DELAY`], so that a newer replica takes it), audits that once per
+//! dedupe window (outcome `deferred`) and counts it (`nova_deferred_total`),
+//! and never dead-letters it. What it can read but does not know (unknown
+//! fields, an unknown trigger source) it keeps and writes back as it was.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +59,7 @@ use nova_shared::subjects;
 use nova_shared::wire::{
     AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command, ControlReply,
     ControlRequest, Direction, DirectionRequest, Outcome, RuleFiring, ScaleAction, ScaleRequest,
-    Stage, TargetStatus, Trigger, TriggerSource,
+    Stage, TargetStatus, Trigger, TriggerSource, Version, VersionProbe,
 };
 use thiserror::Error;
 use tracing::Instrument;
@@ -88,6 +98,10 @@ enum DecideError {
     Kv(#[from] KvError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// A record of a newer version, or a value this arbiter does not know
+    /// where the decision depends on it: left to a newer arbiter.
+    #[error("left for a newer arbiter: {0}")]
+    BeyondThisVersion(String),
 }
 
 impl DecideError {
@@ -100,6 +114,9 @@ impl DecideError {
             DecideError::Kv(error) => error.is_retryable(),
             DecideError::Publish(PublishError::Encode { .. }) => false,
             DecideError::Publish(_) => true,
+            // Handled before (deferred, never dead-lettered); a newer
+            // arbiter will decide it.
+            DecideError::BeyondThisVersion(_) => true,
         }
     }
 }
@@ -113,6 +130,10 @@ impl DecideError {
 /// had failed most often, came back last and were `superseded` by newer
 /// ones. An attempt costs one KV read.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a trigger this arbiter leaves to a newer one waits before it is
+/// delivered again (to any replica: a newer one decides it).
+pub const DEFER_DELAY: Duration = Duration::from_secs(5);
 
 struct Arbiter {
     policy: Arc<Policy>,
@@ -360,6 +381,11 @@ impl Arbiter {
             Some(Direction::Down) => (false, true),
             _ => (true, true),
         };
+        let verb = if pause { "pause" } else { "resume" };
+        // A newer arbiter's state is not written back by this one.
+        if let Some(why) = self.newer_state(&target.name).await {
+            return ControlReply::failed(format!("{verb} of {} refused: {why}", target.name));
+        }
         let changed = kv::modify(&self.states, &target.name, |state: Option<TargetState>| {
             let mut state = state.unwrap_or_default();
             if up {
@@ -430,6 +456,7 @@ impl Arbiter {
             arbitrate::OPERATOR_RULE
         };
         let trigger = Trigger {
+            v: Version::CURRENT,
             id: nova_runtime::unique_id("op"),
             ts: nova_runtime::now_ms(),
             target: target.name.clone(),
@@ -500,6 +527,26 @@ impl Arbiter {
             match nova_runtime::decode(&message.payload, message.headers.as_ref()) {
                 Ok(trigger) => trigger,
                 Err(error) => {
+                    // A newer version's trigger that this one cannot decode
+                    // waits for a newer arbiter; anything else is bad input.
+                    if let Ok(VersionProbe { v }) =
+                        nova_runtime::decode(&message.payload, message.headers.as_ref())
+                        && !v.is_understood()
+                    {
+                        let id = message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get("Nats-Msg-Id"))
+                            .map_or_else(|| "unknown".to_string(), |id| id.to_string());
+                        let why = format!(
+                            "the trigger is of version {v}, newer than this arbiter's {}, \
+                             and cannot be read by it: {error}",
+                            Version::CURRENT
+                        );
+                        let target = subjects::last_token(&subject).to_string();
+                        let now = nova_runtime::now_ms();
+                        return self.defer(&message, &target, &id, now, &why).await;
+                    }
                     self.dead
                         .reject(&message, format!("not a trigger: {error}"))
                         .await;
@@ -536,6 +583,10 @@ impl Arbiter {
         trigger: &Trigger,
         error: DecideError,
     ) {
+        if let DecideError::BeyondThisVersion(why) = &error {
+            let (target, id) = (&trigger.target, &trigger.id);
+            return self.defer(message, target, id, trigger.ts, why).await;
+        }
         let info = message.info().ok();
         let attempts = info.as_ref().map_or(1, |info| info.delivered);
         metrics::counter!(names::RETRIES, "stage" => "arbiter").increment(1);
@@ -565,16 +616,85 @@ impl Arbiter {
         nova_runtime::ack(message, AckKind::Nak(Some(RETRY_DELAY))).await;
     }
 
+    /// Leaves a trigger to a newer arbiter: audited (once per dedupe window:
+    /// the record's id is the trigger's), counted, and delivered again after
+    /// [`DEFER_DELAY`]; never dead-lettered, however long it waits.
+    async fn defer(
+        &self,
+        message: &jetstream::Message,
+        target: &str,
+        trigger_id: &str,
+        ts: i64,
+        why: &str,
+    ) {
+        metrics::counter!(names::DEFERRED, "stage" => "arbiter").increment(1);
+        tracing::warn!(
+            trigger = trigger_id,
+            target,
+            "trigger deferred to a newer arbiter: {why}"
+        );
+        let mut record = AuditRecord::new(
+            ids::derive("a", &[trigger_id.as_bytes(), b"deferred"]),
+            ts,
+            Stage::Arbiter,
+            target,
+            AuditKind::Decision,
+            Outcome::Deferred.as_str(),
+            format!(
+                "trigger {trigger_id} not decided by this arbiter ({}): {why}; \
+                 it is delivered again until an arbiter that understands it decides it",
+                Version::CURRENT
+            ),
+        );
+        record.trigger_id = Some(trigger_id.to_string());
+        if let Err(error) = self.auditor.record(&record).await {
+            tracing::warn!(%error, "cannot audit a deferred trigger");
+        }
+        nova_runtime::ack(message, AckKind::Nak(Some(DEFER_DELAY))).await;
+    }
+
+    /// Why the stored state of `target` must be left alone, when it is of a
+    /// newer version (read as its version only, so that a state this build
+    /// cannot decode at all is told apart from a corrupt one).
+    async fn newer_state(&self, target: &str) -> Option<String> {
+        match kv::load::<VersionProbe>(&self.states, target).await {
+            Ok(Some(stored)) if !stored.value.v.is_understood() => Some(format!(
+                "the stored state of {target} is of version {}, newer than this arbiter's {}",
+                stored.value.v,
+                Version::CURRENT
+            )),
+            _ => None,
+        }
+    }
+
     /// Read, decide, compare-and-set, publish; again from the top on a conflict.
     async fn decide(&self, target: &Target, trigger: &Trigger) -> Result<(), DecideError> {
         let settings = ArbiterSettings::for_target(target, self.policy.evaluation.refire_secs);
         loop {
-            let stored = kv::load::<TargetState>(&self.states, &target.name).await?;
-            let (state, revision) =
-                stored.map_or((TargetState::default(), 0), |v| (v.value, v.revision));
-            let mut capacity = kv::load::<CapacityRecord>(&self.capacities, &target.name)
+            let stored = match kv::load::<TargetState>(&self.states, &target.name).await {
+                Ok(stored) => stored,
+                Err(error) if error.kind() == nova_runtime::kv::KvErrorKind::Decode => {
+                    return Err(match self.newer_state(&target.name).await {
+                        Some(why) => DecideError::BeyondThisVersion(why),
+                        None => error.into(),
+                    });
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let capacity_stored = kv::load::<CapacityRecord>(&self.capacities, &target.name)
                 .await?
                 .map(|v| v.value);
+            // Never decide on, nor write back, what this build cannot fully read.
+            if let Some(why) = arbitrate::beyond_this_version(
+                stored.as_ref().map(|s| &s.value),
+                capacity_stored.as_ref(),
+                trigger,
+            ) {
+                return Err(DecideError::BeyondThisVersion(why));
+            }
+            let (state, revision) =
+                stored.map_or((TargetState::default(), 0), |v| (v.value, v.revision));
+            let mut capacity = capacity_stored;
             let mut unreadable = None;
             if capacity.is_none() && state.desired.is_none() {
                 match self.ask_capacity(&target.name, CAPACITY_ASK_TIMEOUT).await {
@@ -658,6 +778,10 @@ impl Arbiter {
                     continue;
                 }
             };
+            if !state.v.is_understood() {
+                // A newer arbiter's state: a newer arbiter recovers it.
+                continue;
+            }
             let Some(decided) = state.last_command() else {
                 continue;
             };
@@ -795,8 +919,7 @@ impl Arbiter {
             .expect("sent verdicts")
             .insert(decision.target.clone(), decision.id.clone());
         if when == Publishing::First {
-            metrics::counter!(names::DECISIONS, "outcome" => decision.outcome.as_str())
-                .increment(1);
+            metrics::counter!(names::DECISIONS, "outcome" => decision.outcome.label()).increment(1);
             tracing::info!(
                 target = decision.target,
                 outcome = decision.outcome.as_str(),

@@ -100,7 +100,7 @@ async fn serve(
                 Some(Ok(message)) => {
                     match nova_runtime::decode::<AuditRecord>(&message.payload, message.headers.as_ref()) {
                         Ok(record) => {
-                            metrics::counter!(names::AUDIT_RECORDS, "stage" => record.stage.as_str(), "outcome" => record.outcome.clone()).increment(1);
+                            metrics::counter!(names::AUDIT_RECORDS, "stage" => record.stage.label(), "outcome" => record.outcome.clone()).increment(1);
                             if kept.len() == config.keep {
                                 kept.pop_front();
                             }

@@ -132,8 +132,8 @@ async fn serve(
     let mut subscription = setup::subscribe(&client, subjects::SAMPLES_ALL, None).await?;
     let js = nova_runtime::nats::jetstream(&client);
     let stage = Stage::Evaluator;
-    let dead = DeadLetters::new(js.clone(), stage);
-    let auditor = Auditor::new(js.clone(), stage);
+    let dead = DeadLetters::new(js.clone(), stage.clone());
+    let auditor = Auditor::new(js.clone(), stage.clone());
     let grace_ms = u64::try_from(hold.grace.as_millis()).unwrap_or(u64::MAX);
     let mut evaluator = Evaluator::new(&config.policy).with_down_grace_ms(grace_ms);
     let mut outbox = Outbox::new(js.clone(), auditor);

@@ -4,7 +4,7 @@
 
 use async_nats::jetstream;
 use nova_shared::subjects;
-use nova_shared::wire::{DEAD_PAYLOAD_MAX, DeadLetter, Stage};
+use nova_shared::wire::{DEAD_PAYLOAD_MAX, DeadLetter, Stage, Version};
 
 use crate::publish::publish_once;
 use crate::telemetry::names;
@@ -26,13 +26,14 @@ impl DeadLetters {
     /// `reason`. Never fails: if even that publish fails, the failure is
     /// logged and counted separately so it cannot vanish.
     pub async fn send(&self, subject: &str, reason: impl Into<String>, payload: &[u8]) {
-        let stage = self.stage.as_str();
+        let stage = self.stage.label();
         let reason = reason.into();
         metrics::counter!(names::DEAD_LETTERS, "stage" => stage).increment(1);
         tracing::warn!(stage, subject, %reason, "dead letter");
         let kept = payload.len().min(DEAD_PAYLOAD_MAX);
         let letter = DeadLetter {
-            stage: self.stage,
+            v: Version::CURRENT,
+            stage: self.stage.clone(),
             // A subject is outside text too: the server bounds it, this
             // keeps the letter small whatever the server allows.
             subject: nova_shared::codec::excerpt(subject, 256),

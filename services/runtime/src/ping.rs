@@ -28,7 +28,7 @@ pub async fn respond(
     client: &async_nats::Client,
     stage: Stage,
 ) -> Result<PingResponder, async_nats::SubscribeError> {
-    let mut pings = client.subscribe(subject(stage)).await?;
+    let mut pings = client.subscribe(subject(stage.clone())).await?;
     if let Err(error) = client.flush().await {
         tracing::warn!(%error, "flush before answering pings failed");
     }

@@ -116,7 +116,7 @@ impl Auditor {
     pub async fn record(&self, record: &AuditRecord) -> Result<(), PublishError> {
         let subject = subjects::audit(self.stage.as_str(), &record.target);
         publish_once(&self.js, subject, &record.id, record).await?;
-        metrics::counter!(names::AUDIT_PUBLISHED, "stage" => self.stage.as_str()).increment(1);
+        metrics::counter!(names::AUDIT_PUBLISHED, "stage" => self.stage.label()).increment(1);
         Ok(())
     }
 }

@@ -310,7 +310,7 @@ pub async fn ping(
     client: &async_nats::Client,
     stage: nova_shared::wire::Stage,
 ) -> Result<crate::ping::PingResponder, SetupError> {
-    crate::ping::respond(client, stage)
+    crate::ping::respond(client, stage.clone())
         .await
         .map_err(|source| SetupError::Subscribe {
             subject: crate::ping::subject(stage),

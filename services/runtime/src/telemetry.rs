@@ -36,6 +36,10 @@ pub mod names {
     pub const KV_CONFLICTS: &str = "nova_kv_conflicts_total";
     /// Messages whose handling failed and will be retried, by `stage`.
     pub const RETRIES: &str = "nova_retries_total";
+    /// Messages left for a newer version of their stage (a record of a
+    /// newer version, or a value this version does not know where it must
+    /// act on it), delayed and redelivered, never dead-lettered; by `stage`.
+    pub const DEFERRED: &str = "nova_deferred_total";
 }
 
 /// The metrics exporter could not start.

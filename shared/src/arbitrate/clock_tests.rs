@@ -82,6 +82,7 @@ fn trigger(from: Asks, now_secs: i64, id: String) -> Trigger {
         ),
     };
     Trigger {
+        v: crate::wire::Version::CURRENT,
         id,
         ts,
         target: "w".into(),
@@ -128,7 +129,7 @@ fn run(name: &str, target: &Target, start: TargetState, steps: &[Step]) -> Targe
         let why = &v.decision.reason;
         assert_eq!(
             (v.decision.outcome, v.decision.to),
-            (s.want, s.to),
+            (s.want.clone(), s.to),
             "{name}, step {i}: {why}"
         );
         assert!(

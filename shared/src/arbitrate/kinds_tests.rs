@@ -73,6 +73,7 @@ fn run(
 ) -> Verdict {
     let target = &policy.targets[target];
     let trigger = Trigger {
+        v: Version::CURRENT,
         id: format!("t{secs}-{}", firings.len()),
         ts: secs * 1000,
         target: target.name.clone(),

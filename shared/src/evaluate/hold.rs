@@ -31,7 +31,7 @@
 //! has the same id on every replica that saw the same samples in the same
 //! order, and JetStream de-duplicates it as before.
 
-use crate::wire::{Direction, RuleFiring, ScaleAction, Trigger, TriggerSource};
+use crate::wire::{Direction, RuleFiring, ScaleAction, Trigger, TriggerSource, Version};
 
 /// The open instant of one target and its event-time clock.
 #[derive(Debug, Default)]
@@ -153,6 +153,7 @@ fn push(out: &mut Vec<Trigger>, target: &str, ts: i64, vertical: bool, firings: 
     match same_instant {
         Some(trigger) => trigger.firings.extend(firings),
         None => out.push(Trigger {
+            v: Version::CURRENT,
             id: String::new(),
             ts,
             target: target.to_string(),

@@ -530,8 +530,8 @@ impl Walker {
                     .ok()
             }),
         };
-        if let Some(action) = action {
-            let wrong = match (direction, action) {
+        if let Some(action) = &action {
+            let wrong = match (&direction, action) {
                 (Direction::Up, ScaleAction::Remove(_)) => Some("scale_up removes instances"),
                 (Direction::Down, ScaleAction::Add(_)) => Some("scale_down adds instances"),
                 _ => None,
