@@ -49,6 +49,25 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// redelivered quickly.
 pub const ARBITER_ACK_WAIT: Duration = Duration::from_secs(2);
 
+/// Tiny deterministic generator for fault schedules (xorshift64): the same
+/// seed gives the same kills, so a failing schedule can be replayed.
+pub struct Dice(pub u64);
+
+impl Dice {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+
+    /// A duration between `from` and `to` milliseconds, both included.
+    pub fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.below(to - from + 1))
+    }
+}
+
 /// Runs `future` with a deadline; a timeout fails the test naming `what`.
 pub async fn within<T>(what: &str, limit: Duration, future: impl Future<Output = T>) -> T {
     match tokio::time::timeout(limit, future).await {

@@ -28,7 +28,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt;
 use nova_e2e::cluster::NatsCluster;
 use nova_e2e::process::ServiceProcess;
-use nova_e2e::{WAIT, connect, wait_ready, within};
+use nova_e2e::{Dice, WAIT, connect, wait_ready, within};
 use nova_runtime::nats::{
     AUDIT_STREAM, COMMANDS_STREAM, DEAD_STREAM, RESULTS_STREAM, SIM_BUCKET, TRIGGERS_STREAM,
 };
@@ -67,22 +67,6 @@ fn policy_file() -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("temp policy");
     std::fs::write(file.path(), yaml).expect("write policy");
     file
-}
-
-/// Tiny deterministic generator for the fault schedule (xorshift64).
-struct Dice(u64);
-
-impl Dice {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-
-    fn millis(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.below(to - from + 1))
-    }
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {

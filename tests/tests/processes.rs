@@ -14,7 +14,8 @@ use std::time::Duration;
 use nova_e2e::process::ServiceProcess;
 use nova_e2e::proxy::CountingProxy;
 use nova_e2e::{
-    AuditReader, MotoServer, NatsServer, WAIT, control, stream_first, stream_messages, wait_ready,
+    AuditReader, Dice, MotoServer, NatsServer, WAIT, control, stream_first, stream_messages,
+    wait_ready,
 };
 use nova_runtime::nats::{COMMANDS_STREAM, RESULTS_STREAM};
 use nova_runtime::publish;
@@ -62,18 +63,6 @@ fn grow(target: &str, round: u32, t0: i64) -> Trigger {
             held_secs: 0,
             reason: format!("burst round {round}"),
         }],
-    }
-}
-
-/// Tiny deterministic generator for the kill schedule (xorshift64).
-struct Dice(u64);
-
-impl Dice {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

@@ -159,7 +159,7 @@ impl Durable {
                     }
                     tracing::warn!(
                         stream = self.stream,
-                        lookup = self.consumer.is_none(),
+                        refetch = self.consumer.is_none(),
                         "pull broke, starting a new one: {error}"
                     );
                     self.messages = None;
