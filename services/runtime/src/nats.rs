@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, stream};
 use thiserror::Error;
 
 /// Stream of triggers (`nova.triggers.*`), consumed by the arbiter.
@@ -50,7 +50,7 @@ pub enum ProvisionError {
         name: &'static str,
         /// Why.
         #[source]
-        source: jetstream::context::CreateKeyValueError,
+        source: jetstream::context::CreateStreamError,
     },
 }
 
@@ -195,6 +195,39 @@ fn stream_config(name: &str, subjects: &str, max_age: Duration, replicas: usize)
     }
 }
 
+/// The stream behind KV bucket `name`, as async-nats's `create_key_value`
+/// makes it (`KV_<name>` on `$KV.<name>.>`, one value per key kept
+/// `history` deep, rollups allowed, deletes only through the KV API), with
+/// one difference: `allow_direct` is off.
+///
+/// With direct gets allowed, every replica of an R3 bucket answers a read,
+/// and a follower that has not yet applied the leader's last write answers
+/// with the value before it. The chaos test saw exactly that: the
+/// actuator's periodic observation read a simulated fleet's state from a
+/// lagging follower and stored a desired capacity two steps old, which the
+/// arbiter then took as its base. Without direct gets, `Store::get` asks
+/// the stream leader (`STREAM.MSG.GET`), which has every acknowledged
+/// write: a read after a write sees it. Compare-and-set writes were always
+/// checked by the leader; this makes reads as strong.
+fn bucket_config(name: &str, history: i64, replicas: usize) -> stream::Config {
+    stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: history,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: false,
+        discard: stream::DiscardPolicy::New,
+        max_bytes: -1,
+        max_messages: -1,
+        max_message_size: -1,
+        ..Default::default()
+    }
+}
+
 /// Creates (or updates) every stream and bucket. Safe to call from many
 /// services and replicas at once.
 pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
@@ -215,13 +248,8 @@ pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), P
             .map_err(|source| ProvisionError::Stream { name, source })?;
     }
     for (name, history) in [(ARBITER_BUCKET, 5), (CAPACITY_BUCKET, 5), (SIM_BUCKET, 1)] {
-        let config = kv::Config {
-            bucket: name.to_string(),
-            history,
-            num_replicas: replicas,
-            ..Default::default()
-        };
-        retrying(name, || js.create_or_update_key_value(config.clone()))
+        let config = bucket_config(name, history, replicas);
+        retrying(name, || js.create_or_update_stream(config.clone()))
             .await
             .map_err(|source| ProvisionError::Bucket { name, source })?;
     }
