@@ -360,6 +360,16 @@ CASES = [
     ("audit-query", "nulls read as absent", {"target": None, "limit": None}, True),
     ("audit-query", "negative limit", {"limit": -1}, False),
     ("audit-query", "limit as text", {"limit": "ten"}, False),
+    # control requests: what the arbiter reads, and what it refuses by name
+    ("control-request", "status of one target", {"verb": "status", "target": "web"}, True),
+    ("control-request", "resume without a verb (nova.ctl.resume)", {"target": "web"}, True),
+    ("control-request", "scale without a verb (nova.ctl.scale)", {"target": "web", "desired": 3}, True),
+    ("control-request", "unknown verb", {"verb": "drain", "target": "web"}, False),
+    ("control-request", "pause without a target", {"verb": "pause"}, False),
+    ("control-request", "direction none", {"verb": "pause", "target": "web", "direction": "none"}, False),
+    ("control-request", "a field its verb does not take", {"verb": "status", "desired": 3}, False),
+    ("control-request", "negative capacity", {"verb": "scale", "target": "web", "desired": -1}, False),
+    ("control-request", "force as text", {"verb": "scale", "target": "web", "desired": 3, "force": "yes"}, False),
     ("audit-query", "target as a number", {"target": 5}, False),
     # policies: the rule grammar of shared/src/policy/rule_text.rs
     *[("policy", f"condition {c!r}", policy(up_condition=c), True) for c in [
@@ -508,7 +518,8 @@ def self_test() -> tuple:
         examples = schema.get("examples") or []
         if not examples:
             problems.append(f"{name}: no examples")
-        closed = name == "policy.schema.json"
+        # The policy file and the control plane refuse unknown keys.
+        closed = name in ("policy.schema.json", "control-request.schema.json")
         for i, example in enumerate(examples):
             checks += 1
             problems += errors(validator, f"{name} example {i}", example)
@@ -516,7 +527,7 @@ def self_test() -> tuple:
             extra = with_unknown_fields(example) if not closed else {**example, **UNKNOWN}
             found = errors(validator, f"{name} example {i} with unknown fields", extra)
             if closed and not found:
-                problems.append(f"{name} example {i}: accepted an unknown top-level key, but the policy is closed")
+                problems.append(f"{name} example {i}: accepted an unknown top-level key, but the schema is closed")
             elif not closed:
                 problems += found
     for schema_name, label, document, valid in CASES:

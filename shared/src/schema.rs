@@ -19,8 +19,7 @@
 //!
 //! Not generated: `policy.schema.json` (the policy file is read by a
 //! hand-written loader from a YAML tree, `policy/load.rs`: no serde type
-//! describes the file) and `control-request.schema.json` (its type is
-//! being reworked with the control plane; generate it once that lands).
+//! describes the file).
 
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, json_schema};
@@ -29,8 +28,9 @@ use serde_json::{Map, Value, json};
 
 use crate::wire::{
     ActionResult, AuditKind, AuditQuery, AuditRecord, CapacityRecord, Command, ControlReply,
-    DeadLetter, Direction, Extra, Lease, MetricSampleIn, Outcome, ResultStatus, RuleFiring, Sample,
-    SampleBatch, SampleValue, ScaleAction, Stage, TargetStatus, Trigger, TriggerSource, Version,
+    ControlRequest, DeadLetter, Direction, DirectionRequest, Extra, Lease, MetricSampleIn, Outcome,
+    ResultStatus, RuleFiring, Sample, SampleBatch, SampleValue, ScaleAction, ScaleRequest, Stage,
+    TargetStatus, Trigger, TriggerSource, Version,
 };
 
 /// Where every schema's `$id` starts.
@@ -38,6 +38,10 @@ pub const ID_BASE: &str = "https://novacron.dev/schemas/";
 
 /// Target and metric names: subject tokens.
 const TOKEN: &str = "^[A-Za-z0-9_-]+$";
+
+/// Said of the control request, the one closed message.
+const CLOSED: &str = "The arbiter refuses a field its verb does not take, so additional \
+                      properties are not allowed.";
 
 /// Said of every message: readers tolerate unknown fields.
 const OPEN: &str = "Readers ignore fields they do not know, so additional properties are allowed.";
@@ -151,6 +155,7 @@ pub fn files() -> Vec<SchemaFile> {
                 },
             ],
         ),
+        control_request(),
         file::<ControlReply>(
             "control-reply",
             "Control reply",
@@ -178,6 +183,96 @@ pub fn files() -> Vec<SchemaFile> {
             }],
         ),
     ]
+}
+
+/// The schema of a control request's `direction`: the strings `up` or
+/// `down` only (what `wire::up_or_down` reads), or absent.
+pub(crate) fn up_or_down(_: &mut schemars::SchemaGenerator) -> Schema {
+    json_schema!({
+        "enum": ["up", "down", null],
+        "description": "Only this direction; both when absent.",
+    })
+}
+
+/// The control request: generated from [`ControlRequest`], a map tagged by
+/// its `verb`, with one change the type cannot say. On the per-verb
+/// subjects the subject names the verb, so `verb` may be left out; a
+/// request without it matches every verb whose fields it has (a `pause`
+/// body is a `resume` body), hence `anyOf` where serde's tag gives `oneOf`.
+/// Unlike every other message, the control plane is closed: the arbiter
+/// refuses a field its verb does not take, by name.
+fn control_request() -> SchemaFile {
+    let generator = SchemaSettings::draft2020_12().into_generator();
+    let mut root = generator
+        .into_root_schema_for::<ControlRequest>()
+        .to_value();
+    refine(&mut root);
+    let Value::Object(map) = &mut root else {
+        panic!("a schema is an object")
+    };
+    let variants = map.remove("oneOf").expect("a tagged enum is a oneOf");
+    let Value::Array(mut variants) = variants else {
+        panic!("oneOf is an array")
+    };
+    for variant in &mut variants {
+        let Value::Object(variant) = variant else {
+            panic!("a variant is an object")
+        };
+        if let Some(Value::Array(required)) = variant.get_mut("required") {
+            required.retain(|r| r != "verb");
+            if required.is_empty() {
+                variant.remove("required");
+            }
+        }
+        if let Some(verb) = variant
+            .get_mut("properties")
+            .and_then(|p| p.get_mut("verb"))
+        {
+            verb["description"] = json!(
+                "The verb: required on nova.ctl.arbiter; on a per-verb subject it may be \
+                 left out and must match when present."
+            );
+        }
+    }
+    map.insert("anyOf".into(), Value::Array(variants));
+    let direction = |direction| DirectionRequest {
+        target: "worker".into(),
+        direction,
+        reason: Some("maintenance window".into()),
+    };
+    let mut file = finish(
+        "control-request",
+        "Control request",
+        "Request to the arbiter (request/reply), tagged by its verb: on nova.ctl.arbiter the \
+         verb is required; on nova.ctl.status, nova.ctl.pause, nova.ctl.resume or \
+         nova.ctl.scale it may be left out (the subject names it) and must match when \
+         present. The reply is a control reply; an unknown verb is refused by name. An empty \
+         payload on nova.ctl.status asks for the status of every target. Rust: \
+         nova_shared::wire::ControlRequest.",
+        &[
+            serde_json::to_value(ControlRequest::status(None)).expect("JSON"),
+            serde_json::to_value(ControlRequest::Scale(ScaleRequest {
+                target: "worker".into(),
+                desired: 12,
+                reason: Some("incident 42".into()),
+                force: true,
+            }))
+            .expect("JSON"),
+            serde_json::to_value(ControlRequest::Pause(direction(Some(Direction::Up))))
+                .expect("JSON"),
+            // As sent on nova.ctl.resume and nova.ctl.status: no verb.
+            serde_json::to_value(direction(None)).expect("JSON"),
+            json!({}),
+        ],
+        root,
+    );
+    file.schema["description"] = json!(
+        file.schema["description"]
+            .as_str()
+            .expect("a description")
+            .replace(OPEN, CLOSED)
+    );
+    file
 }
 
 /// The schema of a dead letter's payload: MessagePack bin on the wire, which
@@ -226,6 +321,7 @@ fn finish(
         "dead-letter" => "dead-letter.schema.json",
         "capacity-record" => "capacity-record.schema.json",
         "audit-query" => "audit-query.schema.json",
+        "control-request" => "control-request.schema.json",
         "control-reply" => "control-reply.schema.json",
         other => panic!("no schema file for {other}"),
     };

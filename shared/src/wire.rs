@@ -876,6 +876,7 @@ pub const CONTROL_VERBS: [&str; 4] = ["status", "pause", "resume", "scale"];
 /// only, an unknown verb is refused by name, and a field of the wrong kind
 /// is an error, never a default (an unknown `direction` must not mean
 /// "both").
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "snake_case")]
 pub enum ControlRequest {
@@ -890,6 +891,7 @@ pub enum ControlRequest {
 }
 
 /// `status`: one target, or all of them.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
@@ -899,6 +901,7 @@ pub struct StatusRequest {
 }
 
 /// `pause` and `resume`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectionRequest {
@@ -910,6 +913,10 @@ pub struct DirectionRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "up_or_down"
     )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::up_or_down")
+    )]
     pub direction: Option<Direction>,
     /// Who asks and why, for the audit record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -917,6 +924,7 @@ pub struct DirectionRequest {
 }
 
 /// `scale`: set a target's capacity through the trigger stream.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
