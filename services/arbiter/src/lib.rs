@@ -9,7 +9,8 @@
 //!    up-beats-down): a rule trigger on its event time, an operator or
 //!    fallback trigger on this process's wall clock;
 //! 3. stores the new state by compare-and-set on the revision it read; on
-//!    a conflict (another replica decided meanwhile) it starts again at 1;
+//!    a conflict (another replica decided meanwhile) it starts again at 1,
+//!    up to 16 times, then naks the trigger for a later delivery;
 //! 4. publishes the command (if any) to `NOVA_COMMANDS` with the decision id
 //!    as `Nats-Msg-Id`, and the decision to the audit stream;
 //! 5. acks the trigger.
@@ -102,6 +103,16 @@ enum DecideError {
     /// where the decision depends on it: left to a newer arbiter.
     #[error("left for a newer arbiter: {0}")]
     BeyondThisVersion(String),
+    /// Every compare-and-set of the target's state lost to another writer,
+    /// [`MAX_CONFLICTS`] times in a row.
+    #[error(
+        "the state of {target} changed under this arbiter {MAX_CONFLICTS} times in a row \
+         (other replicas deciding it); trying again after a pause"
+    )]
+    Contended {
+        /// The target.
+        target: String,
+    },
 }
 
 impl DecideError {
@@ -117,6 +128,8 @@ impl DecideError {
             // Handled before (deferred, never dead-lettered); a newer
             // arbiter will decide it.
             DecideError::BeyondThisVersion(_) => true,
+            // Other replicas made progress; this trigger's turn comes.
+            DecideError::Contended { .. } => true,
         }
     }
 }
@@ -130,6 +143,13 @@ impl DecideError {
 /// had failed most often, came back last and were `superseded` by newer
 /// ones. An attempt costs one KV read.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Lost compare-and-sets of one target's state in one attempt before the
+/// trigger is nakked and delivered again later. Each loss means another
+/// replica stored a decision, so the loop always makes progress; the bound
+/// keeps one trigger from holding this replica's loop while many replicas
+/// decide a hot target.
+const MAX_CONFLICTS: u32 = 16;
 
 /// How long a trigger this arbiter leaves to a newer one waits before it is
 /// delivered again (to any replica: a newer one decides it).
@@ -611,7 +631,7 @@ impl Arbiter {
         tracing::warn!(
             trigger = trigger.id,
             attempts,
-            "broker error, will retry trigger: {error}"
+            "cannot decide yet, will retry trigger: {error}"
         );
         nova_runtime::ack(message, AckKind::Nak(Some(RETRY_DELAY))).await;
     }
@@ -667,10 +687,11 @@ impl Arbiter {
         }
     }
 
-    /// Read, decide, compare-and-set, publish; again from the top on a conflict.
+    /// Read, decide, compare-and-set, publish; again from the top on a
+    /// conflict, at most [`MAX_CONFLICTS`] times.
     async fn decide(&self, target: &Target, trigger: &Trigger) -> Result<(), DecideError> {
         let settings = ArbiterSettings::for_target(target, self.policy.evaluation.refire_secs);
-        loop {
+        for _ in 0..MAX_CONFLICTS {
             let stored = match kv::load::<TargetState>(&self.states, &target.name).await {
                 Ok(stored) => stored,
                 Err(error) if error.kind() == nova_runtime::kv::KvErrorKind::Decode => {
@@ -749,6 +770,9 @@ impl Arbiter {
                 Err(error) => return Err(error.into()),
             }
         }
+        Err(DecideError::Contended {
+            target: target.name.clone(),
+        })
     }
 
     /// Publishes every stored decision whose command never reached
