@@ -479,6 +479,32 @@ async fn nothing_is_lost_while_the_cluster_fails_over() {
             problems.push(format!(
                 "{target}: scaling decisions asked for {asked:?}, not one step each from {START}"
             ));
+            // What the fleet said when each repeated capacity was applied:
+            // whether the fleet's own state went back, or only the base
+            // the arbiter read.
+            let repeated: Vec<u32> = asked
+                .windows(2)
+                .filter(|w| w[0] == w[1])
+                .map(|w| w[0])
+                .collect();
+            let mut around: Vec<&ActionResult> = results
+                .iter()
+                .map(|(result, _)| result)
+                .filter(|r| r.target == target)
+                .filter(|r| repeated.iter().any(|d| r.desired.abs_diff(*d) <= 1))
+                .collect();
+            around.sort_by_key(|r| r.seq);
+            for r in around {
+                report.push(format!(
+                    "  {target} seq {} desired {} {} from {:?} at {}: {}",
+                    r.seq,
+                    r.desired,
+                    r.status.as_str(),
+                    r.from,
+                    r.ts,
+                    r.response
+                ));
+            }
         }
         let state = sim.get(&target).await.expect("read sim state");
         let desired = state
