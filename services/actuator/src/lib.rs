@@ -92,7 +92,8 @@ pub struct Config {
     /// Backend attempts for one command before its failure is final.
     pub max_attempts: u32,
     /// Time limit of one backend API call; a command's action (a read and
-    /// a write) has twice this, and its lease that plus a margin.
+    /// a write) has twice this plus the backend's drain delay, and its
+    /// lease that plus a margin.
     pub call_timeout: Duration,
     /// AWS credentials to use instead of the standard chain (environment,
     /// profile, instance role); for embedding and tests.
@@ -429,7 +430,12 @@ impl Actuator {
         let step = if backend.drain().is_zero() {
             work.await
         } else {
-            keep_alive(&message, self.deadline / 2, work).await
+            keep_alive(
+                &message,
+                (self.deadline / 2).max(Duration::from_secs(1)),
+                work,
+            )
+            .await
         };
         match step {
             Ok(Step::Done) => nova_runtime::ack(&message, AckKind::Ack).await,
