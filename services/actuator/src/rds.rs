@@ -272,7 +272,7 @@ impl RdsReplicaSet {
             .iter()
             .filter_map(|r| r.number.map(|n| (n, r.id.as_str())))
             .collect();
-        ours.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        ours.sort_unstable_by_key(|(n, _)| std::cmp::Reverse(*n));
         let victims: Vec<&str> = ours
             .into_iter()
             .take(fewer as usize)
