@@ -1,7 +1,8 @@
 //! RDS read replicas as a target, on moto's server through the official
 //! SDK: the pipeline drives a primary from 1 to 3 replicas on rule triggers
-//! and back to 1, a command delivered again adds nothing, and the backend
-//! applied twice creates each replica once. Every assertion on capacity
+//! and back to 1, a command delivered again adds nothing, the backend
+//! applied twice creates each replica once, and a drain longer than the
+//! consumer's ack wait keeps its command (no redelivery mid-drain). Every assertion on capacity
 //! reads DescribeDBInstances, never what the code believes.
 //!
 //! moto's quirks this relies on: a new replica is `available` on the first
@@ -18,13 +19,17 @@ use aws_sdk_rds::config::{BehaviorVersion, Region};
 use nova_actuator::backend::BackendErrorKind;
 use nova_actuator::rds::RdsReplicaSet;
 use nova_e2e::{
-    AuditReader, MotoServer, NatsServer, Pipeline, WAIT, publish, stream_messages, within,
+    AuditReader, MotoServer, NatsServer, Pipeline, WAIT, publish, stream_first, stream_messages,
+    within,
 };
 use nova_runtime::nats::{ACTUATOR_CONSUMER, COMMANDS_STREAM, RESULTS_STREAM};
+use nova_runtime::{publish as publish_stream, shutdown};
 use nova_shared::codec;
 use nova_shared::policy::{Backend, Policy, from_yaml};
 use nova_shared::subjects;
-use nova_shared::wire::{ActionResult, AuditKind, AuditRecord, Command, ResultStatus};
+use nova_shared::wire::{
+    ActionResult, AuditKind, AuditRecord, Command, Extra, ResultStatus, Stage, Version,
+};
 use serde_json::json;
 
 const PRIMARY: &str = "orders-db";
@@ -298,4 +303,80 @@ async fn the_backend_applied_twice_creates_each_replica_once_and_removes_only_it
         replicas(&rds).await,
         ["orders-db-reader", "orders-db-replica-1"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_longer_than_the_ack_wait_keeps_its_command() {
+    let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
+    let rds = rds(&moto);
+    create_primary(&rds).await;
+    for n in 1..=3 {
+        create_replica(&rds, &format!("{PRIMARY}-replica-{n}")).await;
+    }
+    let client = nats.client().await;
+    let yaml = format!(
+        "targets:\n  db:\n    rules: [g]\n    max: 5\n    backend:\n      rds_replicas: {{region: us-east-1, primary: {PRIMARY}, endpoint_url: \"{}\", drain_secs: 4}}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {{condition: \"read_queue > 100\", action: \"add 1 replica\"}}\n",
+        moto.endpoint
+    );
+    let policy = Arc::new(from_yaml(&yaml, "rds.yaml").unwrap_or_else(|e| panic!("{e}")));
+    // A 1 s call timeout makes the consumer's ack wait 3 s, shorter than
+    // the 4 s drain: without progress acks the command would be handed out
+    // again mid-drain.
+    let mut config = nova_actuator::Config::new(policy);
+    config.call_timeout = Duration::from_secs(1);
+    config.aws_credentials = Some(MotoServer::credentials());
+    let (stop, signal) = shutdown::channel();
+    let actuator_client = nats.client().await;
+    let actuator = tokio::spawn(async move {
+        nova_actuator::run(config, actuator_client, signal.signal())
+            .await
+            .expect("actuator");
+    });
+    nova_e2e::wait_ready(&nats.url, Stage::Actuator, 1).await;
+    let js = async_nats::jetstream::new(client.clone());
+    let command = Command {
+        v: Version::CURRENT,
+        decision_id: "d-db-1".into(),
+        seq: 1,
+        ts: nova_runtime::now_ms(),
+        target: "db".into(),
+        from: 3,
+        desired: 1,
+        tier: None,
+        rule: None,
+        reason: "test: drain past the ack wait".into(),
+        extra: Extra::new(),
+    };
+    publish_stream::publish_once(
+        &js,
+        subjects::commands("db"),
+        &command.decision_id,
+        &command,
+    )
+    .await
+    .expect("publish command");
+    let results: Vec<ActionResult> = stream_first(&client, RESULTS_STREAM, 1, WAIT).await;
+    assert_eq!(results[0].status, ResultStatus::Succeeded, "{results:?}");
+    assert!(
+        results[0].response.contains("after a 4 s drain"),
+        "{}",
+        results[0].response
+    );
+    assert_eq!(replicas(&rds).await, names(&[1]));
+    let stream = js.get_stream(COMMANDS_STREAM).await.expect("stream");
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ACTUATOR_CONSUMER)
+        .await
+        .expect("consumer");
+    let info = consumer.info().await.expect("info");
+    assert_eq!(info.config.ack_wait, Duration::from_secs(3), "the premise");
+    assert_eq!(
+        (info.delivered.consumer_sequence, info.num_redelivered),
+        (1, 0),
+        "delivered once, never again: {info:?}"
+    );
+    stop.trigger();
+    within("the actuator to stop", WAIT, actuator)
+        .await
+        .expect("actuator task");
 }
