@@ -404,6 +404,12 @@ CASES = [
     ("policy", "ecs backend", policy(backend={"ecs": {"region": "us-east-1", "cluster": "c", "service": "s", "endpoint_url": "http://127.0.0.1:5000"}}), True),
     ("policy", "ecs without cluster", policy(backend={"ecs": {"region": "r", "service": "s"}}), False),
     ("policy", "ecs with empty region", policy(backend={"ecs": {"region": " ", "cluster": "c", "service": "s"}}), False),
+    ("policy", "rds_replicas backend", policy(backend={"rds_replicas": {"region": "us-east-1", "primary": "orders-db", "endpoint_url": "http://127.0.0.1:5000", "instance_class": "db.r6g.large", "drain_secs": "2 minutes"}}), True),
+    ("policy", "rds_replicas without primary", policy(backend={"rds_replicas": {"region": "r"}}), False),
+    ("policy", "rds_replicas misspelt key", policy(backend={"rds_replicas": {"region": "r", "primary": "db", "drain": 5}}), False),
+    *[("policy", f"rds_replicas primary {p!r}", policy(backend={"rds_replicas": {"region": "r", "primary": p}}), False) for p in [
+        "9db", "orders_db", "orders--db", "orders-", "a" * 53]],
+    ("policy", "rds_replicas drain over 900 s", policy(backend={"rds_replicas": {"region": "r", "primary": "db", "drain_secs": 901}}), False),
     ("policy", "sim with load", policy(backend={"sim": {"initial": 2, "warmup_secs": "10s", "capacity_per_instance": 50.5,
                                                         "load": {"base_rps": 120, "amplitude_rps": 1000, "period_secs": "8 minutes"}}}), True),
     ("policy", "sim load without period", policy(backend={"sim": {"initial": 2, "load": {"base_rps": 1, "amplitude_rps": 1}}}), False),

@@ -11,6 +11,7 @@ use nova_runtime::kv::{KvError, KvErrorKind};
 use nova_shared::policy::{Backend as BackendSpec, Policy};
 
 use crate::ecs::EcsService;
+use crate::rds::RdsReplicaSet;
 use crate::sim::SimFleet;
 
 /// What a backend reports about a target.
@@ -63,7 +64,7 @@ pub enum BackendErrorKind {
     /// The request is invalid (`ClientException`,
     /// `InvalidParameterException`, other HTTP 4xx).
     Invalid,
-    /// The service or cluster does not exist.
+    /// The service, cluster or DB instance does not exist.
     NotFound,
     /// The backend cannot do what the command asks.
     Unsupported,
@@ -147,14 +148,27 @@ pub enum Backend {
     Ecs(EcsService),
     /// A simulated fleet.
     Sim(Box<SimFleet>),
+    /// The read replicas of an RDS primary.
+    RdsReplicas(RdsReplicaSet),
 }
 
 impl Backend {
-    /// `ecs` or `sim`.
+    /// `ecs`, `sim` or `rds_replicas`.
     pub fn kind(&self) -> &'static str {
         match self {
             Backend::Ecs(_) => "ecs",
             Backend::Sim(_) => "sim",
+            Backend::RdsReplicas(_) => "rds_replicas",
+        }
+    }
+
+    /// How long a scale-down may wait inside its action before it removes
+    /// capacity (an RDS replica's drain); the action's deadline and lease
+    /// are this much longer.
+    pub fn drain(&self) -> Duration {
+        match self {
+            Backend::RdsReplicas(rds) => rds.drain(),
+            Backend::Ecs(_) | Backend::Sim(_) => Duration::ZERO,
         }
     }
 
@@ -163,6 +177,7 @@ impl Backend {
         match self {
             Backend::Ecs(ecs) => ecs.observe().await,
             Backend::Sim(sim) => sim.observe(nova_runtime::now_ms()).await,
+            Backend::RdsReplicas(rds) => rds.observe().await,
         }
     }
 
@@ -177,6 +192,11 @@ impl Backend {
             )),
             (Backend::Ecs(ecs), None) => ecs.set_desired(desired).await,
             (Backend::Sim(sim), tier) => sim.apply(desired, tier, nova_runtime::now_ms()).await,
+            (Backend::RdsReplicas(_), Some(tier)) => Err(unsupported(
+                "rds_replicas",
+                &format!("change instance classes (asked for {tier})"),
+            )),
+            (Backend::RdsReplicas(rds), None) => rds.set_desired(desired).await,
         };
         metrics::histogram!(nova_runtime::telemetry::names::BACKEND_CALL_SECONDS, "backend" => self.kind())
             .record(started.elapsed().as_secs_f64());
@@ -184,7 +204,8 @@ impl Backend {
     }
 }
 
-/// Builds a backend per target. ECS clients are shared per (region, endpoint).
+/// Builds a backend per target. ECS and RDS clients are shared per
+/// (region, endpoint).
 pub async fn build_all(
     policy: &Policy,
     sim_states: &Store,
@@ -192,6 +213,7 @@ pub async fn build_all(
     credentials: Option<&Credentials>,
 ) -> HashMap<String, Backend> {
     let mut ecs_clients: HashMap<(String, Option<String>), aws_sdk_ecs::Client> = HashMap::new();
+    let mut rds_clients: HashMap<(String, Option<String>), aws_sdk_rds::Client> = HashMap::new();
     let mut backends = HashMap::new();
     for target in policy.targets.values() {
         let backend = match &target.backend {
@@ -212,6 +234,24 @@ pub async fn build_all(
                     }
                 };
                 Backend::Ecs(EcsService::new(client, &target.name, spec))
+            }
+            BackendSpec::RdsReplicas(spec) => {
+                let key = (spec.region.clone(), spec.endpoint_url.clone());
+                let client = match rds_clients.get(&key) {
+                    Some(client) => client.clone(),
+                    None => {
+                        let client = crate::rds::client(
+                            &spec.region,
+                            spec.endpoint_url.as_deref(),
+                            call_timeout,
+                            credentials,
+                        )
+                        .await;
+                        rds_clients.insert(key, client.clone());
+                        client
+                    }
+                };
+                Backend::RdsReplicas(RdsReplicaSet::new(client, &target.name, spec))
             }
             BackendSpec::Sim(spec) => Backend::Sim(Box::new(SimFleet::new(
                 sim_states.clone(),

@@ -22,6 +22,17 @@ pub async fn client(
     call_timeout: Duration,
     credentials: Option<&Credentials>,
 ) -> aws_sdk_ecs::Client {
+    aws_sdk_ecs::Client::new(&sdk_config(region, endpoint_url, call_timeout, credentials).await)
+}
+
+/// The SDK settings every AWS backend's client is built from: the region,
+/// an endpoint override, the call timeout, the TLS stack and credentials.
+pub(crate) async fn sdk_config(
+    region: &str,
+    endpoint_url: Option<&str>,
+    call_timeout: Duration,
+    credentials: Option<&Credentials>,
+) -> aws_config::SdkConfig {
     // ring-based rustls, the same crypto async-nats uses: one TLS stack to build.
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
@@ -42,7 +53,7 @@ pub async fn client(
     if let Some(credentials) = credentials {
         loader = loader.credentials_provider(credentials.clone());
     }
-    aws_sdk_ecs::Client::new(&loader.load().await)
+    loader.load().await
 }
 
 /// One ECS service.
@@ -65,6 +76,22 @@ const CREDENTIAL_PROVIDERS: &str = "environment variables, shared config and cre
 /// wrappers, with its kind from the error's metadata ([`classify`]).
 /// Credentials get their own error, with what to set.
 fn call_error<E>(
+    target: &str,
+    operation: &'static str,
+    error: SdkError<E, HttpResponse>,
+) -> BackendError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let kind = classify(&error);
+    sdk_call_error("ECS", kind, target, operation, error)
+}
+
+/// [`call_error`] for any AWS service (`ECS`, `RDS`), with the kind its
+/// caller classified.
+pub(crate) fn sdk_call_error<E>(
+    service_name: &str,
+    kind: BackendErrorKind,
     target: &str,
     operation: &'static str,
     error: SdkError<E, HttpResponse>,
@@ -104,8 +131,8 @@ where
         _ => root_cause(&error),
     };
     BackendError::with_source(
-        classify(&error),
-        format!("target {target}: ECS {operation} failed: {what}"),
+        kind,
+        format!("target {target}: {service_name} {operation} failed: {what}"),
         error,
     )
 }

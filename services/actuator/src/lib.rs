@@ -1,8 +1,10 @@
 //! Actuator: changes real capacity.
 //!
-//! - [`backend`]: the backend of each target (ECS or simulated), with its
-//!   errors classified as retryable or not.
+//! - [`backend`]: the backend of each target (ECS, RDS read replicas or
+//!   simulated), with its errors classified as retryable or not.
 //! - [`ecs`]: AWS ECS through DescribeServices / UpdateService.
+//! - [`rds`]: an RDS primary's read replicas through DescribeDBInstances /
+//!   CreateDBInstanceReadReplica / DeleteDBInstance.
 //! - [`sim`]: the simulated fleet and its load generator.
 //!
 //! On start, and every `observe_every`, the actuator reads each target's
@@ -49,6 +51,7 @@
 
 pub mod backend;
 pub mod ecs;
+pub mod rds;
 pub mod sim;
 
 use std::collections::HashMap;
@@ -89,7 +92,8 @@ pub struct Config {
     /// Backend attempts for one command before its failure is final.
     pub max_attempts: u32,
     /// Time limit of one backend API call; a command's action (a read and
-    /// a write) has twice this, and its lease that plus a margin.
+    /// a write) has twice this plus the backend's drain delay, and its
+    /// lease that plus a margin.
     pub call_timeout: Duration,
     /// AWS credentials to use instead of the standard chain (environment,
     /// profile, instance role); for embedding and tests.
@@ -419,7 +423,21 @@ impl Actuator {
             seq = command.seq,
             decision = command.decision_id
         );
-        match self.execute(backend, &command).instrument(span).await {
+        let work = self.execute(backend, &command).instrument(span);
+        // A backend that drains before removing capacity holds the
+        // command past the consumer's ack wait: tell JetStream it is in
+        // hand, or it hands it to another replica mid-drain.
+        let step = if backend.drain().is_zero() {
+            work.await
+        } else {
+            keep_alive(
+                &message,
+                (self.deadline / 2).max(Duration::from_secs(1)),
+                work,
+            )
+            .await
+        };
+        match step {
             Ok(Step::Done) => nova_runtime::ack(&message, AckKind::Ack).await,
             Ok(Step::Wait(delay)) => nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await,
             Ok(Step::Retry(attempt)) => {
@@ -451,7 +469,11 @@ impl Actuator {
     }
 
     /// Claims the target's lease for `command`, by compare-and-set.
-    async fn claim(&self, command: &Command) -> Result<(Claim, CapacityRecord), KvError> {
+    async fn claim(
+        &self,
+        command: &Command,
+        deadline: Duration,
+    ) -> Result<(Claim, CapacityRecord), KvError> {
         let mut backoff = kv::conflict_backoff();
         loop {
             let stored = kv::load::<CapacityRecord>(&self.capacities, &command.target).await?;
@@ -489,7 +511,7 @@ impl Actuator {
                 return Ok((claim, record));
             };
             let expires = now
-                .saturating_add(i64::try_from(self.deadline.as_millis()).unwrap_or(i64::MAX))
+                .saturating_add(i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX))
                 .saturating_add(lease::LEASE_MARGIN_MS);
             let taken = lease::take(
                 &record,
@@ -555,7 +577,9 @@ impl Actuator {
     /// Executes one command; see the module doc for the steps.
     async fn execute(&self, backend: &Backend, command: &Command) -> Result<Step, StepError> {
         let kind = backend.kind();
-        let (claim, record) = self.claim(command).await?;
+        // A drain is waited out inside the action, so it lengthens both.
+        let deadline = self.deadline + backend.drain();
+        let (claim, record) = self.claim(command, deadline).await?;
         let attempt = match claim {
             Claim::Superseded { by } => {
                 let response = format!(
@@ -624,11 +648,11 @@ impl Actuator {
             return Err(error.into());
         }
         let applied = tokio::time::timeout(
-            self.deadline,
+            deadline,
             backend.apply(command.desired, command.tier.as_deref()),
         )
         .await
-        .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())));
+        .unwrap_or_else(|_| Err(backend::deadline(&command.target, deadline.as_secs())));
         match applied {
             Ok(applied) => {
                 let after = applied.after.clone();
@@ -809,6 +833,25 @@ fn outcome(status: ResultStatus, from: Option<u32>, response: String) -> Outcome
         status,
         from,
         response,
+    }
+}
+
+/// Runs `work`, telling JetStream every `every` that `message` is still
+/// being worked on (a progress ack restarts its ack wait).
+async fn keep_alive<T>(
+    message: &jetstream::Message,
+    every: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut ticks = tokio::time::interval(every);
+    // The first tick is at once; the message was just delivered.
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticks.tick() => nova_runtime::ack(message, AckKind::Progress).await,
+        }
     }
 }
 

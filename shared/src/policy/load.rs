@@ -16,8 +16,8 @@ use thiserror::Error;
 
 use super::rule_text::{parse_action, parse_condition, split_aggregation};
 use super::{
-    Backend, EcsBackend, EvaluationSettings, LoadCurve, Policy, SimBackend, Target, ThresholdRule,
-    TierStep, TrackingRule,
+    Backend, EcsBackend, EvaluationSettings, LoadCurve, Policy, RdsReplicasBackend, SimBackend,
+    Target, ThresholdRule, TierStep, TrackingRule,
 };
 use crate::subjects::is_valid_token;
 use crate::units::{self, Unit};
@@ -135,6 +135,12 @@ const MIN_KEYS: &[&str] = &["min_instances", "min_workers", "min_replicas", "min
 const MAX_KEYS: &[&str] = &["max_instances", "max_workers", "max_replicas", "max"];
 const RULE_KEYS: &[&str] = &["condition", "action", "cooldown"];
 const DEFAULT_COOLDOWN_SECS: u64 = 300;
+/// Seconds an RDS replica drains before it is deleted, unless set.
+const DEFAULT_DRAIN_SECS: u64 = 30;
+/// The longest drain: the command waits it out inside its action.
+const MAX_DRAIN_SECS: u64 = 900;
+/// RDS DB instance identifiers are at most this long.
+const RDS_ID_MAX: usize = 63;
 
 #[derive(Default)]
 struct Walker {
@@ -736,7 +742,7 @@ impl Walker {
             None => {
                 self.problem(
                     &join(&path, "backend"),
-                    "required: `ecs: {region, cluster, service}` or `sim: {initial}`",
+                    "required: `ecs: {region, cluster, service}`, `rds_replicas: {region, primary}` or `sim: {initial}`",
                 );
                 None
             }
@@ -770,6 +776,18 @@ impl Walker {
         {
             self.check_tiers(backend, &ladders, &join(&path, "backend"));
         }
+        if let (Some(Backend::RdsReplicas(_)), Some(hi)) = (&backend, max)
+            && hi > RdsReplicasBackend::MAX_REPLICAS
+        {
+            self.problem(
+                &join(&path, "max"),
+                format!(
+                    "max {hi} is above the {} read replicas RDS allows one primary; bound the target's rules to at most {}",
+                    RdsReplicasBackend::MAX_REPLICAS,
+                    RdsReplicasBackend::MAX_REPLICAS
+                ),
+            );
+        }
         Some(Target {
             warmup_secs: warmup_secs?,
             name: name.to_string(),
@@ -795,11 +813,12 @@ impl Walker {
     ) {
         let names: Vec<&str> = ladders.keys().map(String::as_str).collect();
         match backend {
-            Backend::Ecs(_) => self.problem(
+            Backend::Ecs(_) | Backend::RdsReplicas(_) => self.problem(
                 path,
                 format!(
-                    "vertical rules ({}) need a backend with instance tiers (sim); the ecs backend changes only the desired count",
-                    names.join(", ")
+                    "vertical rules ({}) need a backend with instance tiers (sim); the {} backend changes only the desired count",
+                    names.join(", "),
+                    backend.kind()
                 ),
             ),
             Backend::Sim(sim) => match &sim.tier {
@@ -883,10 +902,16 @@ impl Walker {
     }
 
     fn backend(&mut self, value: &Value, path: &str) -> Option<Backend> {
-        let map = self.map(value, path, &["ecs", "sim"])?;
+        let map = self.map(value, path, &["ecs", "rds_replicas", "sim"])?;
         if map.len() != 1 {
-            self.problem(path, "expected exactly one of `ecs` or `sim`");
+            self.problem(
+                path,
+                "expected exactly one of `ecs`, `rds_replicas` or `sim`",
+            );
             return None;
+        }
+        if let Some(rds) = map.get("rds_replicas") {
+            return self.rds_replicas(rds, &join(path, "rds_replicas"));
         }
         if let Some(ecs) = map.get("ecs") {
             let path = join(path, "ecs");
@@ -961,6 +986,99 @@ impl Walker {
             capacity_per_instance: capacity_per_instance?,
             load: load?,
         }))
+    }
+
+    fn rds_replicas(&mut self, value: &Value, path: &str) -> Option<Backend> {
+        let m = self.map(
+            value,
+            path,
+            &[
+                "region",
+                "primary",
+                "endpoint_url",
+                "instance_class",
+                "drain_secs",
+            ],
+        )?;
+        let region = match m.get("region") {
+            Some(v) => self.string(v, &join(path, "region")).map(str::to_string),
+            None => {
+                self.problem(&join(path, "region"), "required");
+                None
+            }
+        };
+        let primary = match m.get("primary") {
+            Some(v) => self
+                .string(v, &join(path, "primary"))
+                .and_then(|id| self.rds_primary(id, &join(path, "primary"))),
+            None => {
+                self.problem(
+                    &join(path, "primary"),
+                    "required: the identifier of the DB instance whose read replicas are scaled",
+                );
+                None
+            }
+        };
+        let optional = |walker: &mut Self, key: &str| match m.get(key) {
+            None => Some(None),
+            Some(v) => walker
+                .string(v, &join(path, key))
+                .map(|s| Some(s.trim().to_string())),
+        };
+        let endpoint_url = optional(self, "endpoint_url");
+        let instance_class = optional(self, "instance_class");
+        let drain_secs = m.get("drain_secs").map_or(Some(DEFAULT_DRAIN_SECS), |v| {
+            self.secs(v, &join(path, "drain_secs"))
+        });
+        if let Some(secs) = drain_secs
+            && secs > MAX_DRAIN_SECS
+        {
+            self.problem(
+                &join(path, "drain_secs"),
+                format!("expected at most {MAX_DRAIN_SECS} seconds, found {secs}"),
+            );
+            return None;
+        }
+        Some(Backend::RdsReplicas(RdsReplicasBackend {
+            region: region?,
+            primary: primary?,
+            endpoint_url: endpoint_url?,
+            instance_class: instance_class?,
+            drain_secs: drain_secs?,
+        }))
+    }
+
+    /// A primary's identifier, checked against RDS's rules for the names
+    /// derived from it (`<primary>-replica-<n>`), so a bad one is found
+    /// here rather than on the first scale-up.
+    fn rds_primary(&mut self, id: &str, path: &str) -> Option<String> {
+        let longest = id.len() + "-replica-".len() + 2;
+        let problem = if !id.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            Some("must start with a letter".to_string())
+        } else if let Some(c) = id.chars().find(|c| !c.is_ascii_alphanumeric() && *c != '-') {
+            Some(format!(
+                "{c:?} is not allowed: letters, digits and hyphens only"
+            ))
+        } else if id.contains("--") || id.ends_with('-') {
+            Some("must not end with a hyphen or contain two in a row".to_string())
+        } else if longest > RDS_ID_MAX {
+            Some(format!(
+                "too long: its replicas' identifiers ({id}-replica-NN) would exceed RDS's {RDS_ID_MAX} characters; at most {} characters",
+                RDS_ID_MAX - (longest - id.len())
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => {
+                self.problem(
+                    path,
+                    format!("{id:?} is not an RDS instance identifier: {problem}"),
+                );
+                None
+            }
+            None => Some(id.to_string()),
+        }
     }
 
     fn load(&mut self, value: &Value, path: &str) -> Option<LoadCurve> {
@@ -1322,5 +1440,132 @@ vertical_scaling_rules:
         let policy = from_yaml(yaml, "p.yaml").unwrap();
         assert_eq!(policy.targets["t"].rules[0].condition.threshold, 0.7);
         assert_eq!(policy.metric_unit("cpu"), Unit::Ratio);
+    }
+
+    #[test]
+    fn an_rds_replica_set_loads_with_its_defaults() {
+        let yaml = "targets:\n  db:\n    rules: [g]\n    backend:\n      rds_replicas: {region: us-east-1, primary: orders-db}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {condition: \"avg_cpu > 70%\", action: \"add 1 replica\", max_replicas: 5}\n";
+        let policy = from_yaml(yaml, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let Backend::RdsReplicas(rds) = &policy.targets["db"].backend else {
+            panic!("not an rds_replicas backend")
+        };
+        assert_eq!(
+            rds,
+            &RdsReplicasBackend {
+                region: "us-east-1".into(),
+                primary: "orders-db".into(),
+                endpoint_url: None,
+                instance_class: None,
+                drain_secs: DEFAULT_DRAIN_SECS,
+            }
+        );
+        assert_eq!(rds.replica_id(3), "orders-db-replica-3");
+        let full = yaml.replace(
+            "primary: orders-db}",
+            "primary: orders-db, endpoint_url: \"http://127.0.0.1:5000\", instance_class: db.r6g.large, drain_secs: \"2 minutes\"}",
+        );
+        let policy = from_yaml(&full, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let Backend::RdsReplicas(rds) = &policy.targets["db"].backend else {
+            panic!("not an rds_replicas backend")
+        };
+        assert_eq!(rds.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(rds.instance_class.as_deref(), Some("db.r6g.large"));
+        assert_eq!(rds.drain_secs, 120);
+        let zero = yaml.replace("primary: orders-db}", "primary: orders-db, drain_secs: 0}");
+        let policy = from_yaml(&zero, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(&policy.targets["db"].backend, Backend::RdsReplicas(r) if r.drain_secs == 0)
+        );
+    }
+
+    #[test]
+    fn a_bad_rds_replica_set_lists_every_problem() {
+        let base = "targets:\n  db:\n    rules: [g]\n    backend:\n      rds_replicas: {region: us-east-1, primary: orders-db}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {condition: \"avg_cpu > 70%\", action: \"add 1 replica\", max_replicas: 5}\n";
+        let path = "targets.db.backend.rds_replicas";
+        let long = "a".repeat(53);
+        let cases: Vec<(String, Vec<String>)> = vec![
+            (
+                base.replace("{region: us-east-1, primary: orders-db}", "{}"),
+                vec![
+                    format!("{path}.region: required"),
+                    format!("{path}.primary: required"),
+                ],
+            ),
+            (
+                // Unknown keys and bad values, all at once.
+                base.replace(
+                    "primary: orders-db}",
+                    "primary: 9db, drain_sec: 5, drain_secs: soon, instance_class: \"\"}",
+                ),
+                vec![
+                    format!("{path}.drain_sec: unknown field; did you mean `drain_secs`?"),
+                    format!(
+                        "{path}.primary: \"9db\" is not an RDS instance identifier: must start with a letter"
+                    ),
+                    format!("{path}.instance_class: expected a non-empty string"),
+                    format!("{path}.drain_secs: "),
+                ],
+            ),
+            (
+                base.replace("primary: orders-db", "primary: orders_db"),
+                vec![format!(
+                    "{path}.primary: \"orders_db\" is not an RDS instance identifier: '_' is not allowed"
+                )],
+            ),
+            (
+                base.replace("primary: orders-db", "primary: orders--db"),
+                vec![format!(
+                    "{path}.primary: \"orders--db\" is not an RDS instance identifier: must not end"
+                )],
+            ),
+            (
+                base.replace("primary: orders-db", &format!("primary: {long}")),
+                vec![format!(
+                    "{path}.primary: \"{long}\" is not an RDS instance identifier: too long"
+                )],
+            ),
+            (
+                base.replace(
+                    "primary: orders-db}",
+                    "primary: orders-db, drain_secs: 901}",
+                ),
+                vec![format!(
+                    "{path}.drain_secs: expected at most 900 seconds, found 901"
+                )],
+            ),
+            (
+                base.replace("max_replicas: 5", "max_replicas: 16"),
+                vec![
+                    "targets.db.max: max 16 is above the 15 read replicas RDS allows one primary"
+                        .into(),
+                ],
+            ),
+            (
+                base.replace(
+                    "{region: us-east-1, primary: orders-db}",
+                    "{region: us-east-1, primary: orders-db}\n      sim: {initial: 1}",
+                ),
+                vec![
+                    "targets.db.backend: expected exactly one of `ecs`, `rds_replicas` or `sim`"
+                        .into(),
+                ],
+            ),
+        ];
+        for (yaml, want) in cases {
+            let got = problems(&yaml);
+            for w in &want {
+                assert!(
+                    got.iter().any(|g| g.starts_with(w.as_str())),
+                    "missing {w:?} in {got:#?}"
+                );
+            }
+            assert_eq!(got.len(), want.len(), "{got:#?}");
+        }
+        // The longest primary that leaves room for two-digit replica numbers loads.
+        let longest = "a".repeat(52);
+        assert!(
+            problems(&base.replace("primary: orders-db", &format!("primary: {longest}")))
+                .is_empty()
+        );
     }
 }

@@ -274,14 +274,17 @@ pub enum Backend {
     Ecs(EcsBackend),
     /// A simulated fleet.
     Sim(SimBackend),
+    /// The read replicas of an RDS primary.
+    RdsReplicas(RdsReplicasBackend),
 }
 
 impl Backend {
-    /// `ecs` or `sim`.
+    /// `ecs`, `sim` or `rds_replicas`.
     pub fn kind(&self) -> &'static str {
         match self {
             Backend::Ecs(_) => "ecs",
             Backend::Sim(_) => "sim",
+            Backend::RdsReplicas(_) => "rds_replicas",
         }
     }
 }
@@ -297,6 +300,35 @@ pub struct EcsBackend {
     pub service: String,
     /// Endpoint override (a moto server, a VPC endpoint).
     pub endpoint_url: Option<String>,
+}
+
+/// The read replicas of an RDS DB instance: capacity is their number. New
+/// replicas are named `<primary>-replica-<n>`, so a repeated call finds the
+/// one it made before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RdsReplicasBackend {
+    /// AWS region.
+    pub region: String,
+    /// The source DB instance's identifier.
+    pub primary: String,
+    /// Endpoint override (a moto server, a VPC endpoint).
+    pub endpoint_url: Option<String>,
+    /// Instance class of new replicas; none: the primary's.
+    pub instance_class: Option<String>,
+    /// Seconds between choosing a replica to remove and deleting it, for
+    /// readers to move off it; 0 deletes at once.
+    pub drain_secs: u64,
+}
+
+impl RdsReplicasBackend {
+    /// The most read replicas RDS gives one primary (MySQL, MariaDB,
+    /// PostgreSQL; fewer for Oracle and SQL Server).
+    pub const MAX_REPLICAS: u32 = 15;
+
+    /// The identifier of replica `n` (from 1).
+    pub fn replica_id(&self, n: u32) -> String {
+        format!("{}-replica-{n}", self.primary)
+    }
 }
 
 /// A simulated fleet: capacity follows commands after a warm-up delay; it can

@@ -1,0 +1,382 @@
+//! RDS read replicas as a target, on moto's server through the official
+//! SDK: the pipeline drives a primary from 1 to 3 replicas on rule triggers
+//! and back to 1, a command delivered again adds nothing, the backend
+//! applied twice creates each replica once, and a drain longer than the
+//! consumer's ack wait keeps its command (no redelivery mid-drain). Every assertion on capacity
+//! reads DescribeDBInstances, never what the code believes.
+//!
+//! moto's quirks this relies on: a new replica is `available` on the first
+//! read of it, and a deleted one is gone from DescribeDBInstances at once
+//! (no `deleting` phase to wait through). moto also does not refuse a
+//! second CreateDBInstanceReadReplica of an existing name (AWS answers
+//! `DBInstanceAlreadyExists`), so the tests count replicas by name rather
+//! than count calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_rds::config::{BehaviorVersion, Region};
+use nova_actuator::backend::BackendErrorKind;
+use nova_actuator::rds::RdsReplicaSet;
+use nova_e2e::{
+    AuditReader, MotoServer, NatsServer, Pipeline, WAIT, publish, stream_first, stream_messages,
+    within,
+};
+use nova_runtime::nats::{ACTUATOR_CONSUMER, COMMANDS_STREAM, RESULTS_STREAM};
+use nova_runtime::{publish as publish_stream, shutdown};
+use nova_shared::codec;
+use nova_shared::policy::{Backend, Policy, from_yaml};
+use nova_shared::subjects;
+use nova_shared::wire::{
+    ActionResult, AuditKind, AuditRecord, Command, Extra, ResultStatus, Stage, Version,
+};
+use serde_json::json;
+
+const PRIMARY: &str = "orders-db";
+
+/// An RDS client for the moto server, as a test's own (not the actuator's).
+fn rds(moto: &MotoServer) -> aws_sdk_rds::Client {
+    let config = aws_sdk_rds::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&moto.endpoint)
+        .credentials_provider(MotoServer::credentials())
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .build();
+    aws_sdk_rds::Client::from_conf(config)
+}
+
+/// The primary, a PostgreSQL instance.
+async fn create_primary(rds: &aws_sdk_rds::Client) {
+    rds.create_db_instance()
+        .db_instance_identifier(PRIMARY)
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("nova")
+        .master_user_password("not-a-secret-1")
+        .send()
+        .await
+        .expect("create primary");
+}
+
+/// A replica made outside NovaCron.
+async fn create_replica(rds: &aws_sdk_rds::Client, id: &str) {
+    rds.create_db_instance_read_replica()
+        .db_instance_identifier(id)
+        .source_db_instance_identifier(PRIMARY)
+        .send()
+        .await
+        .expect("create replica");
+}
+
+/// The primary's replicas as DescribeDBInstances lists them, sorted.
+async fn replicas(rds: &aws_sdk_rds::Client) -> Vec<String> {
+    let out = rds
+        .describe_db_instances()
+        .send()
+        .await
+        .expect("describe instances");
+    let mut ids: Vec<String> = out
+        .db_instances()
+        .iter()
+        .filter(|i| i.read_replica_source_db_instance_identifier() == Some(PRIMARY))
+        .filter(|i| i.db_instance_status() != Some("deleting"))
+        .filter_map(|i| i.db_instance_identifier().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn policy(endpoint: &str) -> Arc<Policy> {
+    // Cooldowns 0 so the scale-down follows the scale-up at once; a 1 s
+    // drain so the scale-down goes through the wait.
+    let yaml = format!(
+        r#"
+targets:
+  db:
+    rules: [reads]
+    backend:
+      rds_replicas: {{ region: us-east-1, primary: {PRIMARY}, endpoint_url: "{endpoint}", drain_secs: 1 }}
+horizontal_scaling_rules:
+  reads:
+    scale_up:   {{ condition: "read_queue > 100", action: "add 2 replicas", cooldown: 0, max_replicas: 5 }}
+    scale_down: {{ condition: "read_queue < 10", action: "remove 2 replicas", cooldown: 0, min_replicas: 1 }}
+"#
+    );
+    Arc::new(from_yaml(&yaml, "rds.yaml").unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn read_queue(value: f64, ts: i64) -> Vec<u8> {
+    rmp_serde::to_vec_named(&json!({"value": value, "ts": ts})).expect("encode")
+}
+
+fn is_result(outcome: &'static str) -> impl Fn(&AuditRecord) -> bool {
+    move |r| r.target == "db" && r.kind == AuditKind::Result && r.outcome == outcome
+}
+
+/// The stream sequence up to which the actuator's consumer has acked all.
+async fn acked_through(js: &async_nats::jetstream::Context) -> u64 {
+    let stream = js.get_stream(COMMANDS_STREAM).await.expect("stream");
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ACTUATOR_CONSUMER)
+        .await
+        .expect("consumer");
+    consumer
+        .info()
+        .await
+        .expect("info")
+        .ack_floor
+        .stream_sequence
+}
+
+fn names(ns: &[u32]) -> Vec<String> {
+    ns.iter()
+        .map(|n| format!("{PRIMARY}-replica-{n}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_triggers_take_a_replica_set_from_1_to_3_and_back_and_a_redelivery_adds_none() {
+    let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
+    let rds = rds(&moto);
+    create_primary(&rds).await;
+    create_replica(&rds, &format!("{PRIMARY}-replica-1")).await;
+    let client = nats.client().await;
+    let mut audit = AuditReader::new(&client).await;
+    let pipeline = Pipeline::start(&nats, policy(&moto.endpoint)).await;
+    let t0 = nova_runtime::now_ms() - 120_000;
+
+    publish(
+        &client,
+        subjects::metrics("db", "read_queue"),
+        read_queue(500.0, t0),
+        false,
+    )
+    .await;
+    let up = audit
+        .wait_for("the scale-up's result", is_result("succeeded"))
+        .await;
+    assert_eq!((up.from, up.to), (Some(1), Some(3)), "{up:?}");
+    assert_eq!(replicas(&rds).await, names(&[1, 2, 3]));
+    let response = up.backend_response.as_deref().unwrap_or_default();
+    assert!(
+        response.contains("read replicas 1 -> 3")
+            && response.contains("created orders-db-replica-2, orders-db-replica-3"),
+        "{response}"
+    );
+
+    // The same command delivered again (published anew, as a redelivery
+    // after a lost ack is): the actuator finds it applied and acks it; its
+    // result and audit record share the first's ids, so JetStream keeps
+    // only the first. RDS keeps three replicas.
+    let commands: Vec<Command> = stream_messages(&client, COMMANDS_STREAM).await;
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    let js = async_nats::jetstream::new(client.clone());
+    let again = codec::encode(&commands[0]).expect("encode");
+    let stored = js
+        .publish(subjects::commands("db"), again.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    within("the actuator to ack the redelivered command", WAIT, async {
+        while acked_through(&js).await < stored.sequence {
+            // A broker-side counter; there is no event for it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(replicas(&rds).await, names(&[1, 2, 3]));
+
+    publish(
+        &client,
+        subjects::metrics("db", "read_queue"),
+        // Past the arbiter's hold on scale-downs after a scale-up firing
+        // (twice max(D, refire_secs) = 60 s of event time).
+        read_queue(1.0, t0 + 61_000),
+        false,
+    )
+    .await;
+    let down = audit
+        .wait_for("the scale-down's result", |r| {
+            is_result("succeeded")(r) && r.decision_id != up.decision_id
+        })
+        .await;
+    assert_eq!((down.from, down.to), (Some(3), Some(1)), "{down:?}");
+    // The newest (highest-numbered) go first.
+    assert_eq!(replicas(&rds).await, names(&[1]));
+    let response = down.backend_response.as_deref().unwrap_or_default();
+    assert!(
+        response.contains("read replicas 3 -> 1")
+            && response
+                .contains("deleted orders-db-replica-3, orders-db-replica-2 after a 1 s drain"),
+        "{response}"
+    );
+
+    // One result per decision, each from the rds backend.
+    let results: Vec<ActionResult> = stream_messages(&client, RESULTS_STREAM).await;
+    let statuses: Vec<(ResultStatus, u32)> = results
+        .iter()
+        .map(|r| (r.status.clone(), r.desired))
+        .collect();
+    assert_eq!(
+        statuses,
+        [(ResultStatus::Succeeded, 3), (ResultStatus::Succeeded, 1)]
+    );
+    assert!(
+        results.iter().all(|r| r.backend == "rds_replicas"),
+        "{results:?}"
+    );
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_applied_twice_creates_each_replica_once_and_removes_only_its_own() {
+    let moto = MotoServer::start().await;
+    let rds = rds(&moto);
+    let yaml = format!(
+        "targets:\n  db:\n    rules: [g]\n    max: 5\n    backend:\n      rds_replicas: {{region: us-east-1, primary: {PRIMARY}, endpoint_url: \"{}\", drain_secs: 0}}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {{condition: \"read_queue > 100\", action: \"add 1 replica\"}}\n",
+        moto.endpoint
+    );
+    let policy = from_yaml(&yaml, "rds.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let Backend::RdsReplicas(spec) = &policy.targets["db"].backend else {
+        panic!("an rds_replicas backend");
+    };
+    let client = nova_actuator::rds::client(
+        "us-east-1",
+        Some(&moto.endpoint),
+        Duration::from_secs(10),
+        Some(&MotoServer::credentials()),
+    )
+    .await;
+    let set = RdsReplicaSet::new(client, "db", spec);
+
+    // No primary yet: one line that says what to do.
+    let missing = set.observe().await.expect_err("no primary");
+    assert_eq!(missing.kind(), BackendErrorKind::NotFound);
+    assert_eq!(
+        missing.to_string(),
+        "target db: RDS DB instance orders-db not found in us-east-1; create it, or name an \
+         existing instance as the backend's primary"
+    );
+
+    create_primary(&rds).await;
+    // A reader made by hand counts as capacity, and is never removed.
+    create_replica(&rds, "orders-db-reader").await;
+    let first = set.set_desired(3).await.expect("first apply");
+    assert_eq!(
+        (first.before.map(|b| b.desired), first.after.desired),
+        (Some(1), 3)
+    );
+    let mut want = vec!["orders-db-reader".to_string()];
+    want.extend(names(&[1, 2]));
+    assert_eq!(replicas(&rds).await, want);
+    // Applied again, as after a redelivery whose first delivery's outcome
+    // was never recorded: nothing more is created.
+    let second = set.set_desired(3).await.expect("second apply");
+    assert_eq!(second.after.desired, 3);
+    assert!(
+        second.response.ends_with("nothing to change"),
+        "{}",
+        second.response
+    );
+    assert_eq!(replicas(&rds).await, want);
+
+    let down = set.set_desired(0).await.expect("down");
+    assert_eq!(replicas(&rds).await, ["orders-db-reader"]);
+    assert_eq!(
+        down.response,
+        "RDS orders-db read replicas 3 -> 1 (available 1): deleted orders-db-replica-2, \
+         orders-db-replica-1 after a 0 s drain; 1 replica(s) not named orders-db-replica-<n> \
+         were kept: NovaCron removes only replicas it names"
+    );
+    // The lowest free numbers are taken again.
+    set.set_desired(2).await.expect("up again");
+    assert_eq!(
+        replicas(&rds).await,
+        ["orders-db-reader", "orders-db-replica-1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_longer_than_the_ack_wait_keeps_its_command() {
+    let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
+    let rds = rds(&moto);
+    create_primary(&rds).await;
+    for n in 1..=3 {
+        create_replica(&rds, &format!("{PRIMARY}-replica-{n}")).await;
+    }
+    let client = nats.client().await;
+    let yaml = format!(
+        "targets:\n  db:\n    rules: [g]\n    max: 5\n    backend:\n      rds_replicas: {{region: us-east-1, primary: {PRIMARY}, endpoint_url: \"{}\", drain_secs: 4}}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {{condition: \"read_queue > 100\", action: \"add 1 replica\"}}\n",
+        moto.endpoint
+    );
+    let policy = Arc::new(from_yaml(&yaml, "rds.yaml").unwrap_or_else(|e| panic!("{e}")));
+    // A 1 s call timeout makes the consumer's ack wait 3 s, shorter than
+    // the 4 s drain: without progress acks the command would be handed out
+    // again mid-drain.
+    let mut config = nova_actuator::Config::new(policy);
+    config.call_timeout = Duration::from_secs(1);
+    config.aws_credentials = Some(MotoServer::credentials());
+    let (stop, signal) = shutdown::channel();
+    let actuator_client = nats.client().await;
+    let actuator = tokio::spawn(async move {
+        nova_actuator::run(config, actuator_client, signal.signal())
+            .await
+            .expect("actuator");
+    });
+    nova_e2e::wait_ready(&nats.url, Stage::Actuator, 1).await;
+    let js = async_nats::jetstream::new(client.clone());
+    let command = Command {
+        v: Version::CURRENT,
+        decision_id: "d-db-1".into(),
+        seq: 1,
+        ts: nova_runtime::now_ms(),
+        target: "db".into(),
+        from: 3,
+        desired: 1,
+        tier: None,
+        rule: None,
+        reason: "test: drain past the ack wait".into(),
+        extra: Extra::new(),
+    };
+    publish_stream::publish_once(
+        &js,
+        subjects::commands("db"),
+        &command.decision_id,
+        &command,
+    )
+    .await
+    .expect("publish command");
+    let results: Vec<ActionResult> = stream_first(&client, RESULTS_STREAM, 1, WAIT).await;
+    assert_eq!(results[0].status, ResultStatus::Succeeded, "{results:?}");
+    assert!(
+        results[0].response.contains("after a 4 s drain"),
+        "{}",
+        results[0].response
+    );
+    assert_eq!(replicas(&rds).await, names(&[1]));
+    let stream = js.get_stream(COMMANDS_STREAM).await.expect("stream");
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ACTUATOR_CONSUMER)
+        .await
+        .expect("consumer");
+    let info = consumer.info().await.expect("info");
+    assert_eq!(info.config.ack_wait, Duration::from_secs(3), "the premise");
+    assert_eq!(
+        (info.delivered.consumer_sequence, info.num_redelivered),
+        (1, 0),
+        "delivered once, never again: {info:?}"
+    );
+    stop.trigger();
+    within("the actuator to stop", WAIT, actuator)
+        .await
+        .expect("actuator task");
+}
