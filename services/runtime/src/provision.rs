@@ -855,9 +855,10 @@ pub fn fix_command(url: Option<&str>, extra: &str) -> String {
     }
 }
 
-/// Checks until `check` finds nothing wrong (`Ok(None)`), for at most
-/// [`PROVISION_PATIENCE`], with back-off. `check` answers the object's
-/// problem, or `Err` when it could not look (a timeout: also retried).
+/// Checks until `check` finds nothing wrong, for at most
+/// [`PROVISION_PATIENCE`], with back-off (250 ms doubling to under 2 s), a
+/// last check at the end. `check` answers what it found, or the object and
+/// its problem (missing, different, or unreadable for now: all waited for).
 async fn patiently<T, F: Future<Output = Result<T, (String, String)>>>(
     fix: String,
     mut check: impl FnMut() -> F,
@@ -870,10 +871,7 @@ async fn patiently<T, F: Future<Output = Result<T, (String, String)>>>(
             Ok(found) => return Ok(found),
             Err((object, problem)) => {
                 let waited = started.elapsed();
-                let Some(delay) = backoff.next() else {
-                    unreachable!("an unbounded back-off always has a next delay")
-                };
-                if waited + delay > PROVISION_PATIENCE {
+                if waited >= PROVISION_PATIENCE {
                     return Err(CheckError {
                         object,
                         problem,
@@ -881,6 +879,11 @@ async fn patiently<T, F: Future<Output = Result<T, (String, String)>>>(
                         waited_secs: waited.as_secs_f64().round() as u64,
                     });
                 }
+                // The last check comes at the end of the patience.
+                let delay = backoff
+                    .next()
+                    .unwrap_or(PROVISION_PATIENCE)
+                    .min(PROVISION_PATIENCE - waited);
                 tracing::warn!("waiting for provisioning: {object} {problem}; run `{fix}`");
                 tokio::time::sleep(delay).await;
             }
