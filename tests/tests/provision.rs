@@ -77,7 +77,11 @@ async fn fails_with_one_line(process: &mut ServiceProcess) -> String {
         .filter(|l| !l.starts_with("20"))
         .cloned()
         .collect();
-    assert_eq!(plain, [line.clone()], "one line says what is wrong");
+    assert_eq!(
+        plain,
+        std::slice::from_ref(&line),
+        "one line says what is wrong"
+    );
     line
 }
 
