@@ -59,6 +59,15 @@ pub enum SetupError {
         #[source]
         source: jetstream::kv::WatchError,
     },
+    /// The consumer was there at start and is gone now (its stream was
+    /// deleted, say); the service waits for provisioning to make it again.
+    #[error("consumer {consumer} on stream {stream} is gone: run `novactl provision`")]
+    ConsumerGone {
+        /// Stream.
+        stream: &'static str,
+        /// Consumer.
+        consumer: String,
+    },
     /// What the service needs is not provisioned (`novactl provision`).
     #[error(transparent)]
     Unprovisioned(#[from] crate::provision::CheckError),
@@ -221,14 +230,19 @@ impl Durable {
         self.js
             .get_consumer_from_stream(&self.name, self.stream)
             .await
-            .map_err(|source| SetupError::Consumer {
-                stream: self.stream,
-                consumer: if is_missing(&source) {
-                    format!("{} (missing: run `novactl provision`)", self.name)
+            .map_err(|source| {
+                if is_missing(&source) {
+                    SetupError::ConsumerGone {
+                        stream: self.stream,
+                        consumer: self.name.clone(),
+                    }
                 } else {
-                    self.name.clone()
-                },
-                source,
+                    SetupError::Consumer {
+                        stream: self.stream,
+                        consumer: self.name.clone(),
+                        source,
+                    }
+                }
             })
     }
 }
