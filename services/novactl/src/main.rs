@@ -511,9 +511,11 @@ async fn run_all(
     quiet: bool,
     output: Output,
 ) -> anyhow::Result<()> {
-    // Logs first, so provisioning's retries on a fresh cluster are seen;
-    // `start` keeps the subscriber installed here.
+    // Logs first, so provisioning's retries on a fresh cluster are seen
+    // (`start` keeps the subscriber installed here); a bad policy fails
+    // before anything touches the network, as in `start`.
     nova_runtime::telemetry::init_tracing();
+    policy::load_file(&common.policy)?;
     provision_for_run(&common.nats_url, provision).await?;
     let started = start("novactl-run", &common).await?;
     let (policy, client) = (started.policy, started.client);
