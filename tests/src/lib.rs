@@ -49,6 +49,33 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// redelivered quickly.
 pub const ARBITER_ACK_WAIT: Duration = Duration::from_secs(2);
 
+/// The topology settings of a test on one server: one replica, the
+/// arbiter's ack wait [`ARBITER_ACK_WAIT`], the actuator's the default (the
+/// in-process actuators keep their default call timeout).
+pub fn test_settings() -> nova_runtime::provision::Settings {
+    nova_runtime::provision::Settings {
+        arbiter_ack_wait: ARBITER_ACK_WAIT,
+        ..Default::default()
+    }
+}
+
+/// Provisions the topology with `settings` (what `novactl provision` does),
+/// within `limit`: a fresh cluster may take a while to elect its leaders.
+pub async fn provision(
+    client: &async_nats::Client,
+    settings: &nova_runtime::provision::Settings,
+    limit: Duration,
+) -> nova_runtime::provision::Report {
+    let topology = nova_runtime::provision::topology(settings);
+    within(
+        "provisioning",
+        limit,
+        nova_runtime::provision::apply(&jetstream::new(client.clone()), &topology),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("provision: {error}"))
+}
+
 /// Tiny deterministic generator for fault schedules (xorshift64): the same
 /// seed gives the same kills, so a failing schedule can be replayed.
 pub struct Dice(pub u64);
@@ -174,16 +201,19 @@ impl NatsServer {
         }
     }
 
-    /// A connected client with the streams and buckets provisioned.
+    /// A connected client, with the streams, buckets and consumers
+    /// provisioned with [`test_settings`].
     pub async fn client(&self) -> async_nats::Client {
+        self.client_with(&test_settings()).await
+    }
+
+    /// A connected client, with the topology provisioned with `settings`.
+    pub async fn client_with(
+        &self,
+        settings: &nova_runtime::provision::Settings,
+    ) -> async_nats::Client {
         let client = connect(&self.url, "test").await;
-        within(
-            "provisioning",
-            WAIT,
-            nova_runtime::nats::provision(&jetstream::new(client.clone()), 1),
-        )
-        .await
-        .expect("provision");
+        provision(&client, settings, WAIT).await;
         client
     }
 }
@@ -343,9 +373,9 @@ impl Pipeline {
                     .expect("evaluator");
             }),
             Stage::Arbiter => tokio::spawn(async move {
-                let mut config = nova_arbiter::Config::new(policy);
-                // A killed arbiter's unacked trigger comes back after this.
-                config.ack_wait = ARBITER_ACK_WAIT;
+                // A killed arbiter's unacked trigger comes back after the
+                // consumer's ack wait, provisioned as ARBITER_ACK_WAIT.
+                let config = nova_arbiter::Config::new(policy);
                 nova_arbiter::run(config, client, signal)
                     .await
                     .expect("arbiter");

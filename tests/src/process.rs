@@ -115,6 +115,13 @@ impl ServiceProcess {
         let _ = self.child.wait().await;
     }
 
+    /// Waits (within `limit`) for the process to end on its own.
+    pub async fn wait_exit(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        crate::within("the process to exit", limit, self.child.wait())
+            .await
+            .expect("wait for the process")
+    }
+
     /// Waits (within [`crate::WAIT`]) for a stderr line containing `needle`.
     pub async fn wait_line(&self, needle: &str) -> String {
         crate::within(&format!("a log line with {needle:?}"), crate::WAIT, async {

@@ -45,15 +45,11 @@ async fn start() -> (NatsServer, async_nats::Client, Pipeline) {
     (nats, client, pipeline)
 }
 
+/// Provisions again what the test deleted (streams, buckets, and the
+/// consumers that went with their streams), as an operator would with
+/// `novactl provision`: the services never re-create any of it.
 async fn provision(client: &async_nats::Client) {
-    let js = async_nats::jetstream::new(client.clone());
-    within(
-        "provisioning again",
-        WAIT,
-        nova_runtime::nats::provision(&js, 1),
-    )
-    .await
-    .expect("provision");
+    nova_e2e::provision(client, &nova_e2e::test_settings(), WAIT).await;
 }
 
 /// The arbiter's consumer, once it has made `times` deliveries (the one

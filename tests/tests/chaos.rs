@@ -262,27 +262,26 @@ async fn nothing_is_lost_while_the_cluster_fails_over() {
     let client = connect(&cluster.urls, "chaos-test").await;
     let js = jetstream::new(client.clone());
     // A fresh cluster elects its first leaders in a few seconds.
-    within(
-        "provisioning R3 streams",
-        WAIT * 3,
-        nova_runtime::nats::provision(&js, 3),
-    )
-    .await
-    .expect("provision");
+    // The arbiters' ack wait, 5 s: a killed arbiter's triggers come back
+    // soon; the actuators' 6 s, three times their 2 s call timeout.
+    let settings = nova_runtime::provision::Settings {
+        stream_replicas: 3,
+        arbiter_ack_wait: Duration::from_secs(5),
+        actuator_ack_wait: Duration::from_secs(6),
+    };
+    nova_e2e::provision(&client, &settings, WAIT * 3).await;
 
     let urls = cluster.urls.clone();
     let policy = policy_file();
-    let common = ["--stream-replicas", "3"];
     let stage = |stage: Stage, extra: &[&str]| {
-        let flags: Vec<&str> = common.iter().chain(extra).copied().collect();
-        ServiceProcess::stage(stage, &urls, policy.path(), &flags, &[])
+        ServiceProcess::stage(stage, &urls, policy.path(), extra, &[])
     };
     let services = [
         stage(Stage::Audit, &[]),
         stage(Stage::Actuator, &["--call-timeout-secs", "2"]),
         stage(Stage::Actuator, &["--call-timeout-secs", "2"]),
-        stage(Stage::Arbiter, &["--ack-wait-secs", "5"]),
-        stage(Stage::Arbiter, &["--ack-wait-secs", "5"]),
+        stage(Stage::Arbiter, &[]),
+        stage(Stage::Arbiter, &[]),
         stage(Stage::Evaluator, &[]),
         stage(Stage::Ingest, &[]),
         stage(Stage::Ingest, &[]),

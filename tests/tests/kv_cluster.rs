@@ -132,7 +132,12 @@ async fn provisioned_buckets_read_what_was_last_written() {
         "the cluster to provision R3 streams and buckets",
         WAIT * 4,
         async {
-            while let Err(error) = nova_runtime::nats::provision(&writer, 3).await {
+            let settings = nova_runtime::provision::Settings {
+                stream_replicas: 3,
+                ..Default::default()
+            };
+            let topology = nova_runtime::provision::topology(&settings);
+            while let Err(error) = nova_runtime::provision::apply(&writer, &topology).await {
                 eprintln!("provisioning, again: {error}");
             }
         },

@@ -67,7 +67,16 @@ fn grow(target: &str, round: u32, t0: i64) -> Trigger {
 }
 
 const ACTUATOR_FLAGS: [&str; 2] = ["--call-timeout-secs", "2"];
-const ARBITER_FLAGS: [&str; 2] = ["--ack-wait-secs", "2"];
+
+/// The topology of these tests: the arbiters' ack wait 2 s (the harness's),
+/// the actuators' 6 s, three times their 2 s call timeout, so a killed
+/// actuator's command goes to another replica soon.
+fn settings() -> nova_runtime::provision::Settings {
+    nova_runtime::provision::Settings {
+        actuator_ack_wait: Duration::from_secs(6),
+        ..nova_e2e::test_settings()
+    }
+}
 const MOTO_ENV: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", "testing"),
     ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -88,7 +97,7 @@ async fn replicas_apply_in_decision_order(actuators: usize, kills: u32, seed: u6
         moto.ecs_service_in_cluster(CLUSTER, &format!("svc{i}"), START)
             .await;
     }
-    let client = nats.client().await;
+    let client = nats.client_with(&settings()).await;
     let mut audit = AuditReader::new(&client).await;
     let policy = policy_file(&proxy.endpoint, TARGETS);
     let start_actuator = || {
@@ -102,15 +111,7 @@ async fn replicas_apply_in_decision_order(actuators: usize, kills: u32, seed: u6
     };
     let mut running: Vec<ServiceProcess> = (0..actuators).map(|_| start_actuator()).collect();
     let _arbiters: Vec<ServiceProcess> = (0..2)
-        .map(|_| {
-            ServiceProcess::stage(
-                Stage::Arbiter,
-                &nats.url,
-                policy.path(),
-                &ARBITER_FLAGS,
-                &[],
-            )
-        })
+        .map(|_| ServiceProcess::stage(Stage::Arbiter, &nats.url, policy.path(), &[], &[]))
         .collect();
     wait_ready(&nats.url, Stage::Actuator, actuators).await;
     wait_ready(&nats.url, Stage::Arbiter, 2).await;
@@ -330,7 +331,7 @@ async fn two_actuator_processes_keep_decision_order_across_sigkills() {
 async fn missing_aws_credentials_are_one_clear_line_and_named_in_the_decision() {
     let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
     moto.ecs_service(CLUSTER, "svc0", 2).await;
-    let client = nats.client().await;
+    let client = nats.client_with(&settings()).await;
     let mut audit = AuditReader::new(&client).await;
     let policy = policy_file(&moto.endpoint, 1);
     let actuator = ServiceProcess::stage(
@@ -340,13 +341,7 @@ async fn missing_aws_credentials_are_one_clear_line_and_named_in_the_decision() 
         &ACTUATOR_FLAGS,
         &[],
     );
-    let _arbiter = ServiceProcess::stage(
-        Stage::Arbiter,
-        &nats.url,
-        policy.path(),
-        &ARBITER_FLAGS,
-        &[],
-    );
+    let _arbiter = ServiceProcess::stage(Stage::Arbiter, &nats.url, policy.path(), &[], &[]);
     wait_ready(&nats.url, Stage::Actuator, 1).await;
     wait_ready(&nats.url, Stage::Arbiter, 1).await;
 

@@ -169,13 +169,20 @@ async fn serve(
     let js = nova_runtime::nats::jetstream(&client);
     let capacities = setup::bucket(&js, CAPACITY_BUCKET).await?;
     let sim_states = setup::bucket(&js, SIM_BUCKET).await?;
-    let mut messages = setup::durable_messages(
-        &js,
-        COMMANDS_STREAM,
-        &config.consumer,
-        config.call_timeout * 3,
-    )
-    .await?;
+    // A command may be in hand for its action (twice the call timeout)
+    // and the KV and publish steps after it; the consumer's ack wait, set
+    // by `novactl provision --actuator-ack-wait-secs`, must leave room for
+    // that, or commands are handed to another replica mid-call.
+    let min_ack_wait = nova_runtime::provision::MinAckWait {
+        at_least: config.call_timeout * 3,
+        why: format!(
+            "three times --call-timeout-secs {}",
+            config.call_timeout.as_secs_f64()
+        ),
+    };
+    let mut messages =
+        setup::durable_messages(&js, COMMANDS_STREAM, &config.consumer, Some(&min_ack_wait))
+            .await?;
     let actuator = Arc::new(Actuator {
         backends: backend::build_all(
             &config.policy,

@@ -13,8 +13,9 @@ struct Args {
     #[arg(long)]
     sim_load: bool,
     /// Time limit of one backend API call, in seconds. A command's action
-    /// gets twice this, its lease that plus 2 s, and its delivery three times
-    /// this before JetStream hands it to another replica.
+    /// gets twice this and its lease that plus 2 s; the consumer's ack wait
+    /// (`novactl provision --actuator-ack-wait-secs`, 60 s by default) must
+    /// be at least three times this, which is checked at start.
     #[arg(long, env = "NOVA_CALL_TIMEOUT_SECS", default_value_t = 20)]
     call_timeout_secs: u64,
 }

@@ -76,8 +76,6 @@ pub struct Config {
     /// deciding while the broker keeps failing; then it is given up
     /// (dead-lettered and counted as `nova_given_up_total`).
     pub trigger_relevance: Duration,
-    /// How long a delivered trigger may stay unacked before redelivery.
-    pub ack_wait: Duration,
 }
 
 impl Config {
@@ -87,7 +85,6 @@ impl Config {
             policy,
             consumer: ARBITER_CONSUMER.into(),
             trigger_relevance: Duration::from_secs(600),
-            ack_wait: Duration::from_secs(30),
         }
     }
 }
@@ -189,8 +186,16 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
     let js = nova_runtime::nats::jetstream(&client);
-    let mut messages =
-        setup::durable_messages(&js, TRIGGERS_STREAM, &config.consumer, config.ack_wait).await?;
+    // The consumer's ack wait (how soon a dead replica's trigger goes to
+    // another) is set by `novactl provision --arbiter-ack-wait-secs`; this
+    // arbiter's logic works with any.
+    let messages = setup::durable_messages(&js, TRIGGERS_STREAM, &config.consumer, None).await?;
+    tracing::info!(
+        consumer = %config.consumer,
+        ack_wait_secs = messages.ack_wait().as_secs_f64(),
+        "consuming triggers"
+    );
+    let mut messages = messages;
     let arbiter = Arc::new(Arbiter {
         policy: config.policy.clone(),
         client: client.clone(),

@@ -1,7 +1,7 @@
 //! Audit: the record keeper.
 //!
 //! Every stage publishes its records to `nova.audit.<stage>.<target>`;
-//! stream `NOVA_AUDIT` keeps them (provisioned by every service). This
+//! stream `NOVA_AUDIT` keeps them (made by `novactl provision`). This
 //! service reads the stream with an ordered consumer, checks each record
 //! against the wire contract (a malformed one goes to `nova.dead.audit`),
 //! counts records per stage and outcome, keeps the newest in memory, and

@@ -2,7 +2,9 @@
 //!
 //! - `run`: every stage in one process (the same `run` functions the
 //!   separate binaries call), plus the simulated fleets' load, printing the
-//!   audit stream live.
+//!   audit stream live; it provisions JetStream first.
+//! - `provision`: create or update the streams, buckets and consumers
+//!   ([`nova_runtime::provision`]), one line per object.
 //! - `audit tail`: read the audit stream.
 //! - `policy validate`: check a policy file and list every problem.
 //! - `status`, `pause`, `resume`, `scale`: the arbiter's control verbs, typed
@@ -23,6 +25,7 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use nova_runtime::cli::{CommonArgs, start};
 use nova_runtime::nats::AUDIT_STREAM;
+use nova_runtime::provision::ProvisionArgs;
 use nova_runtime::shutdown;
 use nova_shared::codec::{self, Encoding};
 use nova_shared::policy;
@@ -63,12 +66,24 @@ enum Command {
     Run {
         #[command(flatten)]
         common: CommonArgs,
+        #[command(flatten)]
+        provision: ProvisionArgs,
         /// Do not publish the simulated fleets' load.
         #[arg(long)]
         no_sim_load: bool,
         /// Do not print audit records.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Create or update the JetStream streams, KV buckets and durable
+    /// consumers the services need; prints what was created, updated
+    /// (field old -> new) or unchanged. Services only check them.
+    Provision {
+        /// NATS server URL; a cluster's servers comma-separated.
+        #[arg(long, env = "NOVA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[command(flatten)]
+        settings: ProvisionArgs,
     },
     /// Read the audit stream.
     Audit {
@@ -240,9 +255,13 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run {
             common,
+            provision,
             no_sim_load,
             quiet,
-        } => run_all(common, no_sim_load, quiet, output).await?,
+        } => run_all(common, &provision, no_sim_load, quiet, output).await?,
+        Command::Provision { nats_url, settings } => {
+            provision(&nats_url, &settings, output).await?
+        }
         Command::Audit {
             command:
                 AuditCommand::Tail {
@@ -452,12 +471,52 @@ fn validate_text(
     }
 }
 
+/// `novactl provision`: applies the topology and prints the report, one
+/// line per object (or one JSON document). Connects once, without waiting,
+/// so an unreachable NATS is one line and exit code 1.
+async fn provision(url: &str, args: &ProvisionArgs, output: Output) -> anyhow::Result<()> {
+    nova_runtime::telemetry::init_tracing_at("warn");
+    let client = nova_runtime::nats::connect_now(url, "novactl-provision").await?;
+    let topology = nova_runtime::provision::topology(&args.settings());
+    let report =
+        nova_runtime::provision::apply(&nova_runtime::nats::jetstream(&client), &topology).await?;
+    if output == Output::Json {
+        print_json(&report)?;
+    } else {
+        print!("{report}");
+    }
+    client.drain().await?;
+    Ok(())
+}
+
+/// Provisions JetStream for the stack in this process, as `novactl
+/// provision` would, and logs what it did: a local stack needs no separate
+/// step.
+async fn provision_for_run(url: &str, args: &ProvisionArgs) -> anyhow::Result<()> {
+    let client = nova_runtime::nats::connect(url, "novactl-run-provision").await?;
+    let topology = nova_runtime::provision::topology(&args.settings());
+    let report =
+        nova_runtime::provision::apply(&nova_runtime::nats::jetstream(&client), &topology).await?;
+    for applied in &report.objects {
+        tracing::info!("provisioned {applied}");
+    }
+    client.drain().await?;
+    Ok(())
+}
+
 async fn run_all(
     common: CommonArgs,
+    provision: &ProvisionArgs,
     no_sim_load: bool,
     quiet: bool,
     output: Output,
 ) -> anyhow::Result<()> {
+    // Logs first, so provisioning's retries on a fresh cluster are seen
+    // (`start` keeps the subscriber installed here); a bad policy fails
+    // before anything touches the network, as in `start`.
+    nova_runtime::telemetry::init_tracing();
+    policy::load_file(&common.policy)?;
+    provision_for_run(&common.nats_url, provision).await?;
     let started = start("novactl-run", &common).await?;
     let (policy, client) = (started.policy, started.client);
     let signal = shutdown::on_ctrl_c();

@@ -1,5 +1,6 @@
 //! Flags every service binary takes, and the start-up they share: logs,
-//! policy, NATS connection, provisioning, metrics exporter.
+//! policy, NATS connection, the check that JetStream is provisioned,
+//! metrics exporter.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +9,8 @@ use std::sync::Arc;
 use nova_shared::policy::{self, Policy, PolicyError};
 use thiserror::Error;
 
-use crate::nats::{self, ProvisionError};
+use crate::nats;
+use crate::provision::{self, CheckError};
 use crate::shutdown::{self, Shutdown};
 use crate::telemetry::{self, ExporterError};
 
@@ -24,9 +26,6 @@ pub struct CommonArgs {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464.
     #[arg(long, env = "NOVA_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
-    /// Replicas of each JetStream stream and bucket (3 on a NATS cluster).
-    #[arg(long, env = "NOVA_STREAM_REPLICAS", default_value_t = 1)]
-    pub stream_replicas: usize,
 }
 
 /// Start-up failed.
@@ -38,9 +37,9 @@ pub enum StartError {
     /// NATS could not be reached.
     #[error(transparent)]
     Connect(#[from] nats::ConnectError),
-    /// Streams or buckets could not be provisioned.
+    /// Streams or buckets are not provisioned (`novactl provision`).
     #[error(transparent)]
-    Provision(#[from] ProvisionError),
+    Unprovisioned(#[from] CheckError),
     /// The exporter could not start.
     #[error(transparent)]
     Exporter(#[from] ExporterError),
@@ -54,18 +53,16 @@ pub struct Started {
     pub client: async_nats::Client,
 }
 
-/// Logs, policy, connection, provisioning and exporter, in that order, so a
-/// bad policy fails before anything touches the network.
+/// Logs, policy, connection, the provisioning check and exporter, in that
+/// order, so a bad policy fails before anything touches the network. A
+/// service creates no streams or buckets: it waits a while for them
+/// ([`provision::wait_for_streams`]), then fails naming what to run.
 pub async fn start(name: &str, args: &CommonArgs) -> Result<Started, StartError> {
     telemetry::init_tracing();
     telemetry::exit_on_panic(name);
     let policy = Arc::new(policy::load_file(&args.policy)?);
     let client = nats::connect(&args.nats_url, name).await?;
-    nats::provision(
-        &async_nats::jetstream::new(client.clone()),
-        args.stream_replicas,
-    )
-    .await?;
+    provision::wait_for_streams(&nats::jetstream(&client), &args.nats_url).await?;
     if let Some(addr) = args.metrics_addr {
         telemetry::install_prometheus(addr)?;
     }

@@ -2,7 +2,8 @@
 //! the NATS side of the wire contract.
 //!
 //! - [`ping`]: `nova.ctl.ping.<stage>`, answered once a service is listening.
-//! - [`nats`]: connecting, and provisioning the JetStream streams and KV buckets.
+//! - [`nats`]: connecting; the names of streams, buckets and consumers.
+//! - [`provision`]: the JetStream topology, applied by `novactl provision`, checked by services.
 //! - [`setup`]: opening consumers, buckets and subscriptions; [`setup::SetupError`].
 //! - [`publish`]: JetStream publishing with `Nats-Msg-Id` de-duplication, plus audit records.
 //! - [`dead`]: the dead-letter path (`nova.dead.<stage>`), counted and never silent.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod kv;
 pub mod nats;
 pub mod ping;
+pub mod provision;
 pub mod publish;
 pub mod retry;
 pub mod setup;

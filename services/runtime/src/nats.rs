@@ -1,10 +1,9 @@
-//! Connecting to NATS and provisioning what the pipeline needs. Every
-//! service provisions on start (idempotently), so any replica may come up
-//! first; `replicas` is 3 on a cluster, 1 on a single server.
+//! Connecting to NATS, and the names of what the pipeline keeps in
+//! JetStream (their configuration is in [`crate::provision`]).
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use thiserror::Error;
 
 /// Stream of triggers (`nova.triggers.*`), consumed by the arbiter.
@@ -30,29 +29,6 @@ pub const ACTUATOR_CONSUMER: &str = "actuator";
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop duplicates.
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
-
-/// Provisioning failed.
-#[derive(Debug, Error)]
-pub enum ProvisionError {
-    /// A stream could not be created or updated.
-    #[error("cannot provision stream {name}: {source}")]
-    Stream {
-        /// The stream.
-        name: &'static str,
-        /// Why.
-        #[source]
-        source: jetstream::context::CreateStreamError,
-    },
-    /// A KV bucket could not be created.
-    #[error("cannot provision KV bucket {name}: {source}")]
-    Bucket {
-        /// The bucket.
-        name: &'static str,
-        /// Why.
-        #[source]
-        source: jetstream::context::CreateStreamError,
-    },
-}
 
 /// Connects with a client name, retrying while the server comes up. `url`
 /// may list several servers of a cluster, comma-separated; the client picks
@@ -181,103 +157,4 @@ pub enum ConnectError {
         #[source]
         source: async_nats::ConnectError,
     },
-}
-
-fn stream_config(name: &str, subjects: &str, max_age: Duration, replicas: usize) -> stream::Config {
-    stream::Config {
-        name: name.to_string(),
-        subjects: vec![subjects.to_string()],
-        max_age,
-        duplicate_window: DEDUPE_WINDOW,
-        num_replicas: replicas,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    }
-}
-
-/// The stream behind KV bucket `name`, as async-nats's `create_key_value`
-/// makes it (`KV_<name>` on `$KV.<name>.>`, one value per key kept
-/// `history` deep, rollups allowed, deletes only through the KV API), with
-/// one difference: `allow_direct` is off.
-///
-/// With direct gets allowed, every replica of an R3 bucket answers a read,
-/// and a follower that has not yet applied the leader's last write answers
-/// with the value before it. The chaos test saw exactly that: the
-/// actuator's periodic observation read a simulated fleet's state from a
-/// lagging follower and stored a desired capacity two steps old, which the
-/// arbiter then took as its base. Without direct gets, `Store::get` asks
-/// the stream leader (`STREAM.MSG.GET`), which has every acknowledged
-/// write: a read after a write sees it. Compare-and-set writes were always
-/// checked by the leader; this makes reads as strong.
-fn bucket_config(name: &str, history: i64, replicas: usize) -> stream::Config {
-    stream::Config {
-        name: format!("KV_{name}"),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: history,
-        num_replicas: replicas,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        deny_purge: false,
-        allow_direct: false,
-        discard: stream::DiscardPolicy::New,
-        max_bytes: -1,
-        max_messages: -1,
-        max_message_size: -1,
-        ..Default::default()
-    }
-}
-
-/// Creates (or updates) every stream and bucket. Safe to call from many
-/// services and replicas at once.
-pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
-    use nova_shared::subjects as s;
-    let day = Duration::from_secs(86_400);
-    let streams: [(&'static str, &str, Duration); 5] = [
-        (TRIGGERS_STREAM, s::TRIGGERS_ALL, day),
-        (COMMANDS_STREAM, s::COMMANDS_ALL, 7 * day),
-        (RESULTS_STREAM, s::RESULTS_ALL, 7 * day),
-        (AUDIT_STREAM, s::AUDIT_ALL, 30 * day),
-        (DEAD_STREAM, s::DEAD_ALL, 7 * day),
-    ];
-    for (name, subjects, max_age) in streams {
-        let config = stream_config(name, subjects, max_age, replicas);
-        // create_or_update keeps replicas and limits in step with this code.
-        retrying(name, || js.create_or_update_stream(config.clone()))
-            .await
-            .map_err(|source| ProvisionError::Stream { name, source })?;
-    }
-    for (name, history) in [(ARBITER_BUCKET, 5), (CAPACITY_BUCKET, 5), (SIM_BUCKET, 1)] {
-        let config = bucket_config(name, history, replicas);
-        retrying(name, || js.create_or_update_stream(config.clone()))
-            .await
-            .map_err(|source| ProvisionError::Bucket { name, source })?;
-    }
-    Ok(())
-}
-
-/// Attempts of one provisioning request, with back-off between them.
-const PROVISION_ATTEMPTS: u32 = 6;
-
-/// Runs a provisioning request until it succeeds or the attempts run out.
-/// On a fresh cluster, services starting at once race to create the same
-/// streams and the meta leader answers some of them with a timeout; the
-/// next attempt finds the stream made and succeeds (about 15 s at most).
-async fn retrying<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
-    what: &str,
-    mut request: impl FnMut() -> F,
-) -> Result<T, E> {
-    let mut delay = Duration::from_millis(500);
-    for attempt in 1.. {
-        match request().await {
-            Ok(done) => return Ok(done),
-            Err(error) if attempt < PROVISION_ATTEMPTS => {
-                tracing::warn!(%error, what, attempt, "provisioning failed, trying again");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    unreachable!("the loop returns on the last attempt")
 }

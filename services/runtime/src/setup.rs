@@ -20,8 +20,9 @@ pub enum SetupError {
         #[source]
         source: jetstream::context::GetStreamError,
     },
-    /// A consumer could not be created.
-    #[error("cannot create consumer {consumer} on {stream}: {source}")]
+    /// A consumer could not be opened (it is missing, or the server did
+    /// not answer).
+    #[error("cannot open consumer {consumer} on {stream}: {source}")]
     Consumer {
         /// Stream.
         stream: &'static str,
@@ -58,6 +59,18 @@ pub enum SetupError {
         #[source]
         source: jetstream::kv::WatchError,
     },
+    /// The consumer was there at start and is gone now (its stream was
+    /// deleted, say); the service waits for provisioning to make it again.
+    #[error("consumer {consumer} on stream {stream} is gone: run `novactl provision`")]
+    ConsumerGone {
+        /// Stream.
+        stream: &'static str,
+        /// Consumer.
+        consumer: String,
+    },
+    /// What the service needs is not provisioned (`novactl provision`).
+    #[error(transparent)]
+    Unprovisioned(#[from] crate::provision::CheckError),
     /// A subscription could not be made.
     #[error("cannot subscribe to {subject}: {source}")]
     Subscribe {
@@ -94,13 +107,16 @@ pub const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// time out while leaders are being elected; in the cluster chaos test, a
 /// service that fetched its consumer again after every break stalled for
 /// 30 s after quorum was back. So after a second break in a row the
-/// consumer is only looked up, with [`LOOKUP_TIMEOUT`]: fetched (or
-/// created) again when the server says it is missing, kept when it is
-/// there or the server does not answer.
+/// consumer is only looked up, with [`LOOKUP_TIMEOUT`]: fetched again when
+/// the server says it is missing, kept when it is there or the server does
+/// not answer. A consumer that is gone is never created here: that is
+/// `novactl provision`'s job, and until it is run again the service says so
+/// and keeps trying.
 pub struct Durable {
     js: jetstream::Context,
     stream: &'static str,
-    config: pull::Config,
+    name: String,
+    ack_wait: Duration,
     consumer: Option<jetstream::consumer::PullConsumer>,
     messages: Option<pull::Stream>,
     breaks_in_a_row: u32,
@@ -123,6 +139,12 @@ fn is_missing(error: &ConsumerError) -> bool {
 }
 
 impl Durable {
+    /// The consumer's ack wait, as provisioned: how long a message in hand
+    /// may stay unacknowledged before it goes to another replica.
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
+    }
+
     /// The next message. Waits through broker outages; a service stops
     /// waiting through its shutdown signal.
     pub async fn next(&mut self) -> jetstream::Message {
@@ -204,48 +226,48 @@ impl Durable {
     async fn lookup(&self) -> Result<jetstream::consumer::PullConsumer, ConsumerError> {
         let mut js = self.js.clone();
         js.set_timeout(LOOKUP_TIMEOUT);
-        let name = self.config.durable_name.clone().unwrap_or_default();
-        js.get_consumer_from_stream(name, self.stream).await
+        js.get_consumer_from_stream(&self.name, self.stream).await
     }
 
-    /// The consumer, fetched, or created when missing (JetStream API calls).
+    /// The consumer as provisioned (a JetStream API call).
     async fn fetch(&self) -> Result<jetstream::consumer::PullConsumer, SetupError> {
-        let handle =
-            self.js
-                .get_stream(self.stream)
-                .await
-                .map_err(|source| SetupError::Stream {
-                    stream: self.stream,
-                    source,
-                })?;
-        let name = self.config.durable_name.clone().unwrap_or_default();
-        handle
-            .get_or_create_consumer(&name, self.config.clone())
+        self.js
+            .get_consumer_from_stream(&self.name, self.stream)
             .await
-            .map_err(|source| SetupError::Consumer {
-                stream: self.stream,
-                consumer: name.clone(),
-                source,
+            .map_err(|source| {
+                if is_missing(&source) {
+                    SetupError::ConsumerGone {
+                        stream: self.stream,
+                        consumer: self.name.clone(),
+                    }
+                } else {
+                    SetupError::Consumer {
+                        stream: self.stream,
+                        consumer: self.name.clone(),
+                        source,
+                    }
+                }
             })
     }
 }
 
-/// A [`Durable`] consumer on `stream`, created if missing; the first pull is
-/// started here, so a missing stream fails start-up with one clear line.
+/// The provisioned [`Durable`] consumer `consumer` on `stream`. It is
+/// checked first ([`crate::provision::wait_for_consumer`]): there, with an
+/// explicit ack for each message, no delivery limit, and at least
+/// `min_ack_wait` when the service needs one; otherwise start-up fails
+/// with one line naming what to run. The first pull is started here.
 pub async fn durable_messages(
     js: &jetstream::Context,
     stream: &'static str,
     consumer: &str,
-    ack_wait: Duration,
+    min_ack_wait: Option<&crate::provision::MinAckWait>,
 ) -> Result<Durable, SetupError> {
+    let info = crate::provision::wait_for_consumer(js, stream, consumer, min_ack_wait).await?;
     let mut durable = Durable {
         js: js.clone(),
         stream,
-        config: pull::Config {
-            durable_name: Some(consumer.to_string()),
-            ack_wait,
-            ..Default::default()
-        },
+        name: consumer.to_string(),
+        ack_wait: info.config.ack_wait,
         consumer: None,
         messages: None,
         breaks_in_a_row: 0,
