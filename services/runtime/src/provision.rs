@@ -197,13 +197,13 @@ fn stream_config(name: &str, subjects: &str, max_age: Duration, replicas: usize)
 ///
 /// With direct gets allowed, every replica of an R3 bucket answers a read,
 /// and a follower that has not yet applied the leader's last write answers
-/// with the value before it. The chaos test saw exactly that: the
-/// actuator's periodic observation read a simulated fleet's state from a
-/// lagging follower and stored a desired capacity two steps old, which the
-/// arbiter then took as its base. Without direct gets, `Store::get` asks
-/// the stream leader (`STREAM.MSG.GET`), which has every acknowledged
-/// write: a read after a write sees it. Compare-and-set writes were always
-/// checked by the leader; this makes reads as strong.
+/// with the value before it: the actuator's observation of a simulated
+/// fleet could then store a desired capacity from before the last command,
+/// and the arbiter would take it as its base (the cluster chaos test saw a
+/// base go back; BENCHMARKS.md, "Broker failover"). Without direct gets,
+/// `Store::get` asks the stream leader (`STREAM.MSG.GET`), which has every
+/// write it acknowledged. Compare-and-set writes were always checked by the
+/// leader; this makes reads as strong as JetStream offers.
 fn bucket_config(name: &str, history: i64, replicas: usize) -> stream::Config {
     stream::Config {
         name: format!("KV_{name}"),
