@@ -98,6 +98,7 @@ impl SilenceWatch {
                     held_secs: u64::try_from(silent_ms / 1000).unwrap_or(0),
                     reason,
                 }],
+                policy_revision: None,
             });
         }
         due.sort_by(|a, b| a.target.cmp(&b.target));

@@ -471,6 +471,7 @@ impl Arbiter {
                 held_secs: 0,
                 reason: reason.clone(),
             }],
+            policy_revision: None,
         };
         publish::publish_once(
             &self.js,
