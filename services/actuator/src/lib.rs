@@ -46,6 +46,11 @@
 //! delayed ([`DEFER_DELAY`]) and counted (`nova_deferred_total`), never
 //! dead-lettered, and the record is neither leased nor observed over; a
 //! record it can read keeps the fields it does not know.
+//!
+//! A reloaded policy replaces the backends between two commands: every
+//! target's backend is built again from it (a simulated fleet's state is in
+//! KV, an ECS client holds no state), and a command or observation in hand
+//! finishes on the backend it started with.
 
 pub mod backend;
 pub mod ecs;
@@ -61,6 +66,7 @@ use nova_runtime::dead::DeadLetters;
 use nova_runtime::kv::{self, KvError, KvErrorKind};
 use nova_runtime::nats::{ACTUATOR_CONSUMER, CAPACITY_BUCKET, COMMANDS_STREAM, SIM_BUCKET};
 use nova_runtime::publish::{self, Auditor, PublishError};
+use nova_runtime::reload::LivePolicy;
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec;
@@ -80,8 +86,8 @@ use crate::backend::{Backend, BackendError, BackendErrorKind, Observation};
 /// Actuator settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The policy (targets and their backends).
-    pub policy: Arc<Policy>,
+    /// The policy (targets and their backends), and the ones that replace it.
+    pub policy: LivePolicy,
     /// Durable consumer name shared by the replicas.
     pub consumer: String,
     /// How often to re-read every target's capacity from its backend.
@@ -98,9 +104,9 @@ pub struct Config {
 
 impl Config {
     /// Defaults for `policy`.
-    pub fn new(policy: Arc<Policy>) -> Self {
+    pub fn new(policy: impl Into<LivePolicy>) -> Self {
         Config {
-            policy,
+            policy: policy.into(),
             consumer: ACTUATOR_CONSUMER.into(),
             observe_every: Duration::from_secs(15),
             max_attempts: 3,
@@ -133,7 +139,8 @@ impl StepError {
 
 struct Actuator {
     js: jetstream::Context,
-    backends: HashMap<String, Backend>,
+    /// Per target, replaced whole when the policy is reloaded.
+    backends: std::sync::RwLock<Arc<HashMap<String, Backend>>>,
     capacities: Store,
     dead: DeadLetters,
     auditor: Auditor,
@@ -172,14 +179,21 @@ async fn serve(
         config.call_timeout * 3,
     )
     .await?;
+    let mut live = config.policy;
+    let build = |policy: Arc<Policy>| {
+        let (sim_states, credentials) = (sim_states.clone(), config.aws_credentials.clone());
+        async move {
+            let built = backend::build_all(
+                &policy,
+                &sim_states,
+                config.call_timeout,
+                credentials.as_ref(),
+            );
+            Arc::new(built.await)
+        }
+    };
     let actuator = Arc::new(Actuator {
-        backends: backend::build_all(
-            &config.policy,
-            &sim_states,
-            config.call_timeout,
-            config.aws_credentials.as_ref(),
-        )
-        .await,
+        backends: std::sync::RwLock::new(build(live.current().policy).await),
         capacities,
         dead: DeadLetters::new(js.clone(), Stage::Actuator),
         auditor: Auditor::new(js.clone(), Stage::Actuator),
@@ -207,6 +221,11 @@ async fn serve(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            next = live.changed() => {
+                let backends = build(next.policy).await;
+                *actuator.backends.write().expect("backends") = backends;
+                tracing::info!(revision = next.revision, "backends rebuilt from the reloaded policy");
+            }
             _ = observe.tick() => {
                 if observing.as_ref().is_none_or(|pass| pass.is_finished()) {
                     let actuator = actuator.clone();
@@ -284,9 +303,15 @@ struct Outcome {
 }
 
 impl Actuator {
+    /// The backends of the policy in force.
+    fn backends(&self) -> Arc<HashMap<String, Backend>> {
+        self.backends.read().expect("backends").clone()
+    }
+
     /// Reads every backend's capacity into KV, a few targets at a time.
     async fn observe_all(&self) {
-        futures_util::stream::iter(self.backends.keys())
+        let backends = self.backends();
+        futures_util::stream::iter(backends.keys())
             .for_each_concurrent(OBSERVE_CONCURRENCY, |target| async move {
                 if let Err(error) = self.observe(target).await {
                     tracing::warn!(target, "cannot observe capacity: {error}");
@@ -301,8 +326,8 @@ impl Actuator {
     /// this observation, and wins. A failed read is stored as the record's
     /// `error` (when there is a record to keep it in) and returned as one line.
     async fn observe(&self, target: &str) -> Result<CapacityRecord, String> {
-        let backend = self
-            .backends
+        let backends = self.backends();
+        let backend = backends
             .get(target)
             .ok_or_else(|| format!("no target {target:?} in the policy"))?;
         let before = kv::load::<CapacityRecord>(&self.capacities, target)
@@ -409,7 +434,8 @@ impl Actuator {
             );
             return self.dead.reject(&message, reason).await;
         }
-        let Some(backend) = self.backends.get(&command.target) else {
+        let backends = self.backends();
+        let Some(backend) = backends.get(&command.target) else {
             let reason = format!("no target {:?} in the policy", command.target);
             return self.dead.reject(&message, reason).await;
         };
