@@ -114,7 +114,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
         &old.targets,
         &new.targets,
         |name, target| (format!("target {name}"), target_summary(target)),
-        |out, name, a, b| target_changes(out, name, a, b),
+        target_changes,
     );
     if out.is_empty() && old != new {
         out.push(Change::Changed {
