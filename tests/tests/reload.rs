@@ -1,7 +1,7 @@
 //! Policy changes without a restart, end to end: the pipeline runs with a
 //! policy fed by the file watcher (`nova_runtime::reload::watch_file`, as
-//! every service binary runs it); the file is rewritten under it. SIGHUP
-//! is covered by `nova-runtime`'s own test (a real signal to the process).
+//! every service binary runs it); the file is rewritten under it. And a
+//! service binary reloads on SIGHUP, refusing a bad file line by line.
 //!
 //! Each wait is on an observable effect, inside a deadline: the watcher's
 //! new revision, audit records naming a revision, the refusal counter.
@@ -9,7 +9,10 @@
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use nova_e2e::{AuditReader, NatsServer, Pipeline, WAIT, publish, stream_messages, within};
+use nova_e2e::process::ServiceProcess;
+use nova_e2e::{
+    AuditReader, NatsServer, Pipeline, WAIT, publish, stream_messages, wait_ready, within,
+};
 use nova_runtime::nats::DEAD_STREAM;
 use nova_runtime::reload;
 use nova_runtime::shutdown;
@@ -17,8 +20,8 @@ use nova_runtime::telemetry::names;
 use nova_shared::policy::{self, Revised};
 use nova_shared::subjects;
 use nova_shared::wire::{
-    AuditKind, AuditRecord, DeadLetter, Direction, RuleFiring, ScaleAction, Trigger, TriggerSource,
-    Version,
+    AuditKind, AuditRecord, DeadLetter, Direction, RuleFiring, ScaleAction, Stage, Trigger,
+    TriggerSource, Version,
 };
 use serde_json::json;
 
@@ -35,6 +38,14 @@ fn v2() -> String {
     V1.replace("queue_depth > 1000", "queue_depth > 100")
         .replace("rules: [q]", "rules: [q, hot]")
         + "  hot:\n    scale_up: { condition: \"avg_cpu > 90%\", action: \"add 2 instances\", cooldown: 0 }\n"
+}
+
+/// Replaces the file whole (a new file renamed over it), as an editor or a
+/// deployment does: the watcher never reads half of it.
+fn write_policy(path: &std::path::Path, text: &str) {
+    let next = path.with_extension("yaml.new");
+    std::fs::write(&next, text).expect("write policy");
+    std::fs::rename(&next, path).expect("rename policy");
 }
 
 fn sample(value: f64, ts: i64) -> Vec<u8> {
@@ -105,7 +116,7 @@ async fn a_rewritten_policy_is_taken_up_without_a_restart_and_a_bad_one_refused(
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("policy.yaml");
-    std::fs::write(&path, V1).expect("write policy");
+    write_policy(&path, V1);
     let first = Revised::from(policy::load_file(&path).expect("v1 is valid"));
     let (sender, live) = reload::channel(first.clone());
     let mut watching = sender.subscribe();
@@ -137,7 +148,7 @@ async fn a_rewritten_policy_is_taken_up_without_a_restart_and_a_bad_one_refused(
     assert_eq!(fired.policy_revision.as_ref(), Some(&first.revision));
 
     // v2: the watcher notices the rewrite; the services take it up.
-    std::fs::write(&path, v2()).expect("write v2");
+    write_policy(&path, &v2());
     let second = within("the watcher to load v2", WAIT, watching.changed()).await;
     assert_ne!(second.revision, first.revision);
     // 500 fires under v2's threshold of 100 (under v1's it would not).
@@ -200,7 +211,7 @@ async fn a_rewritten_policy_is_taken_up_without_a_restart_and_a_bad_one_refused(
     let broken = v2()
         .replace("max: 50", "max: lots")
         .replace("add 2", "add two");
-    std::fs::write(&path, broken).expect("write a bad file");
+    write_policy(&path, &broken);
     within("the refusal to be counted", WAIT, async {
         while refusals(&snapshotter) == 0 {
             tokio::time::sleep(poll).await;
@@ -224,4 +235,42 @@ async fn a_rewritten_policy_is_taken_up_without_a_restart_and_a_bad_one_refused(
     within("the watcher to stop", WAIT, watcher)
         .await
         .expect("watcher");
+}
+
+/// The binary as an operator runs it: a bad file on SIGHUP is refused with
+/// one line per problem and the revision that stays; a good one is put in
+/// force. Each wait is for the line saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_binary_reloads_on_sighup_and_refuses_a_bad_file_line_by_line() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("policy.yaml");
+    write_policy(&path, V1);
+    let first = policy::revision(&policy::load_file(&path).expect("v1"));
+    let evaluator = ServiceProcess::stage(Stage::Evaluator, &nats.url, &path, &[], &[]);
+    // Ready: the SIGHUP handler is installed before the service listens.
+    wait_ready(&nats.url, Stage::Evaluator, 1).await;
+
+    let broken = V1
+        .replace("max: 50", "max: lots")
+        .replace("add 1", "add one");
+    write_policy(&path, &broken);
+    evaluator.hang_up();
+    evaluator.wait_line("SIGHUP: reloading the policy").await;
+    let refused = format!("policy reload refused, revision {first} stays");
+    evaluator.wait_line("targets.web.max").await;
+    evaluator
+        .wait_line("horizontal_scaling_rules.q.scale_up.action")
+        .await;
+    let lines = evaluator.lines_with(&refused);
+    assert!(lines.len() >= 2, "one line per problem: {lines:?}");
+
+    write_policy(&path, &v2());
+    let second = policy::revision(&policy::load_file(&path).expect("v2"));
+    evaluator.hang_up();
+    let applied = format!("policy reloaded: revision {first} -> {second}");
+    evaluator.wait_line(&applied).await;
+    evaluator
+        .wait_line("evaluating with the reloaded policy")
+        .await;
 }
