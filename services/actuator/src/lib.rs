@@ -278,6 +278,11 @@ fn observed_record(
 /// is delivered again (to any replica: a newer one applies it).
 pub const DEFER_DELAY: Duration = Duration::from_secs(5);
 
+/// Deliveries of a command for a target this actuator's policy lacks before
+/// it is dead-lettered: [`DEFER_DELAY`] apart, about a minute, far longer
+/// than a policy reload takes to reach every replica (2 s).
+const UNKNOWN_TARGET_DELIVERIES: i64 = 12;
+
 /// Why a capacity record is left alone: a newer version wrote it.
 fn beyond_this_version(target: &str, v: Version) -> String {
     format!(
@@ -436,7 +441,24 @@ impl Actuator {
         }
         let backends = self.backends();
         let Some(backend) = backends.get(&command.target) else {
-            let reason = format!("no target {:?} in the policy", command.target);
+            // The arbiter that decided it had the target: this actuator may
+            // not have reloaded that policy yet. Deferred for a minute, then
+            // a bad message.
+            let delivered = message.info().map_or(1, |info| info.delivered);
+            if delivered < UNKNOWN_TARGET_DELIVERIES {
+                metrics::counter!(names::DEFERRED, "stage" => "actuator").increment(1);
+                tracing::warn!(
+                    target = command.target,
+                    delivered,
+                    "command for a target this actuator's policy lacks; delivered again in {DEFER_DELAY:?}, \
+                     in case its policy is being reloaded"
+                );
+                return nova_runtime::ack(&message, AckKind::Nak(Some(DEFER_DELAY))).await;
+            }
+            let reason = format!(
+                "no target {:?} in the policy, after {delivered} deliveries over about a minute",
+                command.target
+            );
             return self.dead.reject(&message, reason).await;
         };
         let span = tracing::info_span!(
