@@ -3,7 +3,9 @@
 //! from the trigger and the wall clock is passed in ([`decide_at`]), so a
 //! replay decides exactly as live.
 //!
-//! Decision table, checked in this order:
+//! Before the table, [`check_known`] makes sure the policy has the trigger's
+//! target and every rule it names (deferred or rejected otherwise: its own
+//! table). Decision table, checked in this order:
 //!
 //! | situation                                             | outcome            |
 //! |-------------------------------------------------------|--------------------|
@@ -402,6 +404,25 @@ pub struct Verdict {
     pub flapping: Option<String>,
 }
 
+impl Verdict {
+    /// Names the policy revision this verdict was decided with, on its
+    /// decision and on the copy of it in the state to store (which is what
+    /// is published, and re-published after a crash).
+    pub fn with_policy_revision(mut self, revision: &str) -> Self {
+        let id = self.decision.id.clone();
+        self.decision.policy_revision = Some(revision.to_string());
+        if let Some(stored) = self
+            .state
+            .as_mut()
+            .and_then(|s| s.recent_verdicts.back_mut())
+            .filter(|l| l.decision.id == id)
+        {
+            stored.decision.policy_revision = Some(revision.to_string());
+        }
+        self
+    }
+}
+
 /// Settings the arbiter takes from the policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ArbiterSettings {
@@ -561,6 +582,7 @@ fn superseded(target: &Target, state: &TargetState, trigger: &Trigger) -> Verdic
                 },
                 target.name
             ),
+            policy_revision: None,
         },
         command: None,
         state: Some(next),
@@ -618,6 +640,7 @@ fn decide_in_order<'a>(
                     to_tier: None,
                     reason,
                     extra: Extra::new(),
+                    policy_revision: None,
                 },
                 command: None,
                 state,
@@ -1300,6 +1323,9 @@ fn remaining(later_ms: i64, earlier_ms: i64) -> String {
     human_secs(u64::try_from(ms.saturating_add(999) / 1000).unwrap_or(0))
 }
 
+mod known;
+pub use known::{Unknown, check_known};
+
 #[cfg(test)]
 mod clock_tests;
 
@@ -1351,6 +1377,7 @@ horizontal_scaling_rules:
             target: "w".into(),
             source: TriggerSource::Rule,
             firings: rules.iter().map(|r| firing(r)).collect(),
+            policy_revision: None,
         }
     }
 
@@ -1744,6 +1771,7 @@ horizontal_scaling_rules:
                 held_secs: 0,
                 reason: format!("operator: set to {n}"),
             }],
+            policy_revision: None,
         };
         let cases = [
             (9, Outcome::Scale, Some(9), Direction::Up),
@@ -2101,6 +2129,7 @@ mod tests_support {
                 held_secs: 0,
                 reason: "max_queue_depth 1500 > 1000".into(),
             }],
+            policy_revision: None,
         };
         (policy, trigger)
     }

@@ -208,6 +208,55 @@ impl Evaluator {
         }
     }
 
+    /// Takes up a new policy, keeping what still holds:
+    /// - a threshold rule the same in both (name, condition, action, bounds,
+    ///   cooldown) keeps its hold: a "for 2 minutes" window in progress
+    ///   goes on; a rule that is new or changed in any way starts afresh, as
+    ///   if the evaluator had just started;
+    /// - a tracking rule the same in both keeps its recommendations;
+    /// - each metric still used by a target keeps its instances' latest
+    ///   values and its clock, and each target its capacity;
+    /// - targets and rules no longer in the policy are forgotten.
+    ///
+    /// Held-back scale-downs were computed under the old rules: they are
+    /// returned, to be published before anything evaluated under the new
+    /// ones (their instant is over as far as this evaluator knows, as at
+    /// shutdown). The evaluation settings (staleness, skew, refire) apply
+    /// from the next sample.
+    pub fn reload(&mut self, policy: &Policy) -> Vec<Trigger> {
+        let held = self.drain_held();
+        let grace_ms = u64::try_from(self.down_grace_ms).unwrap_or(0);
+        let mut next = Evaluator::new(policy).with_down_grace_ms(grace_ms);
+        for (name, slot) in &mut next.targets {
+            let Some(mut old) = self.targets.remove(name) else {
+                continue;
+            };
+            slot.capacity = old.capacity;
+            for rule in &mut slot.rules {
+                if let Some(kept) = old.rules.iter().find(|o| o.rule == rule.rule) {
+                    rule.since = kept.since;
+                    rule.last_seen = kept.last_seen;
+                    rule.last_fired = kept.last_fired;
+                }
+            }
+            for rule in &mut slot.tracking {
+                if let Some(i) = old.tracking.iter().position(|o| o.rule == rule.rule) {
+                    let kept = old.tracking.swap_remove(i);
+                    rule.recommendations = kept.recommendations;
+                    rule.last_recommended = kept.last_recommended;
+                }
+            }
+            for (metric, values) in &mut slot.metrics {
+                if let Some(kept) = old.metrics.remove(metric) {
+                    values.instances = kept.instances;
+                    values.clock = kept.clock;
+                }
+            }
+        }
+        *self = next;
+        held
+    }
+
     /// Evaluates one sample of `target` at wall-clock `now_ms`; rules that
     /// fire at the sample's event time are appended to `firings`.
     pub fn observe(
@@ -648,6 +697,105 @@ vertical_scaling_rules:
       action: "upgrade to next CPU-optimized tier"
       options: [{from: c5.large, to: c5.xlarge}]
 "#;
+
+    #[test]
+    fn a_reload_keeps_the_window_of_an_unchanged_rule_and_restarts_a_changed_one() {
+        // cpu.scale_up needs avg_cpu > 70% for 60 s. The cpu is at 80% from
+        // 0 s, a sample every 10 s; the policy is reloaded at 30 s. (case,
+        // new policy, rule watched, the second it first fires)
+        let added = POLICY
+            .replace("rules: [cpu, queue]", "rules: [cpu, queue, hot]")
+            .replace(
+                "  queue:\n",
+                "  hot:\n    scale_up: {condition: \"avg_cpu > 75% for 60 seconds\", action: \"add 1 instance\"}\n  queue:\n",
+            );
+        let cases = [
+            (
+                "unchanged: the window goes on",
+                POLICY.to_string(),
+                "cpu.scale_up",
+                Some(60),
+            ),
+            (
+                "another rule changed: this one's window goes on",
+                POLICY.replace("add 5 workers", "add 6 workers"),
+                "cpu.scale_up",
+                Some(60),
+            ),
+            (
+                "its threshold changed: the window starts at the reload",
+                POLICY.replace("avg_cpu > 70%", "avg_cpu > 65%"),
+                "cpu.scale_up",
+                Some(90),
+            ),
+            (
+                "its action changed: the window starts at the reload",
+                POLICY.replace("add 2 instances", "add 3 instances"),
+                "cpu.scale_up",
+                Some(90),
+            ),
+            (
+                "a rule added: its window starts at the reload",
+                added.clone(),
+                "hot.scale_up",
+                Some(90),
+            ),
+            (
+                "the added rule's neighbour goes on",
+                added,
+                "cpu.scale_up",
+                Some(60),
+            ),
+            (
+                "unbound: it never fires",
+                POLICY.replace("rules: [cpu, queue]", "rules: [queue]"),
+                "cpu.scale_up",
+                None,
+            ),
+        ];
+        for (name, new, rule, fires_at) in cases {
+            let mut ev = evaluator();
+            let mut first = None;
+            for secs in (0..=120).step_by(10) {
+                if secs == 30 {
+                    let held = ev.reload(&from_yaml(&new, "p.yaml").unwrap());
+                    assert!(held.is_empty(), "{name}: nothing was held");
+                }
+                let mut firings = Vec::new();
+                let cpu = sample("cpu", secs, 0.8, Some("a"));
+                ev.observe("web", &cpu, secs * 1000, &mut firings).unwrap();
+                if first.is_none() && firings.iter().any(|f| f.rule == rule) {
+                    first = Some(secs);
+                }
+            }
+            assert_eq!(first, fires_at, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_instances_and_hands_back_held_downs() {
+        let at_once = POLICY.replace("max_cpu < 30% for 2 minutes", "avg_cpu < 7% for 0 seconds");
+        // A scale-down held back at the newest instant is handed back.
+        let mut ev = Evaluator::new(&from_yaml(&at_once, "p.yaml").unwrap());
+        let (now, _) = ev.observe_batch("web", &[sample("cpu", 5, 0.05, Some("a"))], 5000);
+        assert!(now.is_empty() && ev.held() == 1, "a down is held: {now:?}");
+        let back = ev.reload(&from_yaml(POLICY, "p.yaml").unwrap());
+        assert_eq!(back.len(), 1, "{back:?}");
+        assert_eq!(back[0].firings[0].rule, "cpu.scale_down");
+        assert_eq!(ev.held(), 0);
+        // Two instances before the reload, an average rule after it: both count.
+        let mut ev = evaluator();
+        ev.observe_batch("web", &[sample("cpu", 0, 0.05, Some("a"))], 0);
+        ev.observe_batch("web", &[sample("cpu", 1, 0.10, Some("b"))], 1000);
+        assert!(
+            ev.reload(&from_yaml(&at_once, "p.yaml").unwrap())
+                .is_empty()
+        );
+        ev.observe_batch("web", &[sample("cpu", 3, 0.05, Some("a"))], 3000);
+        assert_eq!(ev.held(), 0, "b's 10% keeps the average at 7.5%");
+        ev.observe_batch("web", &[sample("cpu", 4, 0.06, Some("b"))], 4000);
+        assert_eq!(ev.held(), 1, "the average of 5% and 6% is below 7%");
+    }
 
     #[test]
     fn tracking_recommends_once_per_interval_and_stabilizes_downs() {

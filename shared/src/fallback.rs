@@ -51,6 +51,22 @@ impl SilenceWatch {
         SilenceWatch { targets }
     }
 
+    /// Takes up a new policy at `now_ms`: a target still with a fallback
+    /// keeps what was heard of it (its silence goes on, with the new
+    /// `after_secs` and capacity); a new one starts watching at `now_ms`.
+    pub fn reload(&mut self, policy: &Policy, now_ms: i64) {
+        let mut next = SilenceWatch::new(policy, now_ms);
+        for (target, watch) in &mut next.targets {
+            if let Some(old) = self.targets.get(target) {
+                watch.heard_ms = old.heard_ms;
+                watch.last_event_ts = old.last_event_ts;
+                // A changed fallback may fall back again for this silence.
+                watch.fallen_back = old.fallen_back && old.fallback == watch.fallback;
+            }
+        }
+        *self = next;
+    }
+
     /// Stops watching the targets `keep` rejects (another evaluator partition's).
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.targets.retain(|target, _| keep(target));
@@ -98,6 +114,7 @@ impl SilenceWatch {
                     held_secs: u64::try_from(silent_ms / 1000).unwrap_or(0),
                     reason,
                 }],
+                policy_revision: None,
             });
         }
         due.sort_by(|a, b| a.target.cmp(&b.target));

@@ -490,6 +490,7 @@ fn trigger() -> SchemaFile {
         target: target.into(),
         source: TriggerSource::Rule,
         firings,
+        policy_revision: None,
     };
     let tracking = RuleFiring {
         condition: "avg_cpu at 60%".into(),

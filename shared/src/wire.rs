@@ -421,6 +421,11 @@ pub struct Trigger {
     pub source: TriggerSource,
     /// The rules that fired at this instant; the arbiter resolves them.
     pub firings: Vec<RuleFiring>,
+    /// Revision of the policy the evaluator evaluated them with
+    /// (`nova_shared::policy::revision`); absent from triggers written before
+    /// revisions, and from operator and outside triggers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<String>,
 }
 
 open_enum! {
@@ -503,6 +508,10 @@ pub struct Decision {
     pub to_tier: Option<String>,
     /// One sentence for operators: rule, value, threshold, and what shaped it.
     pub reason: String,
+    /// Revision of the policy the arbiter decided with; absent from
+    /// decisions written before revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<String>,
     /// Fields of a newer version, kept as read: a decision is stored in the
     /// arbiter's state and written back with it.
     #[serde(flatten)]
@@ -746,6 +755,10 @@ pub struct AuditRecord {
     /// What the backend answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_response: Option<String>,
+    /// Revision of the policy a trigger was evaluated or a decision taken
+    /// with (trigger and decision records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<String>,
     /// Fields of a newer version, kept as read: the audit service answers
     /// queries with the records as their writers wrote them.
     #[serde(flatten)]
@@ -781,6 +794,7 @@ impl AuditRecord {
             trigger_id: None,
             decision_id: None,
             backend_response: None,
+            policy_revision: None,
             extra: Extra::new(),
         }
     }

@@ -217,6 +217,7 @@ fn trigger(id: &str, source: TriggerSource, firings: Vec<RuleFiring>) -> Trigger
         target: "web".into(),
         source,
         firings,
+        policy_revision: None,
     }
 }
 
@@ -301,6 +302,7 @@ fn state() -> TargetState {
                 to_tier: None,
                 reason: "scaling web from 4 to 6 (add 2), cooldown 5m".into(),
                 extra: Extra::new(),
+                policy_revision: None,
             },
             command: Some(command(None)),
             flapping: None,

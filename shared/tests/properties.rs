@@ -80,6 +80,7 @@ fn trigger(policy: &Policy, n: usize, ts: i64, rules: &[usize]) -> Trigger {
         target: "w".into(),
         source: TriggerSource::Rule,
         firings,
+        policy_revision: None,
     }
 }
 
@@ -155,7 +156,7 @@ proptest! {
         let mut ts = 0;
         for (n, (gap, firings)) in steps.into_iter().enumerate() {
             ts += gap * 1000;
-            let trigger = Trigger { v: nova_shared::wire::Version::CURRENT, id: format!("t-{n}"), ts, target: "m".into(), source: TriggerSource::Rule, firings };
+            let trigger = Trigger { v: nova_shared::wire::Version::CURRENT, id: format!("t-{n}"), ts, target: "m".into(), source: TriggerSource::Rule, firings, policy_revision: None };
             let verdict = decide(target, settings, &state, Some(&observed), &trigger);
             prop_assert!(!verdict.decision.reason.is_empty());
             if let Some(command) = &verdict.command {
@@ -198,6 +199,7 @@ proptest! {
                     held_secs: 0,
                     reason: String::new(),
                 }],
+                policy_revision: None,
             };
             let verdict = decide(target, settings, &state, Some(&observed), &trigger);
             if let Some(command) = &verdict.command {

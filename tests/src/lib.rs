@@ -22,16 +22,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
 use aws_credential_types::Credentials;
 use futures_util::StreamExt;
+use nova_runtime::reload::LivePolicy;
 use nova_runtime::shutdown::{self, ShutdownTrigger};
 use nova_shared::codec::{self, Encoding};
 use nova_shared::evaluate::Partition;
-use nova_shared::policy::Policy;
 use nova_shared::wire::{AuditRecord, Stage};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -322,7 +321,7 @@ pub async fn ecs_desired(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str
 /// The five services running in this process.
 pub struct Pipeline {
     url: String,
-    policy: Arc<Policy>,
+    policy: LivePolicy,
     running: HashMap<&'static str, Vec<(ShutdownTrigger, JoinHandle<()>)>>,
     /// The partition the next evaluator started will own.
     pub evaluator_partition: Partition,
@@ -338,11 +337,12 @@ pub const STAGES: [Stage; 5] = [
 ];
 
 impl Pipeline {
-    /// Starts every stage against `nats`.
-    pub async fn start(nats: &NatsServer, policy: Arc<Policy>) -> Pipeline {
+    /// Starts every stage against `nats`, with a fixed policy or one fed
+    /// by a [`nova_runtime::reload::PolicySender`].
+    pub async fn start(nats: &NatsServer, policy: impl Into<LivePolicy>) -> Pipeline {
         let mut pipeline = Pipeline {
             url: nats.url.clone(),
-            policy,
+            policy: policy.into(),
             running: HashMap::new(),
             evaluator_partition: Partition::default(),
         };

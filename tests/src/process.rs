@@ -109,6 +109,16 @@ impl ServiceProcess {
         Self::spawn(stage_binary(stage), &args, env)
     }
 
+    /// Sends SIGHUP (the policy reload signal).
+    pub fn hang_up(&self) {
+        let pid = self.child.id().expect("the process is running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -HUP {pid}");
+    }
+
     /// SIGKILL, as a crash: nothing is finished, nothing acked.
     pub async fn kill(&mut self) {
         let _ = self.child.start_kill();

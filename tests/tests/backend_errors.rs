@@ -75,6 +75,7 @@ impl World {
                 held_secs: 0,
                 reason: "queue_depth 20 > 10".into(),
             }],
+            policy_revision: None,
         };
         let js = async_nats::jetstream::new(self.client.clone());
         publish::publish_once(&js, subjects::triggers("api"), &trigger.id, &trigger)

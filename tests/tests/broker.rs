@@ -148,6 +148,7 @@ async fn a_decision_whose_command_stream_is_gone_is_retried_not_dead_lettered() 
             held_secs: 0,
             reason: "queue_depth 500 > 100".into(),
         }],
+        policy_revision: None,
     };
     publish::publish_once(&js, subjects::triggers("web"), &trigger.id, &trigger)
         .await

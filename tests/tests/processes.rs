@@ -63,6 +63,7 @@ fn grow(target: &str, round: u32, t0: i64) -> Trigger {
             held_secs: 0,
             reason: format!("burst round {round}"),
         }],
+        policy_revision: None,
     }
 }
 

@@ -98,6 +98,7 @@ fn grow(target: &str, id: &str) -> Trigger {
             held_secs: 0,
             reason: "queue_depth 500 > 100".into(),
         }],
+        policy_revision: None,
     }
 }
 

@@ -48,6 +48,11 @@
 //! delayed ([`DEFER_DELAY`]) and counted (`nova_deferred_total`), never
 //! dead-lettered, and the record is neither leased nor observed over; a
 //! record it can read keeps the fields it does not know.
+//!
+//! A reloaded policy replaces the backends between two commands: every
+//! target's backend is built again from it (a simulated fleet's state is in
+//! KV, an ECS client holds no state), and a command or observation in hand
+//! finishes on the backend it started with.
 
 pub mod backend;
 pub mod ecs;
@@ -64,6 +69,7 @@ use nova_runtime::dead::DeadLetters;
 use nova_runtime::kv::{self, KvError, KvErrorKind};
 use nova_runtime::nats::{ACTUATOR_CONSUMER, CAPACITY_BUCKET, COMMANDS_STREAM, SIM_BUCKET};
 use nova_runtime::publish::{self, Auditor, PublishError};
+use nova_runtime::reload::LivePolicy;
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec;
@@ -83,8 +89,8 @@ use crate::backend::{Backend, BackendError, BackendErrorKind, Observation};
 /// Actuator settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The policy (targets and their backends).
-    pub policy: Arc<Policy>,
+    /// The policy (targets and their backends), and the ones that replace it.
+    pub policy: LivePolicy,
     /// Durable consumer name shared by the replicas.
     pub consumer: String,
     /// How often to re-read every target's capacity from its backend.
@@ -102,9 +108,9 @@ pub struct Config {
 
 impl Config {
     /// Defaults for `policy`.
-    pub fn new(policy: Arc<Policy>) -> Self {
+    pub fn new(policy: impl Into<LivePolicy>) -> Self {
         Config {
-            policy,
+            policy: policy.into(),
             consumer: ACTUATOR_CONSUMER.into(),
             observe_every: Duration::from_secs(15),
             max_attempts: 3,
@@ -137,7 +143,8 @@ impl StepError {
 
 struct Actuator {
     js: jetstream::Context,
-    backends: HashMap<String, Backend>,
+    /// Per target, replaced whole when the policy is reloaded.
+    backends: std::sync::RwLock<Arc<HashMap<String, Backend>>>,
     capacities: Store,
     dead: DeadLetters,
     auditor: Auditor,
@@ -183,14 +190,21 @@ async fn serve(
     let mut messages =
         setup::durable_messages(&js, COMMANDS_STREAM, &config.consumer, Some(&min_ack_wait))
             .await?;
+    let mut live = config.policy;
+    let build = |policy: Arc<Policy>| {
+        let (sim_states, credentials) = (sim_states.clone(), config.aws_credentials.clone());
+        async move {
+            let built = backend::build_all(
+                &policy,
+                &sim_states,
+                config.call_timeout,
+                credentials.as_ref(),
+            );
+            Arc::new(built.await)
+        }
+    };
     let actuator = Arc::new(Actuator {
-        backends: backend::build_all(
-            &config.policy,
-            &sim_states,
-            config.call_timeout,
-            config.aws_credentials.as_ref(),
-        )
-        .await,
+        backends: std::sync::RwLock::new(build(live.current().policy).await),
         capacities,
         dead: DeadLetters::new(js.clone(), Stage::Actuator),
         auditor: Auditor::new(js.clone(), Stage::Actuator),
@@ -218,6 +232,11 @@ async fn serve(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            next = live.changed() => {
+                let backends = build(next.policy).await;
+                *actuator.backends.write().expect("backends") = backends;
+                tracing::info!(revision = next.revision, "backends rebuilt from the reloaded policy");
+            }
             _ = observe.tick() => {
                 if observing.as_ref().is_none_or(|pass| pass.is_finished()) {
                     let actuator = actuator.clone();
@@ -270,6 +289,11 @@ fn observed_record(
 /// is delivered again (to any replica: a newer one applies it).
 pub const DEFER_DELAY: Duration = Duration::from_secs(5);
 
+/// Deliveries of a command for a target this actuator's policy lacks before
+/// it is dead-lettered: [`DEFER_DELAY`] apart, about a minute, far longer
+/// than a policy reload takes to reach every replica (2 s).
+const UNKNOWN_TARGET_DELIVERIES: i64 = 12;
+
 /// Why a capacity record is left alone: a newer version wrote it.
 fn beyond_this_version(target: &str, v: Version) -> String {
     format!(
@@ -295,9 +319,15 @@ struct Outcome {
 }
 
 impl Actuator {
+    /// The backends of the policy in force.
+    fn backends(&self) -> Arc<HashMap<String, Backend>> {
+        self.backends.read().expect("backends").clone()
+    }
+
     /// Reads every backend's capacity into KV, a few targets at a time.
     async fn observe_all(&self) {
-        futures_util::stream::iter(self.backends.keys())
+        let backends = self.backends();
+        futures_util::stream::iter(backends.keys())
             .for_each_concurrent(OBSERVE_CONCURRENCY, |target| async move {
                 if let Err(error) = self.observe(target).await {
                     tracing::warn!(target, "cannot observe capacity: {error}");
@@ -312,8 +342,8 @@ impl Actuator {
     /// this observation, and wins. A failed read is stored as the record's
     /// `error` (when there is a record to keep it in) and returned as one line.
     async fn observe(&self, target: &str) -> Result<CapacityRecord, String> {
-        let backend = self
-            .backends
+        let backends = self.backends();
+        let backend = backends
             .get(target)
             .ok_or_else(|| format!("no target {target:?} in the policy"))?;
         let before = kv::load::<CapacityRecord>(&self.capacities, target)
@@ -420,8 +450,26 @@ impl Actuator {
             );
             return self.dead.reject(&message, reason).await;
         }
-        let Some(backend) = self.backends.get(&command.target) else {
-            let reason = format!("no target {:?} in the policy", command.target);
+        let backends = self.backends();
+        let Some(backend) = backends.get(&command.target) else {
+            // The arbiter that decided it had the target: this actuator may
+            // not have reloaded that policy yet. Deferred for a minute, then
+            // a bad message.
+            let delivered = message.info().map_or(1, |info| info.delivered);
+            if delivered < UNKNOWN_TARGET_DELIVERIES {
+                metrics::counter!(names::DEFERRED, "stage" => "actuator").increment(1);
+                tracing::warn!(
+                    target = command.target,
+                    delivered,
+                    "command for a target this actuator's policy lacks; delivered again in {DEFER_DELAY:?}, \
+                     in case its policy is being reloaded"
+                );
+                return nova_runtime::ack(&message, AckKind::Nak(Some(DEFER_DELAY))).await;
+            }
+            let reason = format!(
+                "no target {:?} in the policy, after {delivered} deliveries over about a minute",
+                command.target
+            );
             return self.dead.reject(&message, reason).await;
         };
         let span = tracing::info_span!(

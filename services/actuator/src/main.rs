@@ -30,8 +30,9 @@ async fn main() -> std::process::ExitCode {
         &args.common,
         |policy, client, shutdown| async move {
             let load = sim_load.then(|| {
+                // The simulated load follows the policy it started with.
                 tokio::spawn(nova_actuator::sim::run_load(
-                    policy.clone(),
+                    policy.current().policy,
                     client.clone(),
                     shutdown.signal(),
                 ))

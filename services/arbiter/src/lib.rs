@@ -40,6 +40,15 @@
 //! dedupe window (outcome `deferred`) and counts it (`nova_deferred_total`),
 //! and never dead-letters it. What it can read but does not know (unknown
 //! fields, an unknown trigger source) it keeps and writes back as it was.
+//!
+//! The policy may be reloaded while it runs: each trigger and control
+//! request is decided with the policy in force when it is taken, and each
+//! decision names that policy's revision (`policy_revision`). A rule
+//! trigger naming a target or rule this policy lacks is never decided with
+//! defaults (`nova_shared::arbitrate::check_known`): made with another
+//! revision, it is deferred like a newer version's (a replica mid-rollout
+//! leaves it to one that has the rule), until it is no longer relevant;
+//! made with this revision, or with none, it is dead-lettered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,12 +59,13 @@ use nova_runtime::dead::DeadLetters;
 use nova_runtime::kv::{self, KvError, KvErrorKind};
 use nova_runtime::nats::{ARBITER_BUCKET, ARBITER_CONSUMER, CAPACITY_BUCKET, TRIGGERS_STREAM};
 use nova_runtime::publish::{self, Auditor, PublishError};
+use nova_runtime::reload::LivePolicy;
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
-use nova_shared::arbitrate::{self, ArbiterSettings, LastVerdict, Observed, TargetState};
+use nova_shared::arbitrate::{self, ArbiterSettings, LastVerdict, Observed, TargetState, Unknown};
 use nova_shared::codec;
 use nova_shared::ids;
-use nova_shared::policy::{Policy, Target};
+use nova_shared::policy::{Policy, Revised, Target};
 use nova_shared::subjects;
 use nova_shared::wire::{
     AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command, ControlReply,
@@ -68,8 +78,8 @@ use tracing::Instrument;
 /// Arbiter settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The policy.
-    pub policy: Arc<Policy>,
+    /// The policy, and the ones that replace it.
+    pub policy: LivePolicy,
     /// Durable consumer name shared by the replicas.
     pub consumer: String,
     /// How long after JetStream stored it a trigger is still worth
@@ -80,9 +90,9 @@ pub struct Config {
 
 impl Config {
     /// Defaults for `policy`.
-    pub fn new(policy: Arc<Policy>) -> Self {
+    pub fn new(policy: impl Into<LivePolicy>) -> Self {
         Config {
-            policy,
+            policy: policy.into(),
             consumer: ARBITER_CONSUMER.into(),
             trigger_relevance: Duration::from_secs(600),
         }
@@ -153,7 +163,7 @@ const MAX_CONFLICTS: u32 = 16;
 pub const DEFER_DELAY: Duration = Duration::from_secs(5);
 
 struct Arbiter {
-    policy: Arc<Policy>,
+    policy: LivePolicy,
     client: async_nats::Client,
     js: jetstream::Context,
     states: Store,
@@ -344,38 +354,36 @@ impl Arbiter {
     /// Carries out one request; each verb has its own arm, so a new verb
     /// cannot fall into another's.
     async fn control_reply(&self, request: ControlRequest) -> ControlReply {
+        // The policy in force when the request is taken, for all of it.
+        let current = self.policy.current();
+        let policy = &current.policy;
         match request {
             ControlRequest::Status(status) => {
                 let targets: Vec<&Target> = match &status.target {
-                    Some(name) => match self.target(name) {
+                    Some(name) => match target_in(policy, name) {
                         Ok(target) => vec![target],
                         Err(reply) => return reply,
                     },
-                    None => self.policy.targets.values().collect(),
+                    None => policy.targets.values().collect(),
                 };
                 self.reply_with_status("ok".into(), &targets).await
             }
-            ControlRequest::Pause(request) => self.pause(request, true).await,
-            ControlRequest::Resume(request) => self.pause(request, false).await,
+            ControlRequest::Pause(request) => self.pause(policy, request, true).await,
+            ControlRequest::Resume(request) => self.pause(policy, request, false).await,
             ControlRequest::Scale(request) => {
-                let target = match self.target(&request.target) {
+                let target = match target_in(policy, &request.target) {
                     Ok(target) => target,
                     Err(reply) => return reply,
                 };
-                match self.operator_scale(target, &request).await {
+                match self
+                    .operator_scale(target, &current.revision, &request)
+                    .await
+                {
                     Ok(submitted) => self.reply_with_status(submitted, &[target]).await,
                     Err(error) => ControlReply::failed(error),
                 }
             }
         }
-    }
-
-    /// The policy's target `name`, or the reply refusing it.
-    fn target(&self, name: &str) -> Result<&Target, ControlReply> {
-        self.policy.targets.get(name).ok_or_else(|| {
-            let name = codec::excerpt(name, 64);
-            ControlReply::failed(format!("no target {name:?} in the policy"))
-        })
     }
 
     /// `message` and the state of `targets`, read side by side (a target
@@ -396,8 +404,8 @@ impl Arbiter {
 
     /// `pause` (`pause` true) or `resume`: changes the target's state at
     /// once, outside the trigger stream, and audits it.
-    async fn pause(&self, request: DirectionRequest, pause: bool) -> ControlReply {
-        let target = match self.target(&request.target) {
+    async fn pause(&self, policy: &Policy, request: DirectionRequest, pause: bool) -> ControlReply {
+        let target = match target_in(policy, &request.target) {
             Ok(target) => target,
             Err(reply) => return reply,
         };
@@ -462,6 +470,7 @@ impl Arbiter {
     async fn operator_scale(
         &self,
         target: &Target,
+        revision: &str,
         request: &ScaleRequest,
     ) -> Result<String, String> {
         let desired = request.desired;
@@ -496,6 +505,9 @@ impl Arbiter {
                 held_secs: 0,
                 reason: reason.clone(),
             }],
+            // Another replica, on another revision, may take it: it defers
+            // a target its policy lacks instead of refusing it.
+            policy_revision: Some(revision.to_string()),
         };
         publish::publish_once(
             &self.js,
@@ -586,12 +598,21 @@ impl Arbiter {
             self.dead.reject(&message, reason).await;
             return;
         }
-        let Some(target) = self.policy.targets.get(&trigger.target) else {
-            let reason = format!("no target {:?} in the policy", trigger.target);
-            self.dead.reject(&message, reason).await;
-            return;
+        let current = self.policy.current();
+        let target = match arbitrate::check_known(&current.policy, &current.revision, &trigger) {
+            Ok(target) => target,
+            Err(Unknown::Reject(why)) => return self.dead.reject(&message, why).await,
+            Err(Unknown::Defer(why)) => {
+                if let Some(gone) = self.past_relevance(&message) {
+                    metrics::counter!(names::GIVEN_UP, "stage" => "arbiter").increment(1);
+                    let reason = format!("given up: {why}; {gone}");
+                    return self.dead.reject(&message, reason).await;
+                }
+                let (target, id) = (&trigger.target, &trigger.id);
+                return self.defer(&message, target, id, trigger.ts, &why).await;
+            }
         };
-        match self.decide(target, &trigger).await {
+        match self.decide(target, &current, &trigger).await {
             Ok(()) => nova_runtime::ack(&message, AckKind::Ack).await,
             Err(error) => self.retry_or_give_up(&message, &trigger, error).await,
         }
@@ -612,33 +633,43 @@ impl Arbiter {
             let (target, id) = (&trigger.target, &trigger.id);
             return self.defer(message, target, id, trigger.ts, why).await;
         }
-        let info = message.info().ok();
-        let attempts = info.as_ref().map_or(1, |info| info.delivered);
         metrics::counter!(names::RETRIES, "stage" => "arbiter").increment(1);
         if !error.is_transient() {
             let reason = format!("cannot be decided: {error}");
             return self.dead.reject(message, reason).await;
         }
-        let stored_ms = info.map_or(nova_runtime::now_ms(), |info| {
-            i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
-        });
-        let age_ms = nova_runtime::now_ms().saturating_sub(stored_ms);
-        if age_ms > nova_shared::units::secs_to_ms(self.relevance.as_secs()) {
+        if let Some(gone) = self.past_relevance(message) {
             metrics::counter!(names::GIVEN_UP, "stage" => "arbiter").increment(1);
-            let reason = format!(
-                "given up after {attempts} attempts over {} s, no longer relevant \
-                 (trigger_relevance {} s): {error}",
-                age_ms / 1000,
-                self.relevance.as_secs()
-            );
-            return self.dead.reject(message, reason).await;
+            return self
+                .dead
+                .reject(message, format!("given up {gone}: {error}"))
+                .await;
         }
+        let attempts = message.info().map_or(1, |info| info.delivered);
         tracing::warn!(
             trigger = trigger.id,
             attempts,
             "cannot decide yet, will retry trigger: {error}"
         );
         nova_runtime::ack(message, AckKind::Nak(Some(RETRY_DELAY))).await;
+    }
+
+    /// How long past `trigger_relevance` the trigger has been in the stream,
+    /// as the end of the dead letter's reason; `None` while it is relevant.
+    fn past_relevance(&self, message: &jetstream::Message) -> Option<String> {
+        let info = message.info().ok();
+        let attempts = info.as_ref().map_or(1, |info| info.delivered);
+        let stored_ms = info.map_or(nova_runtime::now_ms(), |info| {
+            i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+        });
+        let age_ms = nova_runtime::now_ms().saturating_sub(stored_ms);
+        (age_ms > nova_shared::units::secs_to_ms(self.relevance.as_secs())).then(|| {
+            format!(
+                "after {attempts} attempts over {} s, no longer relevant (trigger_relevance {} s)",
+                age_ms / 1000,
+                self.relevance.as_secs()
+            )
+        })
     }
 
     /// Leaves a trigger to a newer arbiter: audited (once per dedupe window:
@@ -672,6 +703,7 @@ impl Arbiter {
             ),
         );
         record.trigger_id = Some(trigger_id.to_string());
+        record.policy_revision = Some(self.policy.current().revision);
         if let Err(error) = self.auditor.record(&record).await {
             tracing::warn!(%error, "cannot audit a deferred trigger");
         }
@@ -694,8 +726,13 @@ impl Arbiter {
 
     /// Read, decide, compare-and-set, publish; again from the top on a
     /// conflict, at most [`MAX_CONFLICTS`] times.
-    async fn decide(&self, target: &Target, trigger: &Trigger) -> Result<(), DecideError> {
-        let settings = ArbiterSettings::for_target(target, self.policy.evaluation.refire_secs);
+    async fn decide(
+        &self,
+        target: &Target,
+        current: &Revised,
+        trigger: &Trigger,
+    ) -> Result<(), DecideError> {
+        let settings = ArbiterSettings::for_target(target, current.policy.evaluation.refire_secs);
         for _ in 0..MAX_CONFLICTS {
             let stored = match kv::load::<TargetState>(&self.states, &target.name).await {
                 Ok(stored) => stored,
@@ -749,7 +786,8 @@ impl Arbiter {
             // Rule triggers are decided on their event time, operator and
             // fallback triggers on this clock (`arbitrate::Clock`).
             let now = nova_runtime::now_ms();
-            let verdict = arbitrate::decide_at(target, settings, &state, observed, trigger, now);
+            let verdict = arbitrate::decide_at(target, settings, &state, observed, trigger, now)
+                .with_policy_revision(&current.revision);
             let Some(next) = verdict.state else {
                 metrics::counter!(names::DECISIONS, "outcome" => Outcome::Duplicate.as_str())
                     .increment(1);
@@ -795,7 +833,8 @@ impl Arbiter {
             tracing::warn!("no command stream to check at start; redeliveries will repair");
             return;
         };
-        for target in self.policy.targets.values() {
+        let current = self.policy.current();
+        for target in current.policy.targets.values() {
             let state = match kv::load::<TargetState>(&self.states, &target.name).await {
                 Ok(Some(stored)) => stored.value,
                 Ok(None) => continue,
@@ -915,6 +954,7 @@ impl Arbiter {
         record.to = decision.to;
         record.trigger_id = Some(decision.trigger_id.clone());
         record.decision_id = Some(decision.id.clone());
+        record.policy_revision = decision.policy_revision.clone();
         self.auditor.record(&record).await?;
         if let Some(flapping) = &verdict.flapping {
             let mut note = AuditRecord::new(
@@ -958,6 +998,14 @@ impl Arbiter {
         }
         Ok(())
     }
+}
+
+/// `policy`'s target `name`, or the reply refusing it.
+fn target_in<'p>(policy: &'p Policy, name: &str) -> Result<&'p Target, ControlReply> {
+    policy.targets.get(name).ok_or_else(|| {
+        let name = codec::excerpt(name, 64);
+        ControlReply::failed(format!("no target {name:?} in the policy"))
+    })
 }
 
 /// Whether a verdict is published for the first time (counted and logged)

@@ -33,22 +33,28 @@
 //! To spread the work, run replicas with `--partition K/N`: each evaluates
 //! only the targets it owns (`Partition`), so no two partitions fire for one
 //! target; run two replicas of each partition for availability.
+//!
+//! Every trigger carries the revision of the policy it was evaluated with
+//! (`policy_revision`). A reloaded policy is taken up between two messages
+//! (`Evaluator::reload`): triggers held back under the old one are
+//! published first, with the old revision; unchanged rules keep their holds,
+//! new and changed ones start afresh.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
 use nova_runtime::nats::CAPACITY_BUCKET;
 use nova_runtime::publish::Auditor;
+use nova_runtime::reload::LivePolicy;
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec::{self, Encoding};
 use nova_shared::evaluate::{DEFAULT_DOWN_GRACE_MS, Evaluator, Partition};
 use nova_shared::fallback::SilenceWatch;
-use nova_shared::policy::Policy;
+use nova_shared::policy::{Policy, Revised};
 use nova_shared::subjects;
-use nova_shared::wire::{CapacityRecord, SampleBatch, Stage};
+use nova_shared::wire::{CapacityRecord, SampleBatch, Stage, Trigger};
 use tokio::time::MissedTickBehavior;
 
 pub mod outbox;
@@ -58,17 +64,17 @@ pub use outbox::{Outbox, TRIGGER_RELEVANCE};
 /// Evaluator settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The policy.
-    pub policy: Arc<Policy>,
+    /// The policy, and the ones that replace it.
+    pub policy: LivePolicy,
     /// The targets this replica evaluates (all, by default).
     pub partition: Partition,
 }
 
 impl Config {
     /// Every target of `policy`.
-    pub fn new(policy: Arc<Policy>) -> Self {
+    pub fn new(policy: impl Into<LivePolicy>) -> Self {
         Config {
-            policy,
+            policy: policy.into(),
             partition: Partition::default(),
         }
     }
@@ -135,10 +141,15 @@ async fn serve(
     let dead = DeadLetters::new(js.clone(), stage.clone());
     let auditor = Auditor::new(js.clone(), stage.clone());
     let grace_ms = u64::try_from(hold.grace.as_millis()).unwrap_or(u64::MAX);
-    let mut evaluator = Evaluator::new(&config.policy).with_down_grace_ms(grace_ms);
+    let mut live = config.policy;
+    let Revised {
+        policy,
+        mut revision,
+    } = live.current();
+    let mut evaluator = Evaluator::new(&policy).with_down_grace_ms(grace_ms);
     let mut outbox = Outbox::new(js.clone(), auditor);
     let partition = config.partition;
-    let mut silence = SilenceWatch::new(&config.policy, nova_runtime::now_ms());
+    let mut silence = SilenceWatch::new(&policy, nova_runtime::now_ms());
     silence.retain(|target| partition.owns(target));
     // Capacity turns `requests` into `requests_per_instance`; the watch
     // delivers every target's latest record first, then each change.
@@ -150,7 +161,7 @@ async fn serve(
             bucket: CAPACITY_BUCKET,
             source,
         })?;
-    let mut silence_check = tokio::time::interval(fallback_check_period(&config.policy));
+    let mut silence_check = tokio::time::interval(fallback_check_period(&policy));
     let mut hold_check = tokio::time::interval(hold.check_period());
     hold_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let _ping = setup::ping(&client, stage).await?;
@@ -171,15 +182,27 @@ async fn serve(
                 }
                 continue;
             }
+            next = live.changed() => {
+                // Held under the old rules: out first, under the old revision.
+                for trigger in evaluator.reload(&next.policy) {
+                    outbox.send(stamped(trigger, &revision)).await;
+                }
+                silence.reload(&next.policy, nova_runtime::now_ms());
+                silence.retain(|target| partition.owns(target));
+                silence_check = tokio::time::interval(fallback_check_period(&next.policy));
+                tracing::info!(from = revision, to = next.revision, "evaluating with the reloaded policy");
+                revision = next.revision;
+                continue;
+            }
             _ = silence_check.tick() => {
                 for trigger in silence.due(nova_runtime::now_ms()) {
-                    outbox.send(trigger).await;
+                    outbox.send(stamped(trigger, &revision)).await;
                 }
                 continue;
             }
             _ = hold_check.tick() => {
                 for trigger in evaluator.flush_held(nova_runtime::now_ms()) {
-                    outbox.send(trigger).await;
+                    outbox.send(stamped(trigger, &revision)).await;
                 }
                 continue;
             }
@@ -226,12 +249,12 @@ async fn serve(
             dead.send(subject, error.to_string(), &raw).await;
         }
         for trigger in triggers {
-            outbox.send(trigger).await;
+            outbox.send(stamped(trigger, &revision)).await;
         }
     }
     let _ = subscription.unsubscribe().await;
     for trigger in evaluator.drain_held() {
-        outbox.send(trigger).await;
+        outbox.send(stamped(trigger, &revision)).await;
     }
     // Triggers still unstored get a last moment, then are counted.
     let left = outbox.close(Duration::from_secs(5)).await;
@@ -241,6 +264,12 @@ async fn serve(
     let _ = client.flush().await;
     tracing::info!("evaluator stopped");
     Ok(())
+}
+
+/// `trigger`, naming the revision of the policy it was evaluated with.
+fn stamped(mut trigger: Trigger, revision: &str) -> Trigger {
+    trigger.policy_revision = Some(revision.to_string());
+    trigger
 }
 
 /// How often to look for silent targets: a quarter of the shortest

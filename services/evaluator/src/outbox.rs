@@ -177,6 +177,7 @@ async fn emit(
         record.observed = firing.observed;
         record.threshold = firing.threshold;
         record.trigger_id = Some(trigger.id.clone());
+        record.policy_revision = trigger.policy_revision.clone();
         auditor.record(&record).await.map_err(EmitError::Audit)?;
     }
     Ok(())

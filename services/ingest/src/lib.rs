@@ -7,11 +7,13 @@
 //!
 //! Aggregation across instances happens in the evaluator, on event time,
 //! rather than here: that keeps ingest stateless.
-
-use std::sync::Arc;
+//!
+//! A reloaded policy (new targets, metric units, sample age limits) applies
+//! from the next message.
 
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
+use nova_runtime::reload::LivePolicy;
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::codec::{self, Encoding};
@@ -23,17 +25,17 @@ use nova_shared::wire::Stage;
 /// Ingest settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The policy (targets and metric units).
-    pub policy: Arc<Policy>,
+    /// The policy (targets and metric units), and the ones that replace it.
+    pub policy: LivePolicy,
     /// Queue group shared by ingest replicas.
     pub queue_group: String,
 }
 
 impl Config {
     /// Defaults for `policy`.
-    pub fn new(policy: Arc<Policy>) -> Self {
+    pub fn new(policy: impl Into<LivePolicy>) -> Self {
         Config {
-            policy,
+            policy: policy.into(),
             queue_group: "nova-ingest".into(),
         }
     }
@@ -65,12 +67,15 @@ async fn serve(
     let js = nova_runtime::nats::jetstream(&client);
     let dead = DeadLetters::new(js, Stage::Ingest);
     let _ping = setup::ping(&client, Stage::Ingest).await?;
+    let mut live = config.policy;
+    let mut policy = live.current().policy;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            next = live.changed() => policy = next.policy,
             message = subscription.next() => match message {
-                Some(message) => handle(&config.policy, &client, &dead, message).await,
+                Some(message) => handle(&policy, &client, &dead, message).await,
                 None => break,
             },
         }

@@ -7,6 +7,7 @@
 //!   ([`nova_runtime::provision`]), one line per object.
 //! - `audit tail`: read the audit stream.
 //! - `policy validate`: check a policy file and list every problem.
+//! - `policy diff OLD NEW`: what a change of policy file will do, one line per change.
 //! - `status`, `pause`, `resume`, `scale`: the arbiter's control verbs, typed
 //!   requests on `nova.ctl.arbiter`.
 //! - `backtest`: replay a load trace through NovaCron and the HPA reference ([`backtest`]).
@@ -26,6 +27,7 @@ use futures_util::StreamExt;
 use nova_runtime::cli::{CommonArgs, start};
 use nova_runtime::nats::AUDIT_STREAM;
 use nova_runtime::provision::ProvisionArgs;
+use nova_runtime::reload;
 use nova_runtime::shutdown;
 use nova_shared::codec::{self, Encoding};
 use nova_shared::policy;
@@ -234,6 +236,15 @@ enum PolicyCommand {
         /// The policy file.
         file: PathBuf,
     },
+    /// What changing policy file OLD for NEW will do, one line per change
+    /// (both validated first). Exits 0 if nothing changes, 1 if something
+    /// does, 2 if either file is unreadable or invalid, as diff(1) does.
+    Diff {
+        /// The policy in force.
+        old: PathBuf,
+        /// The policy to put in force.
+        new: PathBuf,
+    },
 }
 
 /// One line for an error, and exit code 1: an operator's terminal gets what
@@ -278,6 +289,9 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Validate { file },
         } => return validate(&file, output),
+        Command::Policy {
+            command: PolicyCommand::Diff { old, new },
+        } => return policy_diff(&old, &new, output),
         Command::Backtest(args) => return backtest::run(*args, output == Output::Json),
         control @ (Command::Status { .. }
         | Command::Pause(_)
@@ -327,6 +341,81 @@ async fn control_command(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `policy diff --output json`: both revisions and every change, for programs.
+#[derive(serde::Serialize)]
+struct PolicyDiff {
+    old: PolicyFile,
+    new: PolicyFile,
+    /// One line per change, as the text output prints them.
+    changes: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct PolicyFile {
+    file: String,
+    revision: String,
+}
+
+/// `policy diff OLD NEW`: exit 0 without changes, 1 with, 2 for a bad file.
+fn policy_diff(
+    old: &std::path::Path,
+    new: &std::path::Path,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let (before, after) = match (policy::load_file(old), policy::load_file(new)) {
+        (Ok(before), Ok(after)) => (before, after),
+        (before, after) => {
+            // Every problem of both files, so one run shows all there is to fix.
+            for error in [before.err(), after.err()].into_iter().flatten() {
+                eprintln!("{error}");
+            }
+            eprintln!("novactl: fix the file(s) above, then diff again");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let changes: Vec<String> = policy::diff::diff(&before, &after)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let file = |path: &std::path::Path, policy: &policy::Policy| PolicyFile {
+        file: path.display().to_string(),
+        revision: policy::revision(policy),
+    };
+    let (old_file, new_file) = (file(old, &before), file(new, &after));
+    let code = if changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    if output == Output::Json {
+        print_json(&PolicyDiff {
+            old: old_file,
+            new: new_file,
+            changes,
+        })?;
+        return Ok(code);
+    }
+    if changes.is_empty() {
+        println!(
+            "no changes: {} and {} mean the same policy (revision {})",
+            old_file.file, new_file.file, new_file.revision
+        );
+    } else {
+        println!(
+            "{} (revision {}) -> {} (revision {}): {} change(s)",
+            old_file.file,
+            old_file.revision,
+            new_file.file,
+            new_file.revision,
+            changes.len()
+        );
+        for line in &changes {
+            println!("  {line}");
+        }
+    }
+    Ok(code)
 }
 
 /// `policy validate --output json`: the verdict and every problem, for programs.
@@ -417,7 +506,11 @@ fn validate_text(
 ) -> ExitCode {
     match loaded {
         Ok(policy) => {
-            println!("{}: ok", file.display());
+            println!(
+                "{}: ok (revision {})",
+                file.display(),
+                policy::revision(&policy)
+            );
             for target in policy.targets.values() {
                 println!(
                     "  target {} ({}, min {}, max {}): {} rule(s)",
@@ -520,6 +613,15 @@ async fn run_all(
     let started = start("novactl-run", &common).await?;
     let (policy, client) = (started.policy, started.client);
     let signal = shutdown::on_ctrl_c();
+    // The stages follow the policy file, as the separate binaries do.
+    let (sender, live) = reload::channel(policy::Revised::new(policy.clone()));
+    let watch = reload::watch_file(
+        common.policy.clone(),
+        sender,
+        reload::POLL_EVERY,
+        signal.signal(),
+    );
+    tokio::spawn(watch);
     if !quiet {
         let mut audit = client.subscribe(subjects::AUDIT_ALL).await?;
         let stop = signal.signal();
@@ -556,22 +658,22 @@ async fn run_all(
     );
     let (ingest, evaluator, arbiter, actuator, audit) = tokio::join!(
         tokio::spawn(nova_ingest::run(
-            nova_ingest::Config::new(policy.clone()),
+            nova_ingest::Config::new(live.clone()),
             client.clone(),
             signal.signal()
         )),
         tokio::spawn(nova_evaluator::run(
-            nova_evaluator::Config::new(policy.clone()),
+            nova_evaluator::Config::new(live.clone()),
             client.clone(),
             signal.signal()
         )),
         tokio::spawn(nova_arbiter::run(
-            nova_arbiter::Config::new(policy.clone()),
+            nova_arbiter::Config::new(live.clone()),
             client.clone(),
             signal.signal()
         )),
         tokio::spawn(nova_actuator::run(
-            nova_actuator::Config::new(policy.clone()),
+            nova_actuator::Config::new(live.clone()),
             client.clone(),
             signal.signal()
         )),

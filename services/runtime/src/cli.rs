@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use nova_shared::policy::{self, Policy, PolicyError};
+use nova_shared::policy::{self, Policy, PolicyError, Revised};
 use thiserror::Error;
 
 use crate::nats;
 use crate::provision::{self, CheckError};
+use crate::reload::{self, LivePolicy};
 use crate::shutdown::{self, Shutdown};
 use crate::telemetry::{self, ExporterError};
 
@@ -66,7 +67,8 @@ pub async fn start(name: &str, args: &CommonArgs) -> Result<Started, StartError>
     if let Some(addr) = args.metrics_addr {
         telemetry::install_prometheus(addr)?;
     }
-    tracing::info!(service = name, url = %args.nats_url, targets = policy.targets.len(), "started");
+    let revision = policy::revision(&policy);
+    tracing::info!(service = name, url = %args.nats_url, targets = policy.targets.len(), revision, "started");
     Ok(Started { policy, client })
 }
 
@@ -92,16 +94,26 @@ pub enum ServeError {
 
 /// The whole life of a service binary: [`start`], then `service(policy,
 /// client, shutdown)` until Ctrl-C or SIGTERM, then drain the connection so
-/// nothing published is lost on the way out.
+/// nothing published is lost on the way out. The policy is reloaded on
+/// SIGHUP and when its file changes ([`reload::watch_file`]).
 pub async fn serve<F, Fut, E>(name: &str, args: &CommonArgs, service: F) -> Result<(), ServeError>
 where
-    F: FnOnce(Arc<Policy>, async_nats::Client, Shutdown) -> Fut,
+    F: FnOnce(LivePolicy, async_nats::Client, Shutdown) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
     let started = start(name, args).await?;
     let client = started.client.clone();
-    service(started.policy, started.client, shutdown::on_ctrl_c())
+    let shutdown = shutdown::on_ctrl_c();
+    let (sender, policy) = reload::channel(Revised::new(started.policy));
+    let watch = reload::watch_file(
+        args.policy.clone(),
+        sender,
+        reload::POLL_EVERY,
+        shutdown.signal(),
+    );
+    tokio::spawn(watch);
+    service(policy, started.client, shutdown)
         .await
         .map_err(|source| ServeError::Run {
             name: name.to_string(),

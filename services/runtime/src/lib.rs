@@ -11,6 +11,7 @@
 //! - [`error`]: `Error<Kind>`, errors whose kind says whether to retry.
 //! - [`retry`]: back-off between attempts.
 //! - [`telemetry`]: metric names, the Prometheus exporter, tracing set-up.
+//! - [`reload`]: the policy in force ([`reload::LivePolicy`]), reloaded on SIGHUP and on a change of its file.
 //! - [`shutdown`]: a cloneable shutdown signal for `run(config, client, shutdown)`.
 //! - [`cli`]: the flags every service binary takes.
 
@@ -22,6 +23,7 @@ pub mod nats;
 pub mod ping;
 pub mod provision;
 pub mod publish;
+pub mod reload;
 pub mod retry;
 pub mod setup;
 pub mod shutdown;

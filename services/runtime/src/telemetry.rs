@@ -40,6 +40,10 @@ pub mod names {
     /// newer version, or a value this version does not know where it must
     /// act on it), delayed and redelivered, never dead-lettered; by `stage`.
     pub const DEFERRED: &str = "nova_deferred_total";
+    /// Policy reloads (SIGHUP or a change of the file), by `outcome`:
+    /// applied, unchanged, refused (an unreadable or invalid file; the
+    /// running policy stays).
+    pub const POLICY_RELOADS: &str = "nova_policy_reloads_total";
 }
 
 /// The metrics exporter could not start.

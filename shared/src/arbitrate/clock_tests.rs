@@ -97,6 +97,7 @@ fn trigger(from: Asks, now_secs: i64, id: String) -> Trigger {
             held_secs: 0,
             reason: String::new(),
         }],
+        policy_revision: None,
     }
 }
 

@@ -79,6 +79,7 @@ fn run(
         target: target.name.clone(),
         source: TriggerSource::Rule,
         firings,
+        policy_revision: None,
     };
     decide(
         target,

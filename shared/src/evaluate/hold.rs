@@ -159,6 +159,7 @@ fn push(out: &mut Vec<Trigger>, target: &str, ts: i64, vertical: bool, firings: 
             target: target.to_string(),
             source: TriggerSource::Rule,
             firings,
+            policy_revision: None,
         }),
     }
 }

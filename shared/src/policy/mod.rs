@@ -13,7 +13,10 @@
 //!
 //! - [`rule_text`]: the runbook grammar for conditions and actions.
 //! - [`load`]: YAML to [`Policy`], collecting every [`Problem`].
+//! - [`diff`]: what changes from one policy to another, one line per change.
+//! - [`revision`]: a short content hash naming a policy on triggers and decisions.
 
+pub mod diff;
 pub mod load;
 pub mod rule_text;
 
@@ -36,6 +39,51 @@ pub struct Policy {
     pub metric_units: BTreeMap<String, Unit>,
     /// Event-time evaluation settings.
     pub evaluation: EvaluationSettings,
+}
+
+/// The revision of a policy: the first 12 hex digits of the SHA-256 of its
+/// validated form (as JSON, whose maps are ordered), so two replicas that
+/// load the same rules agree on it whatever the file's comments, key order
+/// or spacing. It changes with any change of meaning, and also when a
+/// release changes how a policy is represented: replicas of two releases
+/// may name one file differently, which only ever defers a trigger (see
+/// `arbitrate::check_rules`), never decides one wrongly.
+pub fn revision(policy: &Policy) -> String {
+    use sha2::Digest;
+    // A validated policy holds finite numbers and string keys only, so it
+    // always serialises; the fallback keeps this total anyway.
+    let canonical = serde_json::to_vec(policy).unwrap_or_default();
+    let digest = sha2::Sha256::digest(&canonical);
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A policy with its [`revision`], computed once: what a service runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revised {
+    /// The validated policy.
+    pub policy: std::sync::Arc<Policy>,
+    /// Its revision.
+    pub revision: String,
+}
+
+impl Revised {
+    /// `policy` with its revision.
+    pub fn new(policy: std::sync::Arc<Policy>) -> Self {
+        let revision = revision(&policy);
+        Revised { policy, revision }
+    }
+}
+
+impl From<std::sync::Arc<Policy>> for Revised {
+    fn from(policy: std::sync::Arc<Policy>) -> Self {
+        Revised::new(policy)
+    }
+}
+
+impl From<Policy> for Revised {
+    fn from(policy: Policy) -> Self {
+        Revised::new(std::sync::Arc::new(policy))
+    }
 }
 
 impl Policy {
