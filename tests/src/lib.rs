@@ -241,6 +241,16 @@ impl MotoServer {
         Credentials::new("testing", "testing", None, None, "moto")
     }
 
+    /// The HTTP client the SDKs use here: rustls with ring, as the
+    /// actuator's own (the SDKs' default TLS features are off).
+    fn http_client() -> aws_sdk_ecs::config::SharedHttpClient {
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https()
+    }
+
     /// An ECS client for this server.
     pub async fn ecs(&self) -> aws_sdk_ecs::Client {
         let config = aws_sdk_ecs::Config::builder()
@@ -248,15 +258,21 @@ impl MotoServer {
             .region(aws_sdk_ecs::config::Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
             .credentials_provider(Self::credentials())
-            .http_client(
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https(),
-            )
+            .http_client(Self::http_client())
             .build();
         aws_sdk_ecs::Client::from_conf(config)
+    }
+
+    /// An RDS client for this server, as a test's own (not the actuator's).
+    pub fn rds(&self) -> aws_sdk_rds::Client {
+        let config = aws_sdk_rds::Config::builder()
+            .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
+            .region(aws_sdk_rds::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Self::credentials())
+            .http_client(Self::http_client())
+            .build();
+        aws_sdk_rds::Client::from_conf(config)
     }
 
     /// Creates a cluster, a task definition and a service with `desired` tasks.

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_rds::config::{BehaviorVersion, Region};
 use nova_actuator::backend::BackendErrorKind;
 use nova_actuator::rds::RdsReplicaSet;
 use nova_e2e::{
@@ -33,24 +32,6 @@ use nova_shared::wire::{
 use serde_json::json;
 
 const PRIMARY: &str = "orders-db";
-
-/// An RDS client for the moto server, as a test's own (not the actuator's).
-fn rds(moto: &MotoServer) -> aws_sdk_rds::Client {
-    let config = aws_sdk_rds::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&moto.endpoint)
-        .credentials_provider(MotoServer::credentials())
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .build();
-    aws_sdk_rds::Client::from_conf(config)
-}
 
 /// The primary, a PostgreSQL instance.
 async fn create_primary(rds: &aws_sdk_rds::Client) {
@@ -145,7 +126,7 @@ fn names(ns: &[u32]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_triggers_take_a_replica_set_from_1_to_3_and_back_and_a_redelivery_adds_none() {
     let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
-    let rds = rds(&moto);
+    let rds = moto.rds();
     create_primary(&rds).await;
     create_replica(&rds, &format!("{PRIMARY}-replica-1")).await;
     let client = nats.client().await;
@@ -240,7 +221,7 @@ async fn rule_triggers_take_a_replica_set_from_1_to_3_and_back_and_a_redelivery_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backend_applied_twice_creates_each_replica_once_and_removes_only_its_own() {
     let moto = MotoServer::start().await;
-    let rds = rds(&moto);
+    let rds = moto.rds();
     let yaml = format!(
         "targets:\n  db:\n    rules: [g]\n    max: 5\n    backend:\n      rds_replicas: {{region: us-east-1, primary: {PRIMARY}, endpoint_url: \"{}\", drain_secs: 0}}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {{condition: \"read_queue > 100\", action: \"add 1 replica\"}}\n",
         moto.endpoint
@@ -308,25 +289,31 @@ async fn the_backend_applied_twice_creates_each_replica_once_and_removes_only_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_longer_than_the_ack_wait_keeps_its_command() {
     let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
-    let rds = rds(&moto);
+    let rds = moto.rds();
     create_primary(&rds).await;
     for n in 1..=3 {
         create_replica(&rds, &format!("{PRIMARY}-replica-{n}")).await;
     }
-    let client = nats.client().await;
+    // The actuator consumer's ack wait, 3 s, is shorter than the 4 s drain:
+    // without progress acks the command would be handed out again mid-drain.
+    let client = nats
+        .client_with(&nova_runtime::provision::Settings {
+            actuator_ack_wait: Duration::from_secs(3),
+            ..nova_e2e::test_settings()
+        })
+        .await;
     let yaml = format!(
         "targets:\n  db:\n    rules: [g]\n    max: 5\n    backend:\n      rds_replicas: {{region: us-east-1, primary: {PRIMARY}, endpoint_url: \"{}\", drain_secs: 4}}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {{condition: \"read_queue > 100\", action: \"add 1 replica\"}}\n",
         moto.endpoint
     );
     let policy = Arc::new(from_yaml(&yaml, "rds.yaml").unwrap_or_else(|e| panic!("{e}")));
-    // A 1 s call timeout makes the consumer's ack wait 3 s, shorter than
-    // the 4 s drain: without progress acks the command would be handed out
-    // again mid-drain.
+    // A 1 s call timeout: the actuator needs an ack wait of three times it.
     let mut config = nova_actuator::Config::new(policy);
     config.call_timeout = Duration::from_secs(1);
     config.aws_credentials = Some(MotoServer::credentials());
     let (stop, signal) = shutdown::channel();
-    let actuator_client = nats.client().await;
+    // Connected only: provisioning again would put the default ack wait back.
+    let actuator_client = nova_e2e::connect(&nats.url, "actuator").await;
     let actuator = tokio::spawn(async move {
         nova_actuator::run(config, actuator_client, signal.signal())
             .await
