@@ -243,6 +243,8 @@ async fn a_rewritten_policy_is_taken_up_without_a_restart_and_a_bad_one_refused(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_binary_reloads_on_sighup_and_refuses_a_bad_file_line_by_line() {
     let nats = NatsServer::start().await;
+    // Provisioned, as `novactl provision` would: services only check.
+    let _client = nats.client().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("policy.yaml");
     write_policy(&path, V1);
