@@ -58,6 +58,21 @@ pub fn test_settings() -> nova_runtime::provision::Settings {
     }
 }
 
+/// What the server says of durable consumer `consumer` on `stream` now.
+pub async fn consumer_info(
+    client: &async_nats::Client,
+    stream: &str,
+    consumer: &str,
+) -> async_nats::jetstream::consumer::Info {
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream(stream).await.expect("stream");
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer)
+        .await
+        .expect("consumer");
+    consumer.info().await.expect("consumer info").clone()
+}
+
 /// Provisions the topology with `settings` (what `novactl provision` does),
 /// within `limit`: a fresh cluster may take a while to elect its leaders.
 pub async fn provision(

@@ -103,16 +103,9 @@ fn is_result(outcome: &'static str) -> impl Fn(&AuditRecord) -> bool {
 }
 
 /// The stream sequence up to which the actuator's consumer has acked all.
-async fn acked_through(js: &async_nats::jetstream::Context) -> u64 {
-    let stream = js.get_stream(COMMANDS_STREAM).await.expect("stream");
-    let mut consumer = stream
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ACTUATOR_CONSUMER)
+async fn acked_through(client: &async_nats::Client) -> u64 {
+    nova_e2e::consumer_info(client, COMMANDS_STREAM, ACTUATOR_CONSUMER)
         .await
-        .expect("consumer");
-    consumer
-        .info()
-        .await
-        .expect("info")
         .ack_floor
         .stream_sequence
 }
@@ -168,7 +161,7 @@ async fn rule_triggers_take_a_replica_set_from_1_to_3_and_back_and_a_redelivery_
         .await
         .expect("stored");
     within("the actuator to ack the redelivered command", WAIT, async {
-        while acked_through(&js).await < stored.sequence {
+        while acked_through(&client).await < stored.sequence {
             // A broker-side counter; there is no event for it.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -350,12 +343,7 @@ async fn a_drain_longer_than_the_ack_wait_keeps_its_command() {
         results[0].response
     );
     assert_eq!(replicas(&rds).await, names(&[1]));
-    let stream = js.get_stream(COMMANDS_STREAM).await.expect("stream");
-    let mut consumer = stream
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ACTUATOR_CONSUMER)
-        .await
-        .expect("consumer");
-    let info = consumer.info().await.expect("info");
+    let info = nova_e2e::consumer_info(&client, COMMANDS_STREAM, ACTUATOR_CONSUMER).await;
     assert_eq!(info.config.ack_wait, Duration::from_secs(3), "the premise");
     assert_eq!(
         (info.delivered.consumer_sequence, info.num_redelivered),

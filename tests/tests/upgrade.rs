@@ -161,16 +161,8 @@ async fn a_newer_arbiters_state_is_decided_on_and_written_back_whole() {
 
 /// Deliveries a durable consumer has made so far.
 async fn delivered_by(client: &async_nats::Client, stream: &str, consumer: &str) -> u64 {
-    let js = async_nats::jetstream::new(client.clone());
-    let stream = js.get_stream(stream).await.expect("stream");
-    let mut consumer = stream
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer)
+    nova_e2e::consumer_info(client, stream, consumer)
         .await
-        .expect("consumer");
-    consumer
-        .info()
-        .await
-        .expect("info")
         .delivered
         .consumer_sequence
 }
