@@ -340,6 +340,7 @@ CASES = [
     ("audit-record", "decision outcome on a trigger", with_(AUDIT, kind="trigger"), False),
     ("audit-record", "trigger outcome on a decision", with_(AUDIT, outcome="fired"), False),
     ("audit-record", "executing command", with_(AUDIT, stage="actuator", kind="command", outcome="executing"), True),
+    ("audit-record", "retrying command", with_(AUDIT, stage="actuator", kind="command", outcome="retrying"), True),
     ("audit-record", "result with a decision outcome", with_(AUDIT, stage="actuator", kind="result"), False),
     ("audit-record", "no reason", without(AUDIT, "reason"), False),
     ("audit-record", "rate_limited decision", with_(AUDIT, outcome="rate_limited"), True),

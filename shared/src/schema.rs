@@ -620,7 +620,7 @@ fn audit_record() -> SchemaFile {
             match &kind {
                 AuditKind::Trigger => rule(&kind, json!(["fired"]), "trigger"),
                 AuditKind::Decision => rule(&kind, json!(decisions), "decision"),
-                AuditKind::Command => rule(&kind, json!(["executing"]), "command"),
+                AuditKind::Command => rule(&kind, json!(["executing", "retrying"]), "command"),
                 AuditKind::Result => rule(&kind, json!(statuses), "result"),
                 AuditKind::Control => rule(&kind, json!(["paused", "resumed"]), "control"),
                 AuditKind::Unknown(name) => panic!("{name} is known"),
@@ -630,7 +630,7 @@ fn audit_record() -> SchemaFile {
     file.schema["allOf"] = Value::Array(rules);
     file.schema["properties"]["outcome"]["description"] = json!(format!(
         "Depends on kind: trigger: fired; decision: {} (flapping: an extra record beside a \
-         scale decision whose cooldown was raised); command: executing; result: {}; control: \
+         scale decision whose cooldown was raised); command: executing, retrying; result: {}; control: \
          paused, resumed.",
         Outcome::KNOWN.join(", "),
         ResultStatus::KNOWN.join(", ")

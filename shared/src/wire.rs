@@ -727,7 +727,7 @@ pub struct AuditRecord {
     pub target: String,
     /// Trigger, decision, command or result.
     pub kind: AuditKind,
-    /// `fired`, a decision [`Outcome`], `executing`, or a [`ResultStatus`].
+    /// `fired`, a decision [`Outcome`], `executing` or `retrying`, or a [`ResultStatus`].
     pub outcome: String,
     /// One sentence for an operator.
     pub reason: String,

@@ -307,6 +307,25 @@ impl EcsService {
     /// said before and what UpdateService's answer says after.
     pub async fn set_desired(&self, desired: u32) -> Result<Applied, BackendError> {
         let before = self.observe().await?;
+        if before.desired == desired {
+            // A redelivered command (its actuator died after the call and
+            // before the ack) finds its change made: the call is absolute,
+            // so the service has what it asks, and sending it again would be
+            // a second change at the backend for one decision.
+            let response = format!(
+                "UpdateService {}/{} not sent: desiredCount already {} -> {} (running {})",
+                self.cluster,
+                self.service,
+                before.desired,
+                desired,
+                before.running.map_or("unknown".into(), |r| r.to_string()),
+            );
+            return Ok(Applied {
+                before: Some(before.clone()),
+                after: before,
+                response,
+            });
+        }
         let out = self
             .client
             .update_service()

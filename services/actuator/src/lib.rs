@@ -495,8 +495,7 @@ impl Actuator {
         match step {
             Ok(Step::Done) => nova_runtime::ack(&message, AckKind::Ack).await,
             Ok(Step::Wait(delay)) => nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await,
-            Ok(Step::Retry(attempt)) => {
-                let delay = Duration::from_millis(500 * 2u64.pow(attempt.clamp(1, 8)));
+            Ok(Step::Retry(delay)) => {
                 nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await;
             }
             Err(error) if !error.is_retryable() => {
@@ -757,7 +756,30 @@ impl Actuator {
                     ..r.clone()
                 })
                 .await?;
-                Ok(Step::Retry(attempt))
+                let delay = retry_delay(attempt);
+                // Each failed attempt is audited with what the backend
+                // answered, so the chain shows every retry, not only the
+                // last word.
+                let reason = format!(
+                    "attempt {attempt} of {} failed ({}), next in {:.1} s: {error}",
+                    self.max_attempts,
+                    error.kind(),
+                    delay.as_secs_f64()
+                );
+                let mut audit = self.record(command, AuditKind::Command, "retrying", reason);
+                audit.id = ids::derive(
+                    "a",
+                    &[
+                        command.decision_id.as_bytes(),
+                        b"retry",
+                        &attempt.to_be_bytes(),
+                    ],
+                );
+                audit.from = Some(command.from);
+                audit.to = Some(command.desired);
+                audit.backend_response = Some(error.to_string());
+                self.auditor.record(&audit).await?;
+                Ok(Step::Retry(delay))
             }
             Err(error) => {
                 tracing::warn!(decision = command.decision_id, "command failed: {error}");
@@ -927,6 +949,16 @@ enum Step {
     Done,
     /// Behind another command's lease: nak, to come back after this.
     Wait(Duration),
-    /// The backend failed on this attempt: nak with back-off.
-    Retry(u32),
+    /// The backend failed on this attempt: nak, to come back after this.
+    Retry(Duration),
+}
+
+/// The wait before attempt `attempt + 1` of a command whose backend call
+/// failed: exponential from 1 s with jitter, below 30 s, so actuators that
+/// failed together (a throttled API) do not come back together.
+fn retry_delay(attempt: u32) -> Duration {
+    let nth = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+    nova_runtime::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(30))
+        .nth(nth)
+        .unwrap_or(Duration::from_secs(30))
 }
