@@ -121,6 +121,17 @@ pub fn holds(record: &CapacityRecord, seq: u64, owner: &str) -> bool {
     record.claimed_seq == seq && record.lease.as_ref().is_some_and(|l| l.owner == owner)
 }
 
+/// `record` with its holder's lease lengthened to `expires_ms` (never
+/// shortened): the holder renews while it waits on a backend that takes
+/// long to settle, so the lease stays short for a holder that dies.
+pub fn extend(record: &CapacityRecord, expires_ms: i64) -> CapacityRecord {
+    let mut extended = record.clone();
+    if let Some(lease) = &mut extended.lease {
+        lease.expires_ms = lease.expires_ms.max(expires_ms);
+    }
+    extended
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +246,25 @@ mod tests {
         assert!(!holds(&taken, 3, "me"));
         assert_eq!(taken.applied_seq, 3, "taking changes nothing applied");
         assert_eq!(claim(Some(&taken), 3, 0), Claim::Superseded { by: 4 });
+    }
+
+    #[test]
+    fn extending_keeps_the_holder_and_never_shortens() {
+        let taken = take(&record(3, 3, None, 1), 4, "d4", "me", 100, 1);
+        let cases = [(150, 150), (100, 100), (50, 100)];
+        for (asked, expires) in cases {
+            let extended = extend(&taken, asked);
+            assert!(holds(&extended, 4, "me"), "asked {asked}");
+            assert_eq!(extended.lease.as_ref().map(|l| l.expires_ms), Some(expires));
+            assert_eq!(
+                claim(Some(&extended), 5, expires - 1),
+                Claim::Wait {
+                    holder: 4,
+                    until_ms: expires
+                }
+            );
+        }
+        let free = record(3, 3, None, 1);
+        assert_eq!(extend(&free, 500), free, "no lease, nothing to extend");
     }
 }

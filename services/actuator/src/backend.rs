@@ -68,6 +68,9 @@ pub enum BackendErrorKind {
     NotFound,
     /// The backend cannot do what the command asks.
     Unsupported,
+    /// The change was sent but the resource did not settle at it in time
+    /// (an ECS deployment not steady, or failed): not sent again.
+    NotSteady,
     /// The simulated fleet's state could not be read or written.
     Store(KvErrorKind),
     /// Nothing above fits (a response that could not be read, an error the
@@ -88,6 +91,7 @@ impl std::fmt::Display for BackendErrorKind {
             BackendErrorKind::Invalid => f.write_str("invalid request"),
             BackendErrorKind::NotFound => f.write_str("not found"),
             BackendErrorKind::Unsupported => f.write_str("unsupported"),
+            BackendErrorKind::NotSteady => f.write_str("not steady"),
             BackendErrorKind::Store(kind) => write!(f, "state store: {kind}"),
             BackendErrorKind::Other => f.write_str("unclassified"),
         }
@@ -111,7 +115,8 @@ impl ErrorKind for BackendErrorKind {
             | BackendErrorKind::AccessDenied
             | BackendErrorKind::Invalid
             | BackendErrorKind::NotFound
-            | BackendErrorKind::Unsupported => false,
+            | BackendErrorKind::Unsupported
+            | BackendErrorKind::NotSteady => false,
             BackendErrorKind::Store(kind) => kind.is_retryable(),
         }
     }
@@ -172,6 +177,32 @@ impl Backend {
         }
     }
 
+    /// Whether an action on this backend may wait inside it (a drain, a
+    /// steady wait), so its command must be kept in hand with progress acks.
+    pub fn waits(&self) -> bool {
+        !self.drain().is_zero() || !self.steady_timeout().is_zero()
+    }
+
+    /// How long a change may wait, after its call, for the backend to settle
+    /// at it (an ECS deployment becoming steady); the lease is renewed
+    /// meanwhile.
+    pub fn steady_timeout(&self) -> Duration {
+        match self {
+            Backend::Ecs(ecs) => ecs.steady_timeout(),
+            Backend::RdsReplicas(_) | Backend::Sim(_) => Duration::ZERO,
+        }
+    }
+
+    /// Waits for the backend to settle at what `applied` asked, within
+    /// [`steady_timeout`](Self::steady_timeout); returns `applied` with what
+    /// was seen at the end.
+    pub async fn settle(&self, applied: Applied) -> Result<Applied, BackendError> {
+        match self {
+            Backend::Ecs(ecs) if !ecs.steady_timeout().is_zero() => ecs.wait_steady(applied).await,
+            Backend::Ecs(_) | Backend::RdsReplicas(_) | Backend::Sim(_) => Ok(applied),
+        }
+    }
+
     /// Reads the current capacity.
     pub async fn observe(&self) -> Result<Observation, BackendError> {
         match self {
@@ -186,11 +217,7 @@ impl Backend {
     pub async fn apply(&self, desired: u32, tier: Option<&str>) -> Result<Applied, BackendError> {
         let started = std::time::Instant::now();
         let result = match (self, tier) {
-            (Backend::Ecs(_), Some(tier)) => Err(unsupported(
-                "ecs",
-                &format!("change instance tiers (asked for {tier})"),
-            )),
-            (Backend::Ecs(ecs), None) => ecs.set_desired(desired).await,
+            (Backend::Ecs(ecs), tier) => ecs.apply(desired, tier).await,
             (Backend::Sim(sim), tier) => sim.apply(desired, tier, nova_runtime::now_ms()).await,
             (Backend::RdsReplicas(_), Some(tier)) => Err(unsupported(
                 "rds_replicas",

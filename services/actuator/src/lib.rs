@@ -84,7 +84,7 @@ use nova_shared::wire::{
 use thiserror::Error;
 use tracing::Instrument;
 
-use crate::backend::{Backend, BackendError, BackendErrorKind, Observation};
+use crate::backend::{Applied, Backend, BackendError, BackendErrorKind, Observation};
 
 /// Actuator settings.
 #[derive(Debug, Clone)]
@@ -479,10 +479,11 @@ impl Actuator {
             decision = command.decision_id
         );
         let work = self.execute(backend, &command).instrument(span);
-        // A backend that drains before removing capacity holds the
-        // command past the consumer's ack wait: tell JetStream it is in
-        // hand, or it hands it to another replica mid-drain.
-        let step = if backend.drain().is_zero() {
+        // A backend that drains before removing capacity, or waits for a
+        // deployment to be steady, holds the command past the consumer's
+        // ack wait: tell JetStream it is in hand, or it hands it to another
+        // replica mid-wait.
+        let step = if !backend.waits() {
             work.await
         } else {
             keep_alive(
@@ -628,6 +629,71 @@ impl Actuator {
         Ok(held)
     }
 
+    /// Waits for the backend to settle at `applied` (an ECS deployment
+    /// steady), renewing the lease meanwhile so that it can stay as short
+    /// as the calls for a holder that dies. A lease lost all the same (the
+    /// broker unreachable past its expiry) ends the wait: the record is
+    /// then its new holder's.
+    async fn settle(
+        &self,
+        backend: &Backend,
+        command: &Command,
+        deadline: Duration,
+        applied: Applied,
+    ) -> Result<Applied, BackendError> {
+        if backend.steady_timeout().is_zero() {
+            return Ok(applied);
+        }
+        let fallback = applied.clone();
+        let renewals = async {
+            let mut ticks = tokio::time::interval((deadline / 3).max(Duration::from_millis(200)));
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                match self.renew(command, deadline).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, target = command.target, "cannot renew the lease; trying again")
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            settled = backend.settle(applied) => settled,
+            () = renewals => {
+                tracing::warn!(target = command.target, seq = command.seq, "lease lost while waiting for the backend to settle");
+                let mut applied = fallback;
+                applied.response.push_str("; stopped waiting for it to be steady: the lease was lost");
+                Ok(applied)
+            }
+        }
+    }
+
+    /// Lengthens this actuator's lease on `command` to `deadline` from now,
+    /// if it still holds it; false when it was lost.
+    async fn renew(&self, command: &Command, deadline: Duration) -> Result<bool, KvError> {
+        let expires = nova_runtime::now_ms()
+            .saturating_add(i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX))
+            .saturating_add(lease::LEASE_MARGIN_MS);
+        let mut held = true;
+        kv::modify(
+            &self.capacities,
+            &command.target,
+            |old: Option<CapacityRecord>| {
+                let old = old.unwrap_or_default();
+                held = lease::holds(&old, command.seq, &self.owner);
+                if held {
+                    lease::extend(&old, expires)
+                } else {
+                    old
+                }
+            },
+        )
+        .await?;
+        Ok(held)
+    }
+
     /// Executes one command; see the module doc for the steps.
     async fn execute(&self, backend: &Backend, command: &Command) -> Result<Step, StepError> {
         let kind = backend.kind();
@@ -707,6 +773,10 @@ impl Actuator {
         )
         .await
         .unwrap_or_else(|_| Err(backend::deadline(&command.target, deadline.as_secs())));
+        let applied = match applied {
+            Ok(applied) => self.settle(backend, command, deadline, applied).await,
+            Err(error) => Err(error),
+        };
         match applied {
             Ok(applied) => {
                 let after = applied.after.clone();

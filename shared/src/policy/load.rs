@@ -17,7 +17,7 @@ use thiserror::Error;
 use super::rule_text::{parse_action, parse_condition, split_aggregation};
 use super::{
     Backend, EcsBackend, EvaluationSettings, LoadCurve, Policy, RdsReplicasBackend, SimBackend,
-    Target, ThresholdRule, TierStep, TrackingRule,
+    Target, TaskSize, ThresholdRule, TierStep, TrackingRule,
 };
 use crate::subjects::is_valid_token;
 use crate::units::{self, Unit};
@@ -813,14 +813,43 @@ impl Walker {
     ) {
         let names: Vec<&str> = ladders.keys().map(String::as_str).collect();
         match backend {
-            Backend::Ecs(_) | Backend::RdsReplicas(_) => self.problem(
+            Backend::RdsReplicas(_) => self.problem(
                 path,
                 format!(
-                    "vertical rules ({}) need a backend with instance tiers (sim); the {} backend changes only the desired count",
+                    "vertical rules ({}) need a backend with instance tiers (ecs with tiers, rds_instance, sim); the {} backend changes only the number of replicas",
                     names.join(", "),
                     backend.kind()
                 ),
             ),
+            Backend::Ecs(ecs) if ecs.tiers.is_empty() => self.problem(
+                &join(path, "ecs.tiers"),
+                format!(
+                    "required with vertical rules ({}): each tier's task size, as `NAME: {{cpu: 1024, memory_mib: 2048}}`",
+                    names.join(", ")
+                ),
+            ),
+            Backend::Ecs(ecs) => {
+                let mut missing: Vec<&str> = ladders
+                    .values()
+                    .flatten()
+                    .flat_map(|s| [s.from.as_str(), s.to.as_str()])
+                    .filter(|tier| !ecs.tiers.contains_key(*tier))
+                    .collect();
+                missing.sort_unstable();
+                missing.dedup();
+                if !missing.is_empty() {
+                    self.problem(
+                        &join(path, "ecs.tiers"),
+                        format!(
+                            "no task size for tier{} {} of the bound vertical rules ({}); add {}",
+                            if missing.len() == 1 { "" } else { "s" },
+                            missing.join(", "),
+                            names.join(", "),
+                            if missing.len() == 1 { "it" } else { "them" }
+                        ),
+                    );
+                }
+            }
             Backend::Sim(sim) => match &sim.tier {
                 None => self.problem(
                     &join(path, "sim.tier"),
@@ -918,7 +947,14 @@ impl Walker {
             let m = self.map(
                 ecs,
                 &path,
-                &["region", "cluster", "service", "endpoint_url"],
+                &[
+                    "region",
+                    "cluster",
+                    "service",
+                    "endpoint_url",
+                    "tiers",
+                    "steady_timeout_secs",
+                ],
             )?;
             let required = |walker: &mut Self, key: &str| match m.get(key) {
                 Some(v) => walker.string(v, &join(&path, key)).map(str::to_string),
@@ -934,11 +970,22 @@ impl Walker {
                 self.string(v, &join(&path, "endpoint_url"))
                     .map(str::to_string)
             });
+            let tiers = match m.get("tiers") {
+                None => Some(BTreeMap::new()),
+                Some(v) => self.task_sizes(v, &join(&path, "tiers")),
+            };
+            let steady_timeout_secs = m
+                .get("steady_timeout_secs")
+                .map_or(Some(EcsBackend::DEFAULT_STEADY_TIMEOUT_SECS), |v| {
+                    self.secs(v, &join(&path, "steady_timeout_secs"))
+                });
             return Some(Backend::Ecs(EcsBackend {
                 region: region?,
                 cluster: cluster?,
                 service: service?,
                 endpoint_url,
+                tiers: tiers?,
+                steady_timeout_secs: steady_timeout_secs?,
             }));
         }
         let path = join(path, "sim");
@@ -986,6 +1033,53 @@ impl Walker {
             capacity_per_instance: capacity_per_instance?,
             load: load?,
         }))
+    }
+
+    /// `tiers:` of an ECS backend: `name: {cpu: units, memory_mib: MiB}`.
+    fn task_sizes(&mut self, value: &Value, path: &str) -> Option<BTreeMap<String, TaskSize>> {
+        let Value::Object(entries) = value else {
+            self.problem(
+                path,
+                format!(
+                    "expected a map of tier name to {{cpu: units, memory_mib: MiB}}, found {}",
+                    kind_of(value)
+                ),
+            );
+            return None;
+        };
+        let mut sizes = BTreeMap::new();
+        let mut ok = true;
+        for (key, size) in entries {
+            let name = key.trim();
+            let here = join(path, name);
+            let Some(m) = self.map(size, &here, &["cpu", "memory_mib"]) else {
+                ok = false;
+                continue;
+            };
+            let field = |walker: &mut Self, key: &str, what: &str| match m.get(key) {
+                Some(v) => walker.count(v, &join(&here, key)).and_then(|n| {
+                    if n == 0 {
+                        walker.problem(&join(&here, key), "expected more than 0");
+                        None
+                    } else {
+                        Some(n)
+                    }
+                }),
+                None => {
+                    walker.problem(&join(&here, key), format!("required: {what}"));
+                    None
+                }
+            };
+            let cpu = field(self, "cpu", "the task's cpu units (1024 = 1 vCPU)");
+            let memory_mib = field(self, "memory_mib", "the task's memory in MiB");
+            match (cpu, memory_mib) {
+                (Some(cpu), Some(memory_mib)) => {
+                    sizes.insert(name.to_string(), TaskSize { cpu, memory_mib });
+                }
+                _ => ok = false,
+            }
+        }
+        ok.then_some(sizes)
     }
 
     fn rds_replicas(&mut self, value: &Value, path: &str) -> Option<Backend> {
@@ -1364,6 +1458,41 @@ vertical_scaling_rules:
                 base.replace(
                     "{sim: {initial: 1, tier: c5.large}}",
                     "{ecs: {region: r, cluster: c, service: s}}",
+                ),
+                "targets.t.backend.ecs.tiers: required with vertical rules (resize.credits): each tier's task size",
+            ),
+            (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{ecs: {region: r, cluster: c, service: s, tiers: {c5.large: {cpu: 2048, memory_mib: 4096}, c5.xlarge: {cpu: 4096, memory_mib: 8192}}}}",
+                ),
+                "targets.t.backend.ecs.tiers: no task size for tier c5.2xlarge of the bound vertical rules (resize.credits); add it",
+            ),
+            (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{ecs: {region: r, cluster: c, service: s, tiers: {c5.large: {cpu: 0, memory: 4096}}}}",
+                ),
+                "targets.t.backend.ecs.tiers.c5.large.cpu: expected more than 0",
+            ),
+            (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{ecs: {region: r, cluster: c, service: s, tiers: {c5.large: {cpu: 1024}}}}",
+                ),
+                "targets.t.backend.ecs.tiers.c5.large.memory_mib: required: the task's memory in MiB",
+            ),
+            (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{ecs: {region: r, cluster: c, service: s, steady_timeout_secs: soon}}",
+                ),
+                "targets.t.backend.ecs.steady_timeout_secs: expected",
+            ),
+            (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{rds_replicas: {region: r, primary: db}}",
                 ),
                 "targets.t.backend: vertical rules (resize.credits) need a backend with instance tiers",
             ),

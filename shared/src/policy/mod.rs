@@ -348,6 +348,27 @@ pub struct EcsBackend {
     pub service: String,
     /// Endpoint override (a moto server, a VPC endpoint).
     pub endpoint_url: Option<String>,
+    /// Task sizes by tier name, for vertical rules: moving to a tier
+    /// registers a revision of the service's task definition with its sizes.
+    pub tiers: BTreeMap<String, TaskSize>,
+    /// Seconds to wait after a change for the service to be steady (running
+    /// = desired, one deployment); 0 does not wait.
+    pub steady_timeout_secs: u64,
+}
+
+impl EcsBackend {
+    /// The default of `steady_timeout_secs`: ECS's own rolling deployment of
+    /// a few tasks with health checks takes minutes.
+    pub const DEFAULT_STEADY_TIMEOUT_SECS: u64 = 300;
+}
+
+/// An ECS task's size: task-level cpu units (1024 = 1 vCPU) and memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSize {
+    /// CPU units.
+    pub cpu: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
 }
 
 /// The read replicas of an RDS DB instance: capacity is their number. New
