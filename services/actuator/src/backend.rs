@@ -12,6 +12,7 @@ use nova_shared::policy::{Backend as BackendSpec, Policy};
 
 use crate::ecs::EcsService;
 use crate::rds::RdsReplicaSet;
+use crate::rds_instance::RdsInstance;
 use crate::sim::SimFleet;
 
 /// What a backend reports about a target.
@@ -155,15 +156,18 @@ pub enum Backend {
     Sim(Box<SimFleet>),
     /// The read replicas of an RDS primary.
     RdsReplicas(RdsReplicaSet),
+    /// One RDS DB instance's class.
+    RdsInstance(RdsInstance),
 }
 
 impl Backend {
-    /// `ecs`, `sim` or `rds_replicas`.
+    /// `ecs`, `sim`, `rds_replicas` or `rds_instance`.
     pub fn kind(&self) -> &'static str {
         match self {
             Backend::Ecs(_) => "ecs",
             Backend::Sim(_) => "sim",
             Backend::RdsReplicas(_) => "rds_replicas",
+            Backend::RdsInstance(_) => "rds_instance",
         }
     }
 
@@ -173,7 +177,7 @@ impl Backend {
     pub fn drain(&self) -> Duration {
         match self {
             Backend::RdsReplicas(rds) => rds.drain(),
-            Backend::Ecs(_) | Backend::Sim(_) => Duration::ZERO,
+            Backend::Ecs(_) | Backend::Sim(_) | Backend::RdsInstance(_) => Duration::ZERO,
         }
     }
 
@@ -189,7 +193,7 @@ impl Backend {
     pub fn steady_timeout(&self) -> Duration {
         match self {
             Backend::Ecs(ecs) => ecs.steady_timeout(),
-            Backend::RdsReplicas(_) | Backend::Sim(_) => Duration::ZERO,
+            Backend::RdsReplicas(_) | Backend::Sim(_) | Backend::RdsInstance(_) => Duration::ZERO,
         }
     }
 
@@ -199,7 +203,10 @@ impl Backend {
     pub async fn settle(&self, applied: Applied) -> Result<Applied, BackendError> {
         match self {
             Backend::Ecs(ecs) if !ecs.steady_timeout().is_zero() => ecs.wait_steady(applied).await,
-            Backend::Ecs(_) | Backend::RdsReplicas(_) | Backend::Sim(_) => Ok(applied),
+            Backend::Ecs(_)
+            | Backend::RdsReplicas(_)
+            | Backend::Sim(_)
+            | Backend::RdsInstance(_) => Ok(applied),
         }
     }
 
@@ -209,6 +216,7 @@ impl Backend {
             Backend::Ecs(ecs) => ecs.observe().await,
             Backend::Sim(sim) => sim.observe(nova_runtime::now_ms()).await,
             Backend::RdsReplicas(rds) => rds.observe().await,
+            Backend::RdsInstance(rds) => rds.observe().await,
         }
     }
 
@@ -224,6 +232,7 @@ impl Backend {
                 &format!("change instance classes (asked for {tier})"),
             )),
             (Backend::RdsReplicas(rds), None) => rds.set_desired(desired).await,
+            (Backend::RdsInstance(rds), class) => rds.apply(desired, class).await,
         };
         metrics::histogram!(nova_runtime::telemetry::names::BACKEND_CALL_SECONDS, "backend" => self.kind())
             .record(started.elapsed().as_secs_f64());
@@ -242,6 +251,20 @@ pub async fn build_all(
     let mut ecs_clients: HashMap<(String, Option<String>), aws_sdk_ecs::Client> = HashMap::new();
     let mut rds_clients: HashMap<(String, Option<String>), aws_sdk_rds::Client> = HashMap::new();
     let mut backends = HashMap::new();
+    // One RDS client per (region, endpoint), for replica sets and
+    // instances alike.
+    let rds_client =
+        async |clients: &mut HashMap<(String, Option<String>), aws_sdk_rds::Client>,
+               region: &str,
+               endpoint: Option<&str>| {
+            let key = (region.to_string(), endpoint.map(str::to_string));
+            if let Some(client) = clients.get(&key) {
+                return client.clone();
+            }
+            let client = crate::rds::client(region, endpoint, call_timeout, credentials).await;
+            clients.insert(key, client.clone());
+            client
+        };
     for target in policy.targets.values() {
         let backend = match &target.backend {
             BackendSpec::Ecs(spec) => {
@@ -263,22 +286,14 @@ pub async fn build_all(
                 Backend::Ecs(EcsService::new(client, &target.name, spec))
             }
             BackendSpec::RdsReplicas(spec) => {
-                let key = (spec.region.clone(), spec.endpoint_url.clone());
-                let client = match rds_clients.get(&key) {
-                    Some(client) => client.clone(),
-                    None => {
-                        let client = crate::rds::client(
-                            &spec.region,
-                            spec.endpoint_url.as_deref(),
-                            call_timeout,
-                            credentials,
-                        )
-                        .await;
-                        rds_clients.insert(key, client.clone());
-                        client
-                    }
-                };
+                let client =
+                    rds_client(&mut rds_clients, &spec.region, spec.endpoint_url.as_deref()).await;
                 Backend::RdsReplicas(RdsReplicaSet::new(client, &target.name, spec))
+            }
+            BackendSpec::RdsInstance(spec) => {
+                let client =
+                    rds_client(&mut rds_clients, &spec.region, spec.endpoint_url.as_deref()).await;
+                Backend::RdsInstance(RdsInstance::new(client, &target.name, spec))
             }
             BackendSpec::Sim(spec) => Backend::Sim(Box::new(SimFleet::new(
                 sim_states.clone(),

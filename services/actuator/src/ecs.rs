@@ -450,10 +450,11 @@ impl EcsService {
         let current = self.task_definition(current_arn).await?;
         let family = current.family().unwrap_or_default().to_string();
         let latest = self.task_definition(&family).await?;
-        if task_size(&latest) == Some(size) && same_except_size(&latest, &current) {
-            if let Some(arn) = latest.task_definition_arn() {
-                return Ok(arn.to_string());
-            }
+        if task_size(&latest) == Some(size)
+            && same_except_size(&latest, &current)
+            && let Some(arn) = latest.task_definition_arn()
+        {
+            return Ok(arn.to_string());
         }
         let out = self
             .client

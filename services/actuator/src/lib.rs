@@ -1,8 +1,13 @@
 //! Actuator: changes real capacity.
 //!
-//! - [`backend`]: the backend of each target (ECS, RDS read replicas or
-//!   simulated), with its errors classified as retryable or not.
-//! - [`ecs`]: AWS ECS through DescribeServices / UpdateService.
+//! - [`backend`]: the backend of each target (ECS, RDS read replicas, an
+//!   RDS instance's class, or simulated), with its errors classified as
+//!   retryable or not.
+//! - [`ecs`]: AWS ECS through DescribeServices / UpdateService, its tiers
+//!   through DescribeTaskDefinition / RegisterTaskDefinition, and the
+//!   steady wait after a change.
+//! - [`rds_instance`]: one RDS DB instance's class through
+//!   DescribeDBInstances / ModifyDBInstance.
 //! - [`rds`]: an RDS primary's read replicas through DescribeDBInstances /
 //!   CreateDBInstanceReadReplica / DeleteDBInstance.
 //! - [`sim`]: the simulated fleet and its load generator.
@@ -57,6 +62,7 @@
 pub mod backend;
 pub mod ecs;
 pub mod rds;
+pub mod rds_instance;
 pub mod sim;
 
 use std::collections::HashMap;

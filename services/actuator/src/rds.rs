@@ -115,7 +115,7 @@ fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Backe
         .map_or_else(|| classify_aws(error), |(_, kind)| *kind)
 }
 
-fn call_error<E>(
+pub(crate) fn call_error<E>(
     target: &str,
     operation: &'static str,
     error: SdkError<E, HttpResponse>,

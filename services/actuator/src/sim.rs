@@ -174,7 +174,7 @@ pub async fn run_load(
                 .load
                 .clone()
                 .map(|load| (t.name.clone(), spec.clone(), load)),
-            BackendSpec::Ecs(_) | BackendSpec::RdsReplicas(_) => None,
+            BackendSpec::Ecs(_) | BackendSpec::RdsReplicas(_) | BackendSpec::RdsInstance(_) => None,
         })
         .collect();
     if fleets.is_empty() {

@@ -322,7 +322,7 @@ pub fn replay(
 fn resolve(target: &Target, config: &ReplayConfig) -> Result<ResolvedSettings, ReplayError> {
     let sim = match &target.backend {
         Backend::Sim(sim) => Some(sim),
-        Backend::Ecs(_) | Backend::RdsReplicas(_) => None,
+        Backend::Ecs(_) | Backend::RdsReplicas(_) | Backend::RdsInstance(_) => None,
     };
     let capacity_per_instance = config
         .capacity_per_instance

@@ -16,8 +16,8 @@ use thiserror::Error;
 
 use super::rule_text::{parse_action, parse_condition, split_aggregation};
 use super::{
-    Backend, EcsBackend, EvaluationSettings, LoadCurve, Policy, RdsReplicasBackend, SimBackend,
-    Target, TaskSize, ThresholdRule, TierStep, TrackingRule,
+    Backend, EcsBackend, EvaluationSettings, LoadCurve, Policy, RdsInstanceBackend,
+    RdsReplicasBackend, SimBackend, Target, TaskSize, ThresholdRule, TierStep, TrackingRule,
 };
 use crate::subjects::is_valid_token;
 use crate::units::{self, Unit};
@@ -707,6 +707,16 @@ impl Walker {
                 );
             }
         }
+        let backend = match map.get("backend") {
+            None => {
+                self.problem(
+                    &join(&path, "backend"),
+                    "required: `ecs: {region, cluster, service}`, `rds_replicas: {region, primary}`, `rds_instance: {region, instance}` or `sim: {initial}`",
+                );
+                None
+            }
+            Some(v) => self.backend(v, &join(&path, "backend")),
+        };
         let rule_mins = rules.iter().filter_map(|r| r.min);
         let rule_maxes = rules.iter().filter_map(|r| r.max);
         let min = match map.get("min") {
@@ -718,8 +728,11 @@ impl Walker {
                     .unwrap_or(1),
             ),
         };
+        let one_instance = matches!(backend, Some(Backend::RdsInstance(_)));
         let max = match map.get("max") {
             Some(v) => self.count(v, &join(&path, "max")),
+            // An RDS instance target is the one instance.
+            None if one_instance => Some(1),
             None => {
                 let max = rule_maxes
                     .chain(tracking.iter().filter_map(|r| r.max))
@@ -733,21 +746,16 @@ impl Walker {
                 max
             }
         };
-        if let (Some(lo), Some(hi)) = (min, max)
+        if one_instance && (min, max) != (Some(1), Some(1)) && min.is_some() && max.is_some() {
+            self.problem(
+                &path,
+                "an rds_instance target is one DB instance: leave out min and max, or set both to 1",
+            );
+        } else if let (Some(lo), Some(hi)) = (min, max)
             && lo > hi
         {
             self.problem(&path, format!("min {lo} is above max {hi}"));
         }
-        let backend = match map.get("backend") {
-            None => {
-                self.problem(
-                    &join(&path, "backend"),
-                    "required: `ecs: {region, cluster, service}`, `rds_replicas: {region, primary}` or `sim: {initial}`",
-                );
-                None
-            }
-            Some(v) => self.backend(v, &join(&path, "backend")),
-        };
         let dry_run = match map.get("dry_run") {
             None => Some(false),
             Some(Value::Bool(b)) => Some(*b),
@@ -775,6 +783,28 @@ impl Walker {
             && let Some(backend) = &backend
         {
             self.check_tiers(backend, &ladders, &join(&path, "backend"));
+        }
+        if let Some(Backend::RdsInstance(_)) = &backend {
+            let horizontal: Vec<&str> = rules
+                .iter()
+                .filter(|r| r.action != ScaleAction::NextTier)
+                .map(|r| r.name.as_str())
+                .chain(tracking.iter().map(|t| t.name.as_str()))
+                .collect();
+            if !horizontal.is_empty() {
+                self.problem(
+                    &join(&path, "rules"),
+                    format!(
+                        "an rds_instance target is one DB instance and takes only vertical rules; {} change a count: bind them to an rds_replicas target for the primary's read replicas",
+                        horizontal.join(", ")
+                    ),
+                );
+            } else if ladders.is_empty() {
+                self.problem(
+                    &join(&path, "rules"),
+                    "an rds_instance target needs a vertical rule whose options are DB instance classes",
+                );
+            }
         }
         if let (Some(Backend::RdsReplicas(_)), Some(hi)) = (&backend, max)
             && hi > RdsReplicasBackend::MAX_REPLICAS
@@ -821,6 +851,27 @@ impl Walker {
                     backend.kind()
                 ),
             ),
+            Backend::RdsInstance(_) => {
+                let mut odd: Vec<&str> = ladders
+                    .values()
+                    .flatten()
+                    .flat_map(|s| [s.from.as_str(), s.to.as_str()])
+                    .filter(|class| !class.starts_with("db."))
+                    .collect();
+                odd.sort_unstable();
+                odd.dedup();
+                if !odd.is_empty() {
+                    self.problem(
+                        path,
+                        format!(
+                            "the rds_instance backend's tiers are DB instance classes (db.r5.large); {} of the bound vertical rules ({}) {} not",
+                            odd.join(", "),
+                            names.join(", "),
+                            if odd.len() == 1 { "is" } else { "are" }
+                        ),
+                    );
+                }
+            }
             Backend::Ecs(ecs) if ecs.tiers.is_empty() => self.problem(
                 &join(path, "ecs.tiers"),
                 format!(
@@ -931,16 +982,19 @@ impl Walker {
     }
 
     fn backend(&mut self, value: &Value, path: &str) -> Option<Backend> {
-        let map = self.map(value, path, &["ecs", "rds_replicas", "sim"])?;
+        let map = self.map(value, path, &["ecs", "rds_replicas", "rds_instance", "sim"])?;
         if map.len() != 1 {
             self.problem(
                 path,
-                "expected exactly one of `ecs`, `rds_replicas` or `sim`",
+                "expected exactly one of `ecs`, `rds_replicas`, `rds_instance` or `sim`",
             );
             return None;
         }
         if let Some(rds) = map.get("rds_replicas") {
             return self.rds_replicas(rds, &join(path, "rds_replicas"));
+        }
+        if let Some(rds) = map.get("rds_instance") {
+            return self.rds_instance(rds, &join(path, "rds_instance"));
         }
         if let Some(ecs) = map.get("ecs") {
             let path = join(path, "ecs");
@@ -1080,6 +1134,40 @@ impl Walker {
             }
         }
         ok.then_some(sizes)
+    }
+
+    fn rds_instance(&mut self, value: &Value, path: &str) -> Option<Backend> {
+        let m = self.map(value, path, &["region", "instance", "endpoint_url"])?;
+        let region = match m.get("region") {
+            Some(v) => self.string(v, &join(path, "region")).map(str::to_string),
+            None => {
+                self.problem(&join(path, "region"), "required");
+                None
+            }
+        };
+        let instance = match m.get("instance") {
+            Some(v) => self
+                .string(v, &join(path, "instance"))
+                .map(|s| s.trim().to_string()),
+            None => {
+                self.problem(
+                    &join(path, "instance"),
+                    "required: the identifier of the DB instance whose class is scaled",
+                );
+                None
+            }
+        };
+        let endpoint_url = match m.get("endpoint_url") {
+            None => Some(None),
+            Some(v) => self
+                .string(v, &join(path, "endpoint_url"))
+                .map(|s| Some(s.trim().to_string())),
+        };
+        Some(Backend::RdsInstance(RdsInstanceBackend {
+            region: region?,
+            instance: instance?,
+            endpoint_url: endpoint_url?,
+        }))
     }
 
     fn rds_replicas(&mut self, value: &Value, path: &str) -> Option<Backend> {
@@ -1497,6 +1585,27 @@ vertical_scaling_rules:
                 "targets.t.backend: vertical rules (resize.credits) need a backend with instance tiers",
             ),
             (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{rds_instance: {region: r, instance: db}}",
+                ),
+                "targets.t.rules: an rds_instance target is one DB instance and takes only vertical rules; track change a count",
+            ),
+            (
+                base.replace("[track, credits]", "[credits]").replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{rds_instance: {region: r, instance: db}}",
+                ),
+                "targets.t.backend: the rds_instance backend's tiers are DB instance classes (db.r5.large); c5.2xlarge, c5.large, c5.xlarge of the bound vertical rules (resize.credits) are not",
+            ),
+            (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{rds_instance: {region: r}}",
+                ),
+                "targets.t.backend.rds_instance.instance: required: the identifier of the DB instance",
+            ),
+            (
                 base.replace(", tier: c5.large", ""),
                 "targets.t.backend.sim.tier: required with vertical rules",
             ),
@@ -1675,7 +1784,7 @@ vertical_scaling_rules:
                     "{region: us-east-1, primary: orders-db}\n      sim: {initial: 1}",
                 ),
                 vec![
-                    "targets.db.backend: expected exactly one of `ecs`, `rds_replicas` or `sim`"
+                    "targets.db.backend: expected exactly one of `ecs`, `rds_replicas`, `rds_instance` or `sim`"
                         .into(),
                 ],
             ),

@@ -324,15 +324,18 @@ pub enum Backend {
     Sim(SimBackend),
     /// The read replicas of an RDS primary.
     RdsReplicas(RdsReplicasBackend),
+    /// One RDS DB instance's class, for vertical rules.
+    RdsInstance(RdsInstanceBackend),
 }
 
 impl Backend {
-    /// `ecs`, `sim` or `rds_replicas`.
+    /// `ecs`, `sim`, `rds_replicas` or `rds_instance`.
     pub fn kind(&self) -> &'static str {
         match self {
             Backend::Ecs(_) => "ecs",
             Backend::Sim(_) => "sim",
             Backend::RdsReplicas(_) => "rds_replicas",
+            Backend::RdsInstance(_) => "rds_instance",
         }
     }
 }
@@ -398,6 +401,20 @@ impl RdsReplicasBackend {
     pub fn replica_id(&self, n: u32) -> String {
         format!("{}-replica-{n}", self.primary)
     }
+}
+
+/// One RDS DB instance whose class moves along the bound vertical rules'
+/// ladder (the runbook's db.r5.large -> db.r5.xlarge -> db.r5.2xlarge),
+/// through ModifyDBInstance with ApplyImmediately. Its capacity is the one
+/// instance; its read replicas are an `rds_replicas` target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RdsInstanceBackend {
+    /// AWS region.
+    pub region: String,
+    /// The DB instance's identifier.
+    pub instance: String,
+    /// Endpoint override (a moto server, a VPC endpoint).
+    pub endpoint_url: Option<String>,
 }
 
 /// A simulated fleet: capacity follows commands after a warm-up delay; it can
