@@ -571,9 +571,7 @@ impl Actuator {
             let Claim::Take { attempt } = claim else {
                 return Ok((claim, record));
             };
-            let expires = now
-                .saturating_add(i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX))
-                .saturating_add(lease::LEASE_MARGIN_MS);
+            let expires = lease_expiry(now, deadline);
             let taken = lease::take(
                 &record,
                 command.seq,
@@ -607,24 +605,12 @@ impl Actuator {
         command: &Command,
         change: impl Fn(&CapacityRecord) -> CapacityRecord,
     ) -> Result<bool, KvError> {
-        let mut held = true;
-        kv::modify(
-            &self.capacities,
-            &command.target,
-            |old: Option<CapacityRecord>| {
-                let old = old.unwrap_or_default();
-                held = lease::holds(&old, command.seq, &self.owner);
-                if held {
-                    CapacityRecord {
-                        lease: None,
-                        ..change(&old)
-                    }
-                } else {
-                    old
-                }
-            },
-        )
-        .await?;
+        let held = self
+            .change_held(command, |old| CapacityRecord {
+                lease: None,
+                ..change(old)
+            })
+            .await?;
         if !held {
             tracing::warn!(
                 target = command.target,
@@ -679,9 +665,19 @@ impl Actuator {
     /// Lengthens this actuator's lease on `command` to `deadline` from now,
     /// if it still holds it; false when it was lost.
     async fn renew(&self, command: &Command, deadline: Duration) -> Result<bool, KvError> {
-        let expires = nova_runtime::now_ms()
-            .saturating_add(i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX))
-            .saturating_add(lease::LEASE_MARGIN_MS);
+        let expires = lease_expiry(nova_runtime::now_ms(), deadline);
+        self.change_held(command, |old| lease::extend(old, expires))
+            .await
+    }
+
+    /// Rewrites the target's record with `change`, by compare-and-set, only
+    /// while this actuator holds the lease on `command`; false when it was
+    /// lost (expired and taken over), leaving the record to its new holder.
+    async fn change_held(
+        &self,
+        command: &Command,
+        change: impl Fn(&CapacityRecord) -> CapacityRecord,
+    ) -> Result<bool, KvError> {
         let mut held = true;
         kv::modify(
             &self.capacities,
@@ -689,11 +685,7 @@ impl Actuator {
             |old: Option<CapacityRecord>| {
                 let old = old.unwrap_or_default();
                 held = lease::holds(&old, command.seq, &self.owner);
-                if held {
-                    lease::extend(&old, expires)
-                } else {
-                    old
-                }
+                if held { change(&old) } else { old }
             },
         )
         .await?;
@@ -1027,6 +1019,14 @@ enum Step {
     Wait(Duration),
     /// The backend failed on this attempt: nak, to come back after this.
     Retry(Duration),
+}
+
+/// When a lease taken or renewed at `now_ms` for an action of `deadline`
+/// ends: the deadline plus the margin for replicas' clocks.
+fn lease_expiry(now_ms: i64, deadline: Duration) -> i64 {
+    now_ms
+        .saturating_add(i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX))
+        .saturating_add(lease::LEASE_MARGIN_MS)
 }
 
 /// The wait before attempt `attempt + 1` of a command whose backend call
