@@ -174,30 +174,31 @@ async fn world(backend: Backend) -> World {
     // timeouts, so no command is handed out again while in hand.
     let client = nats.client().await;
     let audit = AuditReader::new(&client).await;
-    let mut stages = Vec::new();
-    let (stop, signal) = shutdown::channel();
-    let (arbiter_client, config) = (
-        nova_e2e::connect(&nats.url, "arbiter").await,
-        nova_arbiter::Config::new(policy.clone()),
-    );
-    let arbiter = tokio::spawn(async move {
-        nova_arbiter::run(config, arbiter_client, signal.signal())
-            .await
-            .expect("arbiter");
-    });
-    stages.push((stop, arbiter));
-    let (stop, signal) = shutdown::channel();
-    let mut config = nova_actuator::Config::new(policy);
-    config.call_timeout = CALL_TIMEOUT;
-    config.max_attempts = MAX_ATTEMPTS;
-    config.aws_credentials = Some(MotoServer::credentials());
-    let actuator_client = nova_e2e::connect(&nats.url, "actuator").await;
-    let actuator = tokio::spawn(async move {
-        nova_actuator::run(config, actuator_client, signal.signal())
-            .await
-            .expect("actuator");
-    });
-    stages.push((stop, actuator));
+    let arbiter = {
+        let config = nova_arbiter::Config::new(policy.clone());
+        let client = nova_e2e::connect(&nats.url, "arbiter").await;
+        let (stop, signal) = shutdown::channel();
+        let task = tokio::spawn(async move {
+            nova_arbiter::run(config, client, signal.signal())
+                .await
+                .expect("arbiter");
+        });
+        (stop, task)
+    };
+    let actuator = {
+        let mut config = nova_actuator::Config::new(policy);
+        config.call_timeout = CALL_TIMEOUT;
+        config.max_attempts = MAX_ATTEMPTS;
+        config.aws_credentials = Some(MotoServer::credentials());
+        let client = nova_e2e::connect(&nats.url, "actuator").await;
+        let (stop, signal) = shutdown::channel();
+        let task = tokio::spawn(async move {
+            nova_actuator::run(config, client, signal.signal())
+                .await
+                .expect("actuator");
+        });
+        (stop, task)
+    };
     nova_e2e::wait_ready(&nats.url, Stage::Arbiter, 1).await;
     nova_e2e::wait_ready(&nats.url, Stage::Actuator, 1).await;
     World {
@@ -206,7 +207,7 @@ async fn world(backend: Backend) -> World {
         client,
         proxy,
         audit,
-        stages,
+        stages: vec![arbiter, actuator],
     }
 }
 
@@ -338,6 +339,11 @@ async fn an_ecs_change_through_throttling_5xx_and_a_late_answer_reaches_the_back
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].body["desiredCount"], 5);
     assert_eq!(changes[0].delayed, Some(LATE_BY));
+    let reread = w.proxy.calls("DescribeServices");
+    assert!(
+        reread.iter().any(|c| c.at > changes[0].at),
+        "the attempt after the late answer read the service again: {reread:?}"
+    );
     let ecs = w.moto.ecs().await;
     assert_eq!(nova_e2e::ecs_desired(&ecs, CLUSTER, SERVICE).await, 5);
 
@@ -346,6 +352,12 @@ async fn an_ecs_change_through_throttling_5xx_and_a_late_answer_reaches_the_back
     assert_eq!(w.settled_deliveries().await, 4);
     let (records, results) = w.records().await;
     assert_eq!(retrying(&records).len(), rungs.len(), "{records:#?}");
+    assert!(
+        retrying(&records)
+            .iter()
+            .all(|r| r.decision_id == result.decision_id),
+        "every retrying record is of the one decision: {records:#?}"
+    );
     let statuses: Vec<(ResultStatus, u32)> = results
         .iter()
         .map(|r| (r.status.clone(), r.desired))
@@ -471,6 +483,12 @@ async fn an_rds_replica_set_through_throttling_5xx_and_a_late_answer_gets_each_r
     assert_eq!(w.settled_deliveries().await, 4);
     let (records, results) = w.records().await;
     assert_eq!(retrying(&records).len(), rungs.len(), "{records:#?}");
+    assert!(
+        retrying(&records)
+            .iter()
+            .all(|r| r.decision_id == result.decision_id),
+        "every retrying record is of the one decision: {records:#?}"
+    );
     let statuses: Vec<(ResultStatus, u32)> = results
         .iter()
         .map(|r| (r.status.clone(), r.desired))
