@@ -102,8 +102,9 @@ struct Recorder {
     /// Per operation: the faults for its next calls, in order, each with
     /// how many more calls it takes.
     faults: HashMap<String, VecDeque<(Fault, usize)>>,
-    /// Calls moto answered whose answer is withheld, in order.
-    withheld: Vec<Call>,
+    /// Calls moto answered whose answer is withheld, in order, until
+    /// [`CountingProxy::held`] returns them.
+    withheld: VecDeque<Call>,
     /// Numbers the refusals' request ids.
     refusals: u64,
 }
@@ -231,6 +232,7 @@ impl CountingProxy {
     /// Waits (within [`crate::WAIT`]) until a call of `operation` whose
     /// answer is withheld has been answered by moto, i.e. the change it
     /// asks is made and its caller has not heard of it; returns that call.
+    /// Each held call is returned once, in order: one `held` per `hold`.
     pub async fn held(&self, operation: &str) -> Call {
         let what = format!("a held {operation} call to be answered by moto");
         crate::within(&what, crate::WAIT, async {
@@ -238,14 +240,14 @@ impl CountingProxy {
                 // Registered before the check, so an answer between the
                 // check and the wait is not missed.
                 let answered = self.shared.withheld.notified();
-                let found = self
-                    .shared
-                    .recorder()
-                    .withheld
-                    .iter()
-                    .rev()
-                    .find(|c| c.operation == operation)
-                    .cloned();
+                let found = {
+                    let mut recorder = self.shared.recorder();
+                    let at = recorder
+                        .withheld
+                        .iter()
+                        .position(|c| c.operation == operation);
+                    at.and_then(|at| recorder.withheld.remove(at))
+                };
                 if let Some(call) = found {
                     return call;
                 }
@@ -359,7 +361,7 @@ async fn serve(mut client: TcpStream, upstream: &str, shared: &Shared) -> std::i
         let answer = answer?;
         match fault {
             Some(Fault::Hold) => {
-                shared.recorder().withheld.push(forwarded);
+                shared.recorder().withheld.push_back(forwarded);
                 shared.withheld.notify_waiters();
                 // The answer is never sent: the connection stays open, and
                 // whatever the caller sends is ignored, until it goes away.

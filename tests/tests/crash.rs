@@ -103,98 +103,159 @@ impl Backend {
     }
 }
 
-/// What a crash run leaves for the test to check.
-struct Crashed {
-    _nats: NatsServer,
+/// The servers, moto behind the proxy, the policy file for `backend` and an
+/// arbiter process; the test starts (and kills) the actuators.
+struct Stack {
+    nats: NatsServer,
     moto: MotoServer,
     proxy: CountingProxy,
-    /// The call the killed actuator made, moto answered and it never heard of.
-    held: Call,
-    /// The decision's results, once the command is settled.
-    results: Vec<ActionResult>,
-    /// Every audit record, once the command is settled.
-    records: Vec<AuditRecord>,
-    /// Deliveries of the command by the actuators' consumer.
-    deliveries: u64,
-    /// From the kill to the new actuator's result.
-    took_over_in: Duration,
-    _processes: Vec<ServiceProcess>,
+    client: async_nats::Client,
+    policy: tempfile::NamedTempFile,
+    backend: Backend,
+    _arbiter: ServiceProcess,
 }
 
-/// Scales `backend`'s target through an arbiter process, holds the
+impl Stack {
+    async fn start(backend: Backend) -> Stack {
+        let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
+        match backend {
+            Backend::Ecs => {
+                moto.ecs_service(CLUSTER, SERVICE, 2).await;
+            }
+            Backend::Rds => create_primary(&moto.rds()).await,
+        }
+        let proxy = CountingProxy::start(&moto.endpoint).await;
+        let yaml = backend.policy_yaml(&proxy.endpoint);
+        from_yaml(&yaml, "crash.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let policy = tempfile::NamedTempFile::new().expect("temp policy");
+        std::fs::write(policy.path(), yaml).expect("write policy");
+        let settings = nova_runtime::provision::Settings {
+            actuator_ack_wait: ACTUATOR_ACK_WAIT,
+            ..nova_e2e::test_settings()
+        };
+        let client = nats.client_with(&settings).await;
+        let arbiter = ServiceProcess::stage(Stage::Arbiter, &nats.url, policy.path(), &[], &[]);
+        wait_ready(&nats.url, Stage::Arbiter, 1).await;
+        Stack {
+            nats,
+            moto,
+            proxy,
+            client,
+            policy,
+            backend,
+            _arbiter: arbiter,
+        }
+    }
+
+    /// A new actuator process, once it answers pings: its start-up read of
+    /// the backend is done by then, so the next backend call is a command's.
+    async fn actuator(&self) -> ServiceProcess {
+        let actuator = ServiceProcess::stage(
+            Stage::Actuator,
+            &self.nats.url,
+            self.policy.path(),
+            &ACTUATOR_FLAGS,
+            &MOTO_ENV,
+        );
+        wait_ready(&self.nats.url, Stage::Actuator, 1).await;
+        actuator
+    }
+
+    /// Asks the arbiter to set the target to the backend's desired capacity.
+    async fn scale(&self) {
+        let request = ControlRequest::Scale(ScaleRequest {
+            target: self.backend.target().into(),
+            desired: self.backend.desired(),
+            reason: Some("crash test".into()),
+            force: false,
+        });
+        let reply = control(&self.client, request).await;
+        assert!(reply.ok, "{}", reply.message);
+    }
+
+    /// Waits for the first result, then for the command to be acked.
+    async fn settled(&self) -> Settled {
+        stream_first::<ActionResult>(&self.client, RESULTS_STREAM, 1, WAIT).await;
+        let deliveries = settled_deliveries(&self.client).await;
+        Settled {
+            deliveries,
+            // Read once the command is acked: nothing may follow.
+            results: stream_messages(&self.client, RESULTS_STREAM).await,
+            records: stream_messages(&self.client, AUDIT_STREAM).await,
+        }
+    }
+}
+
+/// What the actuators left, once the command is acked.
+struct Settled {
+    /// Deliveries of the command by the actuators' consumer.
+    deliveries: u64,
+    /// The decision's results.
+    results: Vec<ActionResult>,
+    /// Every audit record.
+    records: Vec<AuditRecord>,
+}
+
+impl Settled {
+    /// The one result, and the one result record of the audit stream.
+    fn the_result(&self) -> (&ActionResult, &AuditRecord) {
+        assert_eq!(self.results.len(), 1, "{:?}", self.results);
+        let audited: Vec<&AuditRecord> = self
+            .records
+            .iter()
+            .filter(|r| r.kind == AuditKind::Result)
+            .collect();
+        assert_eq!(audited.len(), 1, "{audited:#?}");
+        assert_eq!(
+            audited[0].decision_id.as_deref(),
+            Some(self.results[0].decision_id.as_str())
+        );
+        (&self.results[0], audited[0])
+    }
+}
+
+/// What a crash run leaves for the test to check.
+struct Crashed {
+    stack: Stack,
+    /// The call the killed actuator made, moto answered and it never heard of.
+    held: Call,
+    settled: Settled,
+    /// From the kill to the new actuator's result.
+    took_over_in: Duration,
+    _actuator: ServiceProcess,
+}
+
+/// Scales `backend`'s target through the arbiter process, holds the
 /// actuator's capacity-changing call at the proxy, SIGKILLs the actuator
 /// once moto answered it, starts a new actuator and waits for the result.
 async fn kill_the_actuator_after_its_call(backend: Backend) -> Crashed {
-    let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
-    match backend {
-        Backend::Ecs => {
-            moto.ecs_service(CLUSTER, SERVICE, 2).await;
-        }
-        Backend::Rds => create_primary(&moto.rds()).await,
-    }
-    let proxy = CountingProxy::start(&moto.endpoint).await;
-    let yaml = backend.policy_yaml(&proxy.endpoint);
-    from_yaml(&yaml, "crash.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let policy = tempfile::NamedTempFile::new().expect("temp policy");
-    std::fs::write(policy.path(), yaml).expect("write policy");
-    let settings = nova_runtime::provision::Settings {
-        actuator_ack_wait: ACTUATOR_ACK_WAIT,
-        ..nova_e2e::test_settings()
-    };
-    let client = nats.client_with(&settings).await;
-    let start_actuator = || {
-        ServiceProcess::stage(
-            Stage::Actuator,
-            &nats.url,
-            policy.path(),
-            &ACTUATOR_FLAGS,
-            &MOTO_ENV,
-        )
-    };
+    let stack = Stack::start(backend).await;
     let operation = backend.change();
-    proxy.hold(operation);
-    let mut first = start_actuator();
-    let arbiter = ServiceProcess::stage(Stage::Arbiter, &nats.url, policy.path(), &[], &[]);
-    wait_ready(&nats.url, Stage::Actuator, 1).await;
-    wait_ready(&nats.url, Stage::Arbiter, 1).await;
-
-    let request = ControlRequest::Scale(ScaleRequest {
-        target: backend.target().into(),
-        desired: backend.desired(),
-        reason: Some("crash test".into()),
-        force: false,
-    });
-    let reply = control(&client, request).await;
-    assert!(reply.ok, "{}", reply.message);
-    let held = proxy.held(operation).await;
+    stack.proxy.hold(operation);
+    let mut first = stack.actuator().await;
+    stack.scale().await;
+    let held = stack.proxy.held(operation).await;
     first.kill().await;
     let killed = std::time::Instant::now();
 
     // The premises: the killed actuator neither finished the command nor
     // gave up on the call (its SDK timeout would have audited `retrying`).
-    let results: Vec<ActionResult> = stream_messages(&client, RESULTS_STREAM).await;
+    let results: Vec<ActionResult> = stream_messages(&stack.client, RESULTS_STREAM).await;
     assert!(results.is_empty(), "no result before the kill: {results:?}");
-    let records: Vec<AuditRecord> = stream_messages(&client, AUDIT_STREAM).await;
+    let records: Vec<AuditRecord> = stream_messages(&stack.client, AUDIT_STREAM).await;
     assert!(
         records.iter().all(|r| r.outcome != "retrying"),
         "killed before its call timed out: {records:#?}"
     );
 
-    let second = start_actuator();
-    stream_first::<ActionResult>(&client, RESULTS_STREAM, 1, WAIT).await;
-    let took_over_in = killed.elapsed();
-    let deliveries = settled_deliveries(&client).await;
+    let second = stack.actuator().await;
+    let settled = stack.settled().await;
     Crashed {
-        _nats: nats,
-        moto,
+        took_over_in: killed.elapsed(),
         held,
-        deliveries,
-        took_over_in,
-        // Read once the command is acked: nothing may follow.
-        results: stream_messages(&client, RESULTS_STREAM).await,
-        records: stream_messages(&client, AUDIT_STREAM).await,
-        proxy,
-        _processes: vec![second, arbiter],
+        settled,
+        stack,
+        _actuator: second,
     }
 }
 
@@ -214,38 +275,20 @@ async fn settled_deliveries(client: &async_nats::Client) -> u64 {
     .await
 }
 
-impl Crashed {
-    /// The one result, and the one result record of the audit stream.
-    fn the_result(&self) -> (&ActionResult, &AuditRecord) {
-        assert_eq!(self.results.len(), 1, "{:?}", self.results);
-        let audited: Vec<&AuditRecord> = self
-            .records
-            .iter()
-            .filter(|r| r.kind == AuditKind::Result)
-            .collect();
-        assert_eq!(audited.len(), 1, "{audited:#?}");
-        assert_eq!(
-            audited[0].decision_id.as_deref(),
-            Some(self.results[0].decision_id.as_str())
-        );
-        (&self.results[0], audited[0])
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ecs_change_made_before_the_actuator_died_is_not_sent_again() {
     let crashed = kill_the_actuator_after_its_call(Backend::Ecs).await;
     assert_eq!(crashed.held.body["desiredCount"], 5, "{:?}", crashed.held);
-    let calls = crashed.proxy.calls("UpdateService");
+    let calls = crashed.stack.proxy.calls("UpdateService");
     assert_eq!(calls.len(), 1, "one UpdateService reached moto: {calls:?}");
     assert!(calls[0].withheld && calls[0].forwarded());
-    let ecs = crashed.moto.ecs().await;
+    let ecs = crashed.stack.moto.ecs().await;
     assert_eq!(nova_e2e::ecs_desired(&ecs, CLUSTER, SERVICE).await, 5);
 
     // Succeeded, not skipped: the killed actuator recorded nothing after
     // the call (no applied_seq), so the redelivery executes the command
     // again, and the backend's own re-read shows the change made.
-    let (result, _) = crashed.the_result();
+    let (result, _) = crashed.settled.the_result();
     assert_eq!(result.status, ResultStatus::Succeeded, "{result:?}");
     assert!(
         result
@@ -254,11 +297,14 @@ async fn an_ecs_change_made_before_the_actuator_died_is_not_sent_again() {
         "{}",
         result.response
     );
-    assert_eq!(crashed.deliveries, 2, "the killed one's and the redelivery");
+    assert_eq!(
+        crashed.settled.deliveries, 2,
+        "the killed one's and the redelivery"
+    );
     eprintln!(
         "ECS crash: {} UpdateService call, {} deliveries, result {} after {:?}: {}",
         calls.len(),
-        crashed.deliveries,
+        crashed.settled.deliveries,
         result.status.as_str(),
         crashed.took_over_in,
         result.response
@@ -304,15 +350,15 @@ async fn an_rds_replica_made_before_the_actuator_died_is_not_made_again() {
         format!("{PRIMARY}-replica-2"),
     ];
     assert_eq!(crashed.held.resource(), Some(want[0].as_str()));
-    assert_eq!(replicas(&crashed.moto.rds()).await, want);
-    let calls = crashed.proxy.calls("CreateDBInstanceReadReplica");
+    assert_eq!(replicas(&crashed.stack.moto.rds()).await, want);
+    let calls = crashed.stack.proxy.calls("CreateDBInstanceReadReplica");
     let created: Vec<&str> = calls.iter().filter_map(Call::resource).collect();
     assert_eq!(created, want, "each id forwarded once: {calls:?}");
     assert!(calls.iter().all(Call::forwarded));
 
     // Succeeded, as for ECS: the redelivery's DescribeDBInstances lists
     // replica 1 (moto made it on the held call), so it creates replica 2.
-    let (result, record) = crashed.the_result();
+    let (result, record) = crashed.settled.the_result();
     assert_eq!(result.status, ResultStatus::Succeeded, "{result:?}");
     assert!(
         result
@@ -323,10 +369,13 @@ async fn an_rds_replica_made_before_the_actuator_died_is_not_made_again() {
     );
     // The result's `from` is what the redelivery found, not the decision's.
     assert_eq!((record.from, record.to), (Some(1), Some(2)));
-    assert_eq!(crashed.deliveries, 2, "the killed one's and the redelivery");
+    assert_eq!(
+        crashed.settled.deliveries, 2,
+        "the killed one's and the redelivery"
+    );
     eprintln!(
         "RDS crash: creates {created:?}, {} deliveries, result {} after {:?}: {}",
-        crashed.deliveries,
+        crashed.settled.deliveries,
         result.status.as_str(),
         crashed.took_over_in,
         result.response
