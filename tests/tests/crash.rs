@@ -381,3 +381,52 @@ async fn an_rds_replica_made_before_the_actuator_died_is_not_made_again() {
         result.response
     );
 }
+
+/// An ECS command whose every attempt is cut short by a SIGKILL: the first
+/// after its UpdateService took effect, the next two in the DescribeServices
+/// with which the redelivery re-reads the service. The fourth delivery is
+/// past the command's attempts (3: the binary has no flag for them) and
+/// settles it; its result must not say the service was not changed when
+/// DescribeServices reports the change.
+///
+/// Fails on f763d3c: the result is `failed`, response `failed after 3
+/// attempts`, audited `api not changed: failed after 3 attempts`, while
+/// DescribeServices reports desiredCount 5. The actuator's give-up branch
+/// (`attempt > max_attempts` in `execute`) assumes the last attempt failed
+/// and neither reads the backend nor says the outcome is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_every_attempt_was_killed_reports_what_the_backend_has() {
+    let stack = Stack::start(Backend::Ecs).await;
+    stack.proxy.hold("UpdateService");
+    let mut actuator = stack.actuator().await;
+    stack.scale().await;
+    stack.proxy.held("UpdateService").await;
+    actuator.kill().await;
+    for _ in 2..=3 {
+        // Scripted once the new actuator's start-up read is done: the held
+        // DescribeServices is the redelivered command's.
+        actuator = stack.actuator().await;
+        stack.proxy.hold("DescribeServices");
+        stack.proxy.held("DescribeServices").await;
+        actuator.kill().await;
+    }
+    let _last = stack.actuator().await;
+    let settled = stack.settled().await;
+    let (result, record) = settled.the_result();
+    let ecs = stack.moto.ecs().await;
+    assert_eq!(nova_e2e::ecs_desired(&ecs, CLUSTER, SERVICE).await, 5);
+    assert_eq!(stack.proxy.calls("UpdateService").len(), 1);
+    assert_eq!(settled.deliveries, 4, "three killed attempts and the last");
+    eprintln!(
+        "every attempt killed: result {} {:?}, audited {:?}",
+        result.status.as_str(),
+        result.response,
+        record.reason
+    );
+    assert!(
+        !record.reason.contains("not changed"),
+        "DescribeServices reports desiredCount 5, set by the first attempt, yet the result \
+         says: {:?}",
+        record.reason
+    );
+}
