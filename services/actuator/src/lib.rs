@@ -45,7 +45,10 @@
 //! Crashes: before 1, or with the claim lost, nothing happened. Between 1
 //! and 3 the lease expires and the command's redelivery takes it over (an
 //! older command never does: the claim is a high-water mark), re-applying
-//! the same absolute capacity. Between 3 and 5 the redelivery finds the
+//! the same absolute capacity: the backend is read first, so a change that
+//! took effect is not sent again. A command whose `max_attempts` attempts
+//! all ended that way is settled from what the backend reports: `succeeded`
+//! if it has the change, else `failed`. Between 3 and 5 the redelivery finds the
 //! command applied and re-publishes its result under the same ids.
 //!
 //! Across a rolling upgrade: a command of a newer version, or a capacity
@@ -692,6 +695,73 @@ impl Actuator {
         Ok(held)
     }
 
+    /// Settles a command whose every attempt ended without an outcome
+    /// (its actuator died, or lost the lease, before recording one). One
+    /// of them may have reached the backend, so what the backend has now
+    /// decides the result: the change in effect is `succeeded`, anything
+    /// else `failed`, and the record takes what was read.
+    async fn settle_unfinished(
+        &self,
+        backend: &Backend,
+        command: &Command,
+    ) -> Result<Step, StepError> {
+        let kind = backend.kind();
+        let attempts = self.max_attempts;
+        let observed = tokio::time::timeout(self.deadline, backend.observe())
+            .await
+            .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())));
+        let (status, response) = match &observed {
+            Ok(obs)
+                if obs.desired == command.desired
+                    && command
+                        .tier
+                        .as_ref()
+                        .is_none_or(|t| obs.tier.as_ref() == Some(t)) =>
+            {
+                (
+                    ResultStatus::Succeeded,
+                    format!(
+                        "in effect: {attempts} attempts ended without an outcome (their actuator \
+                         died or lost its lease), and the backend reports desired {}{}, as asked",
+                        obs.desired,
+                        obs.tier
+                            .as_ref()
+                            .map_or(String::new(), |t| format!(" on tier {t}"))
+                    ),
+                )
+            }
+            Ok(obs) => (
+                ResultStatus::Failed,
+                format!(
+                    "failed: {attempts} attempts ended without an outcome (their actuator died or \
+                     lost its lease), and the backend reports desired {}, not {}",
+                    obs.desired, command.desired
+                ),
+            ),
+            Err(error) => (
+                ResultStatus::Failed,
+                format!(
+                    "failed: {attempts} attempts ended without an outcome (their actuator died or \
+                     lost its lease), and the backend cannot be read: {error}"
+                ),
+            ),
+        };
+        self.release(command, |r| {
+            let base = match &observed {
+                Ok(obs) => observed_record(Some(r), &command.target, kind, obs.clone()),
+                Err(_) => r.clone(),
+            };
+            CapacityRecord {
+                applied_seq: r.applied_seq.max(command.seq),
+                ..base
+            }
+        })
+        .await?;
+        self.finish(command, kind, outcome(status, None, response))
+            .await?;
+        Ok(Step::Done)
+    }
+
     /// Executes one command; see the module doc for the steps.
     async fn execute(&self, backend: &Backend, command: &Command) -> Result<Step, StepError> {
         let kind = backend.kind();
@@ -740,16 +810,7 @@ impl Actuator {
             Claim::Take { attempt } => attempt,
         };
         if attempt > self.max_attempts {
-            // The last attempt failed and the actuator died before saying so.
-            let response = format!("failed after {} attempts", self.max_attempts);
-            self.release(command, |r| CapacityRecord {
-                applied_seq: r.applied_seq.max(command.seq),
-                ..r.clone()
-            })
-            .await?;
-            self.finish(command, kind, outcome(ResultStatus::Failed, None, response))
-                .await?;
-            return Ok(Step::Done);
+            return self.settle_unfinished(backend, command).await;
         }
         let mut audit = self.record(
             command,
