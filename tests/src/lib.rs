@@ -337,6 +337,39 @@ impl MotoServer {
     }
 }
 
+/// Creates an RDS primary `id` (a small PostgreSQL instance) on moto.
+pub async fn rds_primary(rds: &aws_sdk_rds::Client, id: &str) {
+    rds.create_db_instance()
+        .db_instance_identifier(id)
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("nova")
+        .master_user_password("not-a-secret-1")
+        .send()
+        .await
+        .expect("create primary");
+}
+
+/// The read replicas of `primary` as DescribeDBInstances lists them, those
+/// being deleted left out, sorted.
+pub async fn rds_replicas(rds: &aws_sdk_rds::Client, primary: &str) -> Vec<String> {
+    let out = rds
+        .describe_db_instances()
+        .send()
+        .await
+        .expect("describe instances");
+    let mut ids: Vec<String> = out
+        .db_instances()
+        .iter()
+        .filter(|i| i.read_replica_source_db_instance_identifier() == Some(primary))
+        .filter(|i| i.db_instance_status() != Some("deleting"))
+        .filter_map(|i| i.db_instance_identifier().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// The desired count of an ECS service.
 pub async fn ecs_desired(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str) -> i32 {
     let out = ecs

@@ -165,7 +165,7 @@ async fn world(backend: Backend) -> World {
         Backend::Ecs => {
             moto.ecs_service(CLUSTER, SERVICE, 2).await;
         }
-        Backend::Rds => create_primary(&moto.rds()).await,
+        Backend::Rds => nova_e2e::rds_primary(&moto.rds(), PRIMARY).await,
     }
     let proxy = CountingProxy::start(&moto.endpoint).await;
     let yaml = backend.policy_yaml(&proxy.endpoint);
@@ -409,37 +409,6 @@ async fn an_invalid_ecs_request_fails_at_once_without_a_retry() {
     }
 }
 
-/// The primary, a PostgreSQL instance, made on moto directly (not counted).
-async fn create_primary(rds: &aws_sdk_rds::Client) {
-    rds.create_db_instance()
-        .db_instance_identifier(PRIMARY)
-        .engine("postgres")
-        .db_instance_class("db.t3.micro")
-        .allocated_storage(20)
-        .master_username("nova")
-        .master_user_password("not-a-secret-1")
-        .send()
-        .await
-        .expect("create primary");
-}
-
-/// The primary's replicas as DescribeDBInstances lists them, sorted.
-async fn replicas(rds: &aws_sdk_rds::Client) -> Vec<String> {
-    let out = rds
-        .describe_db_instances()
-        .send()
-        .await
-        .expect("describe instances");
-    let mut ids: Vec<String> = out
-        .db_instances()
-        .iter()
-        .filter(|i| i.read_replica_source_db_instance_identifier() == Some(PRIMARY))
-        .filter_map(|i| i.db_instance_identifier().map(str::to_string))
-        .collect();
-    ids.sort();
-    ids
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rds_replica_set_through_throttling_5xx_and_a_late_answer_gets_each_replica_once() {
     let mut w = world(Backend::Rds).await;
@@ -460,7 +429,7 @@ async fn an_rds_replica_set_through_throttling_5xx_and_a_late_answer_gets_each_r
         format!("{PRIMARY}-replica-1"),
         format!("{PRIMARY}-replica-2"),
     ];
-    assert_eq!(replicas(&w.moto.rds()).await, want);
+    assert_eq!(nova_e2e::rds_replicas(&w.moto.rds(), PRIMARY).await, want);
 
     // 3 throttled + 3 answered 503 (attempts 1 and 2, replica-1 each time,
     // never made) + replica-1 forwarded and answered late (attempt 3) +

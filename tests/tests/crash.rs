@@ -122,7 +122,7 @@ impl Stack {
             Backend::Ecs => {
                 moto.ecs_service(CLUSTER, SERVICE, 2).await;
             }
-            Backend::Rds => create_primary(&moto.rds()).await,
+            Backend::Rds => nova_e2e::rds_primary(&moto.rds(), PRIMARY).await,
         }
         let proxy = CountingProxy::start(&moto.endpoint).await;
         let yaml = backend.policy_yaml(&proxy.endpoint);
@@ -311,37 +311,6 @@ async fn an_ecs_change_made_before_the_actuator_died_is_not_sent_again() {
     );
 }
 
-/// The primary, a PostgreSQL instance, made on moto directly (not counted).
-async fn create_primary(rds: &aws_sdk_rds::Client) {
-    rds.create_db_instance()
-        .db_instance_identifier(PRIMARY)
-        .engine("postgres")
-        .db_instance_class("db.t3.micro")
-        .allocated_storage(20)
-        .master_username("nova")
-        .master_user_password("not-a-secret-1")
-        .send()
-        .await
-        .expect("create primary");
-}
-
-/// The primary's replicas as DescribeDBInstances lists them, sorted.
-async fn replicas(rds: &aws_sdk_rds::Client) -> Vec<String> {
-    let out = rds
-        .describe_db_instances()
-        .send()
-        .await
-        .expect("describe instances");
-    let mut ids: Vec<String> = out
-        .db_instances()
-        .iter()
-        .filter(|i| i.read_replica_source_db_instance_identifier() == Some(PRIMARY))
-        .filter_map(|i| i.db_instance_identifier().map(str::to_string))
-        .collect();
-    ids.sort();
-    ids
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rds_replica_made_before_the_actuator_died_is_not_made_again() {
     let crashed = kill_the_actuator_after_its_call(Backend::Rds).await;
@@ -350,7 +319,10 @@ async fn an_rds_replica_made_before_the_actuator_died_is_not_made_again() {
         format!("{PRIMARY}-replica-2"),
     ];
     assert_eq!(crashed.held.resource(), Some(want[0].as_str()));
-    assert_eq!(replicas(&crashed.stack.moto.rds()).await, want);
+    assert_eq!(
+        nova_e2e::rds_replicas(&crashed.stack.moto.rds(), PRIMARY).await,
+        want
+    );
     let calls = crashed.stack.proxy.calls("CreateDBInstanceReadReplica");
     let created: Vec<&str> = calls.iter().filter_map(Call::resource).collect();
     assert_eq!(created, want, "each id forwarded once: {calls:?}");

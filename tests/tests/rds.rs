@@ -33,20 +33,6 @@ use serde_json::json;
 
 const PRIMARY: &str = "orders-db";
 
-/// The primary, a PostgreSQL instance.
-async fn create_primary(rds: &aws_sdk_rds::Client) {
-    rds.create_db_instance()
-        .db_instance_identifier(PRIMARY)
-        .engine("postgres")
-        .db_instance_class("db.t3.micro")
-        .allocated_storage(20)
-        .master_username("nova")
-        .master_user_password("not-a-secret-1")
-        .send()
-        .await
-        .expect("create primary");
-}
-
 /// A replica made outside NovaCron.
 async fn create_replica(rds: &aws_sdk_rds::Client, id: &str) {
     rds.create_db_instance_read_replica()
@@ -55,24 +41,6 @@ async fn create_replica(rds: &aws_sdk_rds::Client, id: &str) {
         .send()
         .await
         .expect("create replica");
-}
-
-/// The primary's replicas as DescribeDBInstances lists them, sorted.
-async fn replicas(rds: &aws_sdk_rds::Client) -> Vec<String> {
-    let out = rds
-        .describe_db_instances()
-        .send()
-        .await
-        .expect("describe instances");
-    let mut ids: Vec<String> = out
-        .db_instances()
-        .iter()
-        .filter(|i| i.read_replica_source_db_instance_identifier() == Some(PRIMARY))
-        .filter(|i| i.db_instance_status() != Some("deleting"))
-        .filter_map(|i| i.db_instance_identifier().map(str::to_string))
-        .collect();
-    ids.sort();
-    ids
 }
 
 fn policy(endpoint: &str) -> Arc<Policy> {
@@ -120,7 +88,7 @@ fn names(ns: &[u32]) -> Vec<String> {
 async fn rule_triggers_take_a_replica_set_from_1_to_3_and_back_and_a_redelivery_adds_none() {
     let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
     let rds = moto.rds();
-    create_primary(&rds).await;
+    nova_e2e::rds_primary(&rds, PRIMARY).await;
     create_replica(&rds, &format!("{PRIMARY}-replica-1")).await;
     let client = nats.client().await;
     let mut audit = AuditReader::new(&client).await;
@@ -138,7 +106,10 @@ async fn rule_triggers_take_a_replica_set_from_1_to_3_and_back_and_a_redelivery_
         .wait_for("the scale-up's result", is_result("succeeded"))
         .await;
     assert_eq!((up.from, up.to), (Some(1), Some(3)), "{up:?}");
-    assert_eq!(replicas(&rds).await, names(&[1, 2, 3]));
+    assert_eq!(
+        nova_e2e::rds_replicas(&rds, PRIMARY).await,
+        names(&[1, 2, 3])
+    );
     let response = up.backend_response.as_deref().unwrap_or_default();
     assert!(
         response.contains("read replicas 1 -> 3")
@@ -167,7 +138,10 @@ async fn rule_triggers_take_a_replica_set_from_1_to_3_and_back_and_a_redelivery_
         }
     })
     .await;
-    assert_eq!(replicas(&rds).await, names(&[1, 2, 3]));
+    assert_eq!(
+        nova_e2e::rds_replicas(&rds, PRIMARY).await,
+        names(&[1, 2, 3])
+    );
 
     publish(
         &client,
@@ -185,7 +159,7 @@ async fn rule_triggers_take_a_replica_set_from_1_to_3_and_back_and_a_redelivery_
         .await;
     assert_eq!((down.from, down.to), (Some(3), Some(1)), "{down:?}");
     // The newest (highest-numbered) go first.
-    assert_eq!(replicas(&rds).await, names(&[1]));
+    assert_eq!(nova_e2e::rds_replicas(&rds, PRIMARY).await, names(&[1]));
     let response = down.backend_response.as_deref().unwrap_or_default();
     assert!(
         response.contains("read replicas 3 -> 1")
@@ -241,7 +215,7 @@ async fn the_backend_applied_twice_creates_each_replica_once_and_removes_only_it
          existing instance as the backend's primary"
     );
 
-    create_primary(&rds).await;
+    nova_e2e::rds_primary(&rds, PRIMARY).await;
     // A reader made by hand counts as capacity, and is never removed.
     create_replica(&rds, "orders-db-reader").await;
     let first = set.set_desired(3).await.expect("first apply");
@@ -251,7 +225,7 @@ async fn the_backend_applied_twice_creates_each_replica_once_and_removes_only_it
     );
     let mut want = vec!["orders-db-reader".to_string()];
     want.extend(names(&[1, 2]));
-    assert_eq!(replicas(&rds).await, want);
+    assert_eq!(nova_e2e::rds_replicas(&rds, PRIMARY).await, want);
     // Applied again, as after a redelivery whose first delivery's outcome
     // was never recorded: nothing more is created.
     let second = set.set_desired(3).await.expect("second apply");
@@ -261,10 +235,13 @@ async fn the_backend_applied_twice_creates_each_replica_once_and_removes_only_it
         "{}",
         second.response
     );
-    assert_eq!(replicas(&rds).await, want);
+    assert_eq!(nova_e2e::rds_replicas(&rds, PRIMARY).await, want);
 
     let down = set.set_desired(0).await.expect("down");
-    assert_eq!(replicas(&rds).await, ["orders-db-reader"]);
+    assert_eq!(
+        nova_e2e::rds_replicas(&rds, PRIMARY).await,
+        ["orders-db-reader"]
+    );
     assert_eq!(
         down.response,
         "RDS orders-db read replicas 3 -> 1 (available 1): deleted orders-db-replica-2, \
@@ -274,7 +251,7 @@ async fn the_backend_applied_twice_creates_each_replica_once_and_removes_only_it
     // The lowest free numbers are taken again.
     set.set_desired(2).await.expect("up again");
     assert_eq!(
-        replicas(&rds).await,
+        nova_e2e::rds_replicas(&rds, PRIMARY).await,
         ["orders-db-reader", "orders-db-replica-1"]
     );
 }
@@ -283,7 +260,7 @@ async fn the_backend_applied_twice_creates_each_replica_once_and_removes_only_it
 async fn a_drain_longer_than_the_ack_wait_keeps_its_command() {
     let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
     let rds = moto.rds();
-    create_primary(&rds).await;
+    nova_e2e::rds_primary(&rds, PRIMARY).await;
     for n in 1..=3 {
         create_replica(&rds, &format!("{PRIMARY}-replica-{n}")).await;
     }
@@ -342,7 +319,7 @@ async fn a_drain_longer_than_the_ack_wait_keeps_its_command() {
         "{}",
         results[0].response
     );
-    assert_eq!(replicas(&rds).await, names(&[1]));
+    assert_eq!(nova_e2e::rds_replicas(&rds, PRIMARY).await, names(&[1]));
     let info = nova_e2e::consumer_info(&client, COMMANDS_STREAM, ACTUATOR_CONSUMER).await;
     assert_eq!(info.config.ack_wait, Duration::from_secs(3), "the premise");
     assert_eq!(
