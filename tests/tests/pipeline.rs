@@ -48,7 +48,7 @@ struct World {
 }
 
 /// Both runbook services at 5 tasks on moto, the pipeline running and the
-/// actuator's first capacity observation stored.
+/// actuator's first capacity observation of each stored.
 async fn world() -> World {
     world_with(|yaml| yaml).await
 }
@@ -62,8 +62,17 @@ async fn world_with(edit: impl Fn(String) -> String) -> World {
     let client = nats.client().await;
     let audit = AuditReader::new(&client).await;
     let pipeline = Pipeline::start(&nats, runbook_policy_with(&moto.endpoint, edit)).await;
+    // The first observation stored, whatever came after it: a test's
+    // fallback after 2 s of silence may already have moved the worker past
+    // 5 on a loaded machine, and the watch sees only the latest record.
     for target in ["worker", "api"] {
-        wait_capacity(&client, target, 5).await;
+        wait_capacity_where(
+            &client,
+            target,
+            &format!("the first observation of {target}"),
+            |r| r.observed_ms > 0,
+        )
+        .await;
     }
     World {
         _moto: moto,
