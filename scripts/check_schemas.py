@@ -371,6 +371,11 @@ CASES = [
     ("control-request", "a field its verb does not take", {"verb": "status", "desired": 3}, False),
     ("control-request", "negative capacity", {"verb": "scale", "target": "web", "desired": -1}, False),
     ("control-request", "force as text", {"verb": "scale", "target": "web", "desired": 3, "force": "yes"}, False),
+    ("control-request", "emergency up of all", {"verb": "emergency", "op": "up", "target": "all"}, True),
+    ("control-request", "emergency down to 3", {"verb": "emergency", "op": "down", "target": "api", "to": 3, "reason": "incident 42"}, True),
+    ("control-request", "emergency of an unknown op", {"verb": "emergency", "op": "sideways", "target": "web"}, False),
+    ("control-request", "emergency without an op", {"verb": "emergency", "target": "web"}, False),
+    ("control-request", "emergency up by a negative count", {"verb": "emergency", "op": "up", "target": "web", "by": -2}, False),
     ("audit-query", "target as a number", {"target": 5}, False),
     # policies: the rule grammar of shared/src/policy/rule_text.rs
     *[("policy", f"condition {c!r}", policy(up_condition=c), True) for c in [

@@ -195,6 +195,10 @@ pub struct TargetState {
     /// clock: what rule triggers obey beside their own event-time holds.
     #[serde(default)]
     pub operator_holds: Holds,
+    /// Wall-clock ms until which an `emergency up` holds every scale-down
+    /// but a forced one (0: none).
+    #[serde(default)]
+    pub emergency_hold_until: i64,
     /// Fields of a newer version, kept as read and written back unchanged.
     #[serde(flatten)]
     pub extra: Extra,
@@ -260,6 +264,25 @@ pub const OPERATOR_RULE: &str = "operator";
 /// The rule name of an operator's `scale --force` firing: it bypasses the
 /// pause, cooldowns and warm-up (never the bounds or dry-run).
 pub const OPERATOR_FORCE_RULE: &str = "operator.force";
+/// The rule name of an `emergency up` firing: forced, and it holds
+/// scale-downs for the target's `emergency.hold_down_secs` (wall clock).
+pub const EMERGENCY_UP_RULE: &str = "operator.emergency_up";
+/// The rule name of an `emergency down` firing: forced; ends the hold.
+pub const EMERGENCY_DOWN_RULE: &str = "operator.emergency_down";
+/// The rule name of an `emergency reset` firing: forced; ends the hold.
+pub const EMERGENCY_RESET_RULE: &str = "operator.emergency_reset";
+
+/// Whether an operator firing of rule `rule` goes past pauses, cooldowns,
+/// warm-ups and the emergency hold (never the bounds or dry-run).
+fn is_forced(rule: &str) -> bool {
+    [
+        OPERATOR_FORCE_RULE,
+        EMERGENCY_UP_RULE,
+        EMERGENCY_DOWN_RULE,
+        EMERGENCY_RESET_RULE,
+    ]
+    .contains(&rule)
+}
 
 /// A decision of a target and the command it issued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -453,7 +476,7 @@ impl ArbiterSettings {
 
 /// The capacity a relative action starts from. The backend's word counts
 /// once it has applied our latest command; before that, the command in flight.
-fn base_capacity(state: &TargetState, observed: Option<&CapacityRecord>) -> Option<u32> {
+pub fn base_capacity(state: &TargetState, observed: Option<&CapacityRecord>) -> Option<u32> {
     match (observed, state.desired) {
         (Some(obs), _) if obs.applied_seq >= state.seq => Some(obs.desired),
         (_, Some(desired)) => Some(desired),
@@ -606,10 +629,7 @@ fn decide_in_order<'a>(
     let ts = trigger.ts;
     let clock = Clock::of(&trigger.source);
     let forced = trigger.source == TriggerSource::Operator
-        && trigger
-            .firings
-            .iter()
-            .any(|f| f.rule == OPERATOR_FORCE_RULE);
+        && trigger.firings.iter().any(|f| is_forced(&f.rule));
     let decision_id = ids::derive("d", &[trigger.id.as_bytes()]);
     let mut next = state.clone();
     let ups: Vec<&RuleFiring> = trigger
@@ -941,6 +961,16 @@ fn decide_in_order<'a>(
         next.operator_holds
             .start(firing.direction.clone(), now_ms, cooldown_ms, warmup_ms);
     }
+    if trigger.source == TriggerSource::Operator {
+        match firing.rule.as_str() {
+            EMERGENCY_UP_RULE => {
+                next.emergency_hold_until =
+                    now_ms.saturating_add(secs_to_ms(target.emergency.hold_down_secs));
+            }
+            EMERGENCY_DOWN_RULE | EMERGENCY_RESET_RULE => next.emergency_hold_until = 0,
+            _ => {}
+        }
+    }
     next.seq = state.seq + 1;
     next.desired = Some(desired);
     let reason = format!(
@@ -998,6 +1028,7 @@ impl Clocks {
     fn running(&self, state: &TargetState, direction: Direction) -> Option<(Outcome, String)> {
         const OPERATOR: &str = " after an operator or fallback action (wall clock)";
         let (event, now) = (self.event_ms, self.now_ms);
+        let down = direction != Direction::Up;
         let wall = &state.wall_holds;
         let op = &state.operator_holds;
         // (until, at, outcome, what, note)
@@ -1075,6 +1106,19 @@ impl Clocks {
                 (wall.warming_until, now, Outcome::WarmingUp, WARMING, ""),
             ],
         };
+        let mut checks = checks;
+        if down {
+            checks.insert(
+                0,
+                (
+                    state.emergency_hold_until,
+                    now,
+                    Outcome::EmergencyHold,
+                    "an emergency scale-up holds scale-downs",
+                    "",
+                ),
+            );
+        }
         checks.into_iter().find(|(until, at, ..)| at < until).map(
             |(until, at, outcome, what, note)| {
                 let left = remaining(until, at);

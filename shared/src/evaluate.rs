@@ -42,7 +42,7 @@ use crate::ids;
 use crate::policy::{Aggregation, Policy, ThresholdRule, TrackingRule};
 use crate::tracking::{self, Recommendations};
 use crate::units::Dimension;
-use crate::wire::{Direction, RuleFiring, Sample, ScaleAction, Trigger};
+use crate::wire::{Direction, LoadReading, RuleFiring, Sample, ScaleAction, Trigger};
 
 mod hold;
 
@@ -345,6 +345,45 @@ impl Evaluator {
             self.observe(target, &derived, now_ms, firings)?;
         }
         Ok(SampleEffect::Evaluated)
+    }
+
+    /// The target's scale-down conditions read against its latest samples,
+    /// their durations aside: what `emergency down` checks before it sheds
+    /// capacity. `None` for a target this evaluator does not have.
+    pub fn scale_down_readings(&self, target: &str) -> Option<Vec<LoadReading>> {
+        let slot = self.targets.get(target)?;
+        let readings = slot
+            .rules
+            .iter()
+            .filter(|r| r.rule.direction == Direction::Down)
+            .map(|r| {
+                let c = &r.rule.condition;
+                let value = slot
+                    .metrics
+                    .get(&c.metric)
+                    .and_then(|m| aggregate(c.aggregation, &m.instances));
+                let holds = value.is_some_and(|v| c.op.holds(v, c.threshold));
+                let name = format!("{}_{}", c.aggregation.as_str(), c.metric);
+                let text = match value {
+                    None => format!("no recent sample of {}", c.metric),
+                    Some(v) => format!(
+                        "{name} {} is{} {} {}",
+                        c.dimension.format(v),
+                        if holds { "" } else { " not" },
+                        c.op.as_str(),
+                        c.dimension.format(c.threshold)
+                    ),
+                };
+                LoadReading {
+                    rule: r.rule.name.clone(),
+                    condition: c.text.clone(),
+                    value,
+                    holds,
+                    text,
+                }
+            })
+            .collect();
+        Some(readings)
     }
 
     /// Tells the evaluator a target's current capacity, which turns its
@@ -963,6 +1002,48 @@ vertical_scaling_rules:
             vec![(90, "cpu.scale_up".to_string())],
             "hold starts once b expires at 30+"
         );
+    }
+
+    #[test]
+    fn scale_down_conditions_are_read_against_the_latest_samples_without_their_duration() {
+        // The down rule is "max_cpu < 30% for 2 minutes"; its duration does
+        // not matter to the reading, the aggregation does.
+        let cases: Vec<(Vec<(Option<&str>, f64)>, Option<f64>, bool, &str)> = vec![
+            (vec![], None, false, "no recent sample of cpu"),
+            (
+                vec![(Some("a"), 0.1), (Some("b"), 0.2)],
+                Some(0.2),
+                true,
+                "max_cpu 20% is < 30%",
+            ),
+            (
+                vec![(Some("a"), 0.1), (Some("b"), 0.5)],
+                Some(0.5),
+                false,
+                "max_cpu 50% is not < 30%",
+            ),
+        ];
+        for (instances, value, holds, text) in cases {
+            let mut ev = evaluator();
+            let mut firings = Vec::new();
+            for (instance, v) in &instances {
+                ev.observe(
+                    "web",
+                    &sample("cpu", 10, *v, *instance),
+                    100_000,
+                    &mut firings,
+                )
+                .expect("observed");
+            }
+            let readings = ev.scale_down_readings("web").expect("web is known");
+            assert_eq!(readings.len(), 1, "one scale-down rule");
+            let r = &readings[0];
+            assert_eq!(
+                (r.rule.as_str(), r.value, r.holds, r.text.as_str()),
+                ("cpu.scale_down", value, holds, text)
+            );
+        }
+        assert_eq!(evaluator().scale_down_readings("nope"), None);
     }
 
     #[test]

@@ -14,11 +14,13 @@
 //! - [`fallback`]: falling back to a set capacity when a metric source goes silent.
 //! - [`tracking`]: target tracking, the HPA algorithm (tolerance, stabilization, rate limits).
 //! - [`arbitrate`]: cooldowns, bounds and conflict resolution into an absolute desired capacity.
+//! - [`emergency`]: what `novactl emergency up|down|reset` asks of a target, or why not.
 //! - [`lease`]: the per-target lease that keeps actuator replicas in decision order.
 //! - `schema` (feature `schema`): the JSON Schemas in `schemas/`, generated from the wire types.
 
 pub mod arbitrate;
 pub mod codec;
+pub mod emergency;
 pub mod evaluate;
 pub mod fallback;
 pub mod ids;

@@ -62,6 +62,21 @@ pub fn control(verb: &str) -> String {
 /// names its `verb` (`nova_shared::wire::ControlRequest`).
 pub const ARBITER_CONTROL: &str = "nova.ctl.arbiter";
 
+/// Drain requests of `emergency down` to a target's workers:
+/// `nova.drain.<target>` (payload `nova_shared::wire::DrainRequest`).
+pub fn drain(target: &str) -> String {
+    format!("nova.drain.{target}")
+}
+
+/// The evaluator's load readings of one target, for `emergency down`:
+/// `nova.ctl.load.<target>`, answered by the evaluator replicas that own
+/// the target (`nova_shared::wire::LoadReply`).
+pub fn load(target: &str) -> String {
+    format!("nova.ctl.load.{target}")
+}
+/// Wildcard of [`load`], what evaluators subscribe to.
+pub const LOAD_ALL: &str = "nova.ctl.load.*";
+
 /// What a metrics subject names: the target and, when present, the metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsSubject<'a> {

@@ -470,6 +470,10 @@ open_enum! {
         /// later trigger caused (decided first, after a broker outage or by
         /// another arbiter replica); an older view is not applied after a newer.
         Superseded = "superseded",
+        /// Not taken: an `emergency up` holds scale-downs for its
+        /// configured time (`emergency down`, `reset` or `scale --force`
+        /// go past it).
+        EmergencyHold = "emergency_hold",
     }
 }
 
@@ -877,7 +881,7 @@ pub enum CapacityAnswer {
 }
 
 /// The verbs of the arbiter's control plane, in [`ControlRequest::verb`]'s words.
-pub const CONTROL_VERBS: [&str; 4] = ["status", "pause", "resume", "scale"];
+pub const CONTROL_VERBS: [&str; 5] = ["status", "pause", "resume", "scale", "emergency"];
 
 /// A request to the arbiter's control plane, tagged by its verb:
 /// `{"verb": "scale", "target": "web", "desired": 12}`. On
@@ -902,6 +906,102 @@ pub enum ControlRequest {
     Resume(DirectionRequest),
     /// Ask for a capacity, decided like a rule's trigger.
     Scale(ScaleRequest),
+    /// The runbook's emergency operations on a target, a group or all.
+    Emergency(EmergencyRequest),
+}
+
+/// `emergency`: the runbook's emergency operations (`emergency-scale.sh`),
+/// each an audited decision per target.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyRequest {
+    /// `up`, `down` or `reset`.
+    pub op: EmergencyOp,
+    /// A target, a group of the policy's `groups`, or `all`.
+    pub target: String,
+    /// `up`: add this many (default: double the capacity); `down`: remove
+    /// this many, not below the floor (default: to the floor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<u32>,
+    /// `up` and `down`: go to this capacity (`up`: instead of doubling;
+    /// `down`: instead of the floor, and not below it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u32>,
+    /// Who asks and why, for the audit record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What an [`EmergencyRequest`] does.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmergencyOp {
+    /// Double (or `by`, or `to`) past cooldowns but not `max`, and hold
+    /// scale-downs for the policy's `emergency.hold_down_secs`.
+    Up,
+    /// Drain, then go to the target's floor (or `to`), past cooldowns;
+    /// refused while its load is above a scale-down threshold.
+    Down,
+    /// Back to the target's `baseline`, past cooldowns.
+    Reset,
+}
+
+impl EmergencyOp {
+    /// `up`, `down` or `reset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmergencyOp::Up => "up",
+            EmergencyOp::Down => "down",
+            EmergencyOp::Reset => "reset",
+        }
+    }
+}
+
+/// What `emergency down` publishes on `nova.drain.<target>` before it
+/// scales down: workers of the target stop taking work and answer (any
+/// payload) on the reply subject; the arbiter waits for `expected` answers
+/// or the policy's drain timeout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainRequest {
+    /// The target.
+    pub target: String,
+    /// Its capacity now.
+    pub from: u32,
+    /// The capacity it goes to.
+    pub to: u32,
+    /// Acknowledgements waited for: the instances to go.
+    pub expected: u32,
+    /// Who asked and why.
+    pub reason: String,
+}
+
+/// The evaluator's answer on `nova.ctl.load`: the latest value of each of
+/// the target's scale-down conditions, read now (their durations aside).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReply {
+    /// The target.
+    pub target: String,
+    /// One per scale-down rule.
+    pub readings: Vec<LoadReading>,
+}
+
+/// One scale-down condition against the latest samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReading {
+    /// The rule.
+    pub rule: String,
+    /// Its condition as written.
+    pub condition: String,
+    /// The aggregated value now, canonical units; none without a recent
+    /// sample.
+    pub value: Option<f64>,
+    /// Whether the condition's comparison holds now (the load is below the
+    /// scale-down threshold).
+    pub holds: bool,
+    /// One line: `avg_cpu 75% is not < 30%`.
+    pub text: String,
 }
 
 /// `status`: one target, or all of them.
@@ -962,10 +1062,10 @@ pub enum ControlRequestError {
     #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
     /// A `verb` the arbiter does not know.
-    #[error("unknown verb {0:?} (the arbiter answers status, pause, resume and scale)")]
+    #[error("unknown verb {0:?} (the arbiter answers status, pause, resume, scale and emergency)")]
     UnknownVerb(String),
     /// No `verb`, on a subject that does not name one.
-    #[error("no verb: say \"verb\": status, pause, resume or scale")]
+    #[error("no verb: say \"verb\": status, pause, resume, scale or emergency")]
     NoVerb,
     /// A `verb` other than the subject's.
     #[error("verb {found:?} sent on nova.ctl.{subject}")]
@@ -988,6 +1088,7 @@ impl ControlRequest {
             ControlRequest::Pause(_) => "pause",
             ControlRequest::Resume(_) => "resume",
             ControlRequest::Scale(_) => "scale",
+            ControlRequest::Emergency(_) => "emergency",
         }
     }
 

@@ -64,13 +64,15 @@ use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
 use nova_shared::arbitrate::{self, ArbiterSettings, LastVerdict, Observed, TargetState, Unknown};
 use nova_shared::codec;
+use nova_shared::emergency;
 use nova_shared::ids;
 use nova_shared::policy::{Policy, Revised, Target};
 use nova_shared::subjects;
 use nova_shared::wire::{
     AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command, ControlReply,
-    ControlRequest, Direction, DirectionRequest, Outcome, RuleFiring, ScaleAction, ScaleRequest,
-    Stage, TargetStatus, Trigger, TriggerSource, Version, VersionProbe,
+    ControlRequest, Direction, DirectionRequest, DrainRequest, EmergencyOp, EmergencyRequest,
+    LoadReading, LoadReply, Outcome, RuleFiring, ScaleAction, ScaleRequest, Stage, TargetStatus,
+    Trigger, TriggerSource, Version, VersionProbe,
 };
 use thiserror::Error;
 use tracing::Instrument;
@@ -297,6 +299,9 @@ async fn answer_within(
 /// How long a decision waits for an actuator to read a never-seen capacity.
 const CAPACITY_ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long `emergency down` waits for an evaluator's load readings.
+const LOAD_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a status request waits for the same, per target without a record.
 const STATUS_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -325,7 +330,24 @@ impl Arbiter {
         ));
         let parsed = ControlRequest::decode(&request.payload, encoding, subject_verb.as_deref());
         let verb = parsed.as_ref().map_or("control request", |r| r.verb());
-        let reply = answer_within(CONTROL_DEADLINE, verb, async {
+        // An emergency down waits for its drain acknowledgements and a load
+        // reading, on top of the usual work.
+        let deadline = match &parsed {
+            Ok(ControlRequest::Emergency(e)) if e.op == EmergencyOp::Down => {
+                let drain = self
+                    .policy
+                    .current()
+                    .policy
+                    .targets
+                    .values()
+                    .map(|t| t.emergency.drain_timeout_secs)
+                    .max()
+                    .unwrap_or(0);
+                CONTROL_DEADLINE + LOAD_ASK_TIMEOUT + Duration::from_secs(drain)
+            }
+            _ => CONTROL_DEADLINE,
+        };
+        let reply = answer_within(deadline, verb, async {
             match parsed {
                 Err(error) => {
                     let message = format!(
@@ -370,6 +392,9 @@ impl Arbiter {
             }
             ControlRequest::Pause(request) => self.pause(policy, request, true).await,
             ControlRequest::Resume(request) => self.pause(policy, request, false).await,
+            ControlRequest::Emergency(request) => {
+                self.emergency(policy, &current.revision, request).await
+            }
             ControlRequest::Scale(request) => {
                 let target = match target_in(policy, &request.target) {
                     Ok(target) => target,
@@ -489,6 +514,20 @@ impl Arbiter {
         } else {
             arbitrate::OPERATOR_RULE
         };
+        self.submit_operator(target, revision, rule, desired, reason)
+            .await
+    }
+
+    /// Submits an operator's request for `desired` as a trigger of rule
+    /// `rule`, decided like any other; returns the line the reply says.
+    async fn submit_operator(
+        &self,
+        target: &Target,
+        revision: &str,
+        rule: &str,
+        desired: u32,
+        reason: String,
+    ) -> Result<String, String> {
         let trigger = Trigger {
             v: Version::CURRENT,
             id: nova_runtime::unique_id("op"),
@@ -521,6 +560,180 @@ impl Arbiter {
             "{reason}: submitted as trigger {}; the decision follows in the audit stream",
             trigger.id
         ))
+    }
+
+    /// `emergency`: per target of the request's scope, the capacity the
+    /// operation asks for ([`emergency::ask`]), submitted as a forced
+    /// operator trigger, so each is one audited decision. `down` first
+    /// reads the target's load from the evaluator and drains it. The reply
+    /// has one line per target; it is not ok when any was refused (the
+    /// others are submitted all the same: in an emergency, what can be done
+    /// is done).
+    async fn emergency(
+        &self,
+        policy: &Policy,
+        revision: &str,
+        request: EmergencyRequest,
+    ) -> ControlReply {
+        let targets = match scope_in(policy, &request.target) {
+            Ok(targets) => targets,
+            Err(reply) => return reply,
+        };
+        let outcomes = futures_util::future::join_all(
+            targets
+                .iter()
+                .map(|target| self.emergency_one(target, revision, &request)),
+        )
+        .await;
+        let mut refused = 0;
+        let lines: Vec<String> = targets
+            .iter()
+            .zip(outcomes)
+            .map(|(target, outcome)| match outcome {
+                Ok(line) => line,
+                Err(why) => {
+                    refused += 1;
+                    format!(
+                        "emergency {} of {} refused: {why}",
+                        request.op.as_str(),
+                        target.name
+                    )
+                }
+            })
+            .collect();
+        let reply = self.reply_with_status(lines.join("\n"), &targets).await;
+        if refused == 0 || !reply.ok {
+            return reply;
+        }
+        ControlReply {
+            ok: false,
+            error: Some(reply.message.clone()),
+            ..reply
+        }
+    }
+
+    async fn emergency_one(
+        &self,
+        target: &Target,
+        revision: &str,
+        request: &EmergencyRequest,
+    ) -> Result<String, String> {
+        let name = &target.name;
+        if let Some(why) = self.newer_state(name).await {
+            return Err(why);
+        }
+        let state = kv::load::<TargetState>(&self.states, name)
+            .await
+            .map_err(|e| format!("cannot read its state: {e}"))?
+            .map(|v| v.value)
+            .unwrap_or_default();
+        let capacity = kv::load::<CapacityRecord>(&self.capacities, name)
+            .await
+            .map_err(|e| format!("cannot read its capacity: {e}"))?
+            .map(|v| v.value);
+        let base = arbitrate::base_capacity(&state, capacity.as_ref());
+        let load = match request.op {
+            EmergencyOp::Down => Some(self.read_load(name).await?),
+            EmergencyOp::Up | EmergencyOp::Reset => None,
+        };
+        let ask = emergency::ask(
+            request.op,
+            target,
+            &state,
+            base,
+            request.by,
+            request.to,
+            load.as_deref(),
+        )?;
+        let why = request
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let mut reason = format!(
+            "operator emergency {} of {name}: {}{why}",
+            request.op.as_str(),
+            ask.how
+        );
+        if request.op == EmergencyOp::Down {
+            let from = base.unwrap_or(ask.desired);
+            let drained = self.drain(target, from, ask.desired, &reason).await?;
+            reason.push_str(&format!("; {drained}"));
+        }
+        let rule = match request.op {
+            EmergencyOp::Up => arbitrate::EMERGENCY_UP_RULE,
+            EmergencyOp::Down => arbitrate::EMERGENCY_DOWN_RULE,
+            EmergencyOp::Reset => arbitrate::EMERGENCY_RESET_RULE,
+        };
+        self.submit_operator(target, revision, rule, ask.desired, reason)
+            .await
+    }
+
+    /// The target's scale-down conditions read now, from an evaluator that
+    /// owns it (`nova.ctl.load.<target>`).
+    async fn read_load(&self, target: &str) -> Result<Vec<LoadReading>, String> {
+        let subject = subjects::load(target);
+        let answer = tokio::time::timeout(LOAD_ASK_TIMEOUT, self.client.request(subject.clone(), Vec::new().into()))
+            .await
+            .map_err(|_| format!("no evaluator answered on {subject} within {LOAD_ASK_TIMEOUT:?}, so its load is unknown"))?
+            .map_err(|e| format!("cannot read its load on {subject}: {e} (an evaluator that owns {target} must be running)"))?;
+        let reply: LoadReply = codec::decode(&answer.payload, codec::Encoding::MsgPack)
+            .map_err(|e| format!("unreadable load answer on {subject}: {e}"))?;
+        Ok(reply.readings)
+    }
+
+    /// Asks the target's workers to drain on `nova.drain.<target>` and
+    /// waits for one acknowledgement per instance to go, or the target's
+    /// drain timeout; says how many came.
+    async fn drain(
+        &self,
+        target: &Target,
+        from: u32,
+        to: u32,
+        reason: &str,
+    ) -> Result<String, String> {
+        let expected = from.saturating_sub(to);
+        let timeout = Duration::from_secs(target.emergency.drain_timeout_secs);
+        let subject = subjects::drain(&target.name);
+        let inbox = self.client.new_inbox();
+        let mut acks = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| format!("cannot wait for drain acknowledgements: {e}"))?;
+        let request = DrainRequest {
+            target: target.name.clone(),
+            from,
+            to,
+            expected,
+            reason: reason.to_string(),
+        };
+        let payload =
+            codec::encode(&request).map_err(|e| format!("cannot encode the drain request: {e}"))?;
+        self.client
+            .publish_with_reply(subject.clone(), inbox, payload.into())
+            .await
+            .map_err(|e| format!("cannot publish the drain request on {subject}: {e}"))?;
+        let started = std::time::Instant::now();
+        let mut acked = 0u32;
+        let _ = tokio::time::timeout(timeout, async {
+            while acked < expected && acks.next().await.is_some() {
+                acked += 1;
+            }
+        })
+        .await;
+        let _ = acks.unsubscribe().await;
+        Ok(if acked >= expected {
+            format!(
+                "drained: {acked} of {expected} acknowledged on {subject} in {:.1} s",
+                started.elapsed().as_secs_f64()
+            )
+        } else {
+            format!(
+                "drain: {acked} of {expected} acknowledged on {subject} within {} s, going on",
+                timeout.as_secs()
+            )
+        })
     }
 
     async fn status(&self, target: &Target) -> Result<TargetStatus, KvError> {
@@ -1001,6 +1214,35 @@ impl Arbiter {
 }
 
 /// `policy`'s target `name`, or the reply refusing it.
+/// The targets an emergency names: `all`, a group of the policy, or one
+/// target.
+fn scope_in<'p>(policy: &'p Policy, name: &str) -> Result<Vec<&'p Target>, ControlReply> {
+    if name == "all" {
+        return Ok(policy.targets.values().collect());
+    }
+    if let Some(members) = policy.groups.get(name) {
+        return Ok(members
+            .iter()
+            .filter_map(|m| policy.targets.get(m))
+            .collect());
+    }
+    match policy.targets.get(name) {
+        Some(target) => Ok(vec![target]),
+        None => {
+            let name = codec::excerpt(name, 64);
+            let groups: Vec<&str> = policy.groups.keys().map(String::as_str).collect();
+            Err(ControlReply::failed(format!(
+                "no target or group {name:?} in the policy (groups: {}; or all)",
+                if groups.is_empty() {
+                    "none".to_string()
+                } else {
+                    groups.join(", ")
+                }
+            )))
+        }
+    }
+}
+
 fn target_in<'p>(policy: &'p Policy, name: &str) -> Result<&'p Target, ControlReply> {
     policy.targets.get(name).ok_or_else(|| {
         let name = codec::excerpt(name, 64);

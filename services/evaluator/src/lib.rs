@@ -24,6 +24,10 @@
 //! already published, and two replicas whose ticks fall either side of that
 //! moment may publish differently composed triggers (different ids).
 //!
+//! `emergency down` asks, on `nova.ctl.load.<target>`, whether the target's
+//! load is below its scale-down thresholds: the replicas that own the target
+//! answer with each scale-down condition read against the latest samples.
+//!
 //! Triggers leave through [`outbox`]: one queue per target, published in
 //! order and retried while the broker is away, so the loop never waits for
 //! JetStream and a computed trigger is not lost to a leader election.
@@ -58,6 +62,32 @@ use nova_shared::wire::{CapacityRecord, SampleBatch, Stage, Trigger};
 use tokio::time::MissedTickBehavior;
 
 pub mod outbox;
+
+/// Answers a load request for `target` with its scale-down conditions read
+/// now ([`Evaluator::scale_down_readings`]); a target not in the policy is
+/// an empty answer with no readings (the asker says which).
+async fn answer_load(
+    client: &async_nats::Client,
+    evaluator: &Evaluator,
+    target: &str,
+    reply: Option<async_nats::Subject>,
+) {
+    let Some(reply) = reply else {
+        return;
+    };
+    let answer = nova_shared::wire::LoadReply {
+        target: target.to_string(),
+        readings: evaluator.scale_down_readings(target).unwrap_or_default(),
+    };
+    match codec::encode(&answer) {
+        Ok(payload) => {
+            if let Err(error) = client.publish(reply, payload.into()).await {
+                tracing::warn!(%error, target, "cannot answer a load request");
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot encode a load answer"),
+    }
+}
 
 pub use outbox::{Outbox, TRIGGER_RELEVANCE};
 
@@ -136,6 +166,9 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
     let mut subscription = setup::subscribe(&client, subjects::SAMPLES_ALL, None).await?;
+    // Every replica hears load requests; those that own the target answer
+    // (the same answer, from the same samples), the others stay silent.
+    let mut load_requests = setup::subscribe(&client, subjects::LOAD_ALL, None).await?;
     let js = nova_runtime::nats::jetstream(&client);
     let stage = Stage::Evaluator;
     let dead = DeadLetters::new(js.clone(), stage.clone());
@@ -197,6 +230,13 @@ async fn serve(
             _ = silence_check.tick() => {
                 for trigger in silence.due(nova_runtime::now_ms()) {
                     outbox.send(stamped(trigger, &revision)).await;
+                }
+                continue;
+            }
+            Some(request) = load_requests.next() => {
+                let target = subjects::last_token(&request.subject).to_string();
+                if partition.owns(&target) {
+                    answer_load(&client, &evaluator, &target, request.reply).await;
                 }
                 continue;
             }

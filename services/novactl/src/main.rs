@@ -30,10 +30,11 @@ use nova_runtime::provision::ProvisionArgs;
 use nova_runtime::reload;
 use nova_runtime::shutdown;
 use nova_shared::codec::{self, Encoding};
-use nova_shared::policy;
+use nova_shared::policy::{self, EmergencyDefaults};
 use nova_shared::subjects;
 use nova_shared::wire::{
-    AuditRecord, ControlReply, ControlRequest, Direction, DirectionRequest, ScaleRequest,
+    AuditRecord, ControlReply, ControlRequest, Direction, DirectionRequest, EmergencyOp,
+    EmergencyRequest, ScaleRequest,
 };
 
 #[derive(Parser)]
@@ -124,6 +125,30 @@ enum Command {
     },
     /// Let a paused target scale again.
     Resume(PauseArgs),
+    /// The runbook's emergency operations, each an audited decision per
+    /// target: `up` doubles (or --by N, --to N) past cooldowns but not max,
+    /// and holds scale-downs; `down` drains, then goes to the floor (or
+    /// --to N), refused while the load is high; `reset` goes back to the
+    /// policy's baseline. TARGET is a target, a group of the policy, or all.
+    Emergency {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// up, down or reset.
+        #[arg(value_parser = parse_emergency_op)]
+        op: EmergencyOp,
+        /// A target, a group of the policy's `groups`, or `all`.
+        target: String,
+        /// up: add this many instead of doubling; down: remove this many
+        /// (not below the floor) instead of going to the floor.
+        #[arg(long, conflicts_with = "to")]
+        by: Option<u32>,
+        /// up: go to this capacity; down: go to this capacity instead of the floor.
+        #[arg(long)]
+        to: Option<u32>,
+        /// Who asks and why, for the audit record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Replay a load trace through NovaCron's decision code and the HPA
     /// algorithm against simulated fleets; print the elasticity metrics.
     Backtest(Box<backtest::BacktestArgs>),
@@ -186,8 +211,34 @@ impl Command {
                     force,
                 }),
             ),
+            Command::Emergency {
+                control,
+                op,
+                target,
+                by,
+                to,
+                reason,
+            } => (
+                control.nats_url,
+                ControlRequest::Emergency(EmergencyRequest {
+                    op,
+                    target,
+                    by,
+                    to,
+                    reason,
+                }),
+            ),
             _ => return None,
         })
+    }
+}
+
+fn parse_emergency_op(text: &str) -> Result<EmergencyOp, String> {
+    match text {
+        "up" => Ok(EmergencyOp::Up),
+        "down" => Ok(EmergencyOp::Down),
+        "reset" => Ok(EmergencyOp::Reset),
+        other => Err(format!("expected up, down or reset, found {other:?}")),
     }
 }
 
@@ -296,7 +347,8 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
         control @ (Command::Status { .. }
         | Command::Pause(_)
         | Command::Resume(_)
-        | Command::Scale { .. }) => {
+        | Command::Scale { .. }
+        | Command::Emergency { .. }) => {
             let (url, request) = control.control_request().expect("a control verb");
             return control_command(&url, request, output).await;
         }
@@ -317,13 +369,18 @@ async fn control_command(
     let verb = request.verb();
     let payload = codec::encode(&request)?;
     let subject = subjects::ARBITER_CONTROL;
-    let answer = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        client.request(subject, payload.into()),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no arbiter answered {verb} on {subject} within 10s"))?
-    .map_err(|e| anyhow::anyhow!("{verb} on {subject}: {e} (is an arbiter running?)"))?;
+    // An emergency down waits for its drain (at most 300 s, the policy's
+    // limit) before the arbiter answers.
+    let wait = match &request {
+        ControlRequest::Emergency(e) if e.op == EmergencyOp::Down => {
+            std::time::Duration::from_secs(10 + EmergencyDefaults::MAX_DRAIN_TIMEOUT_SECS)
+        }
+        _ => std::time::Duration::from_secs(10),
+    };
+    let answer = tokio::time::timeout(wait, client.request(subject, payload.into()))
+        .await
+        .map_err(|_| anyhow::anyhow!("no arbiter answered {verb} on {subject} within {wait:?}"))?
+        .map_err(|e| anyhow::anyhow!("{verb} on {subject}: {e} (is an arbiter running?)"))?;
     let reply: ControlReply = codec::decode(&answer.payload, Encoding::MsgPack)?;
     if output == Output::Json {
         print_json(&reply)?;

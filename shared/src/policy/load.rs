@@ -5,6 +5,7 @@
 //!
 //! - [`kinds`]: the target tracking and vertical rule sections.
 
+mod emergency;
 mod kinds;
 
 use std::collections::BTreeMap;
@@ -119,6 +120,8 @@ const TOP_KEYS: &[&str] = &[
     "vertical_scaling_rules",
     "metrics",
     "evaluation",
+    "emergency",
+    "groups",
 ];
 const TARGET_KEYS: &[&str] = &[
     "rules",
@@ -129,6 +132,9 @@ const TARGET_KEYS: &[&str] = &[
     "flapping",
     "fallback",
     "warmup_secs",
+    "role",
+    "emergency_floor",
+    "baseline",
 ];
 /// A rule's floor and ceiling, as the runbook spells them for each noun.
 const MIN_KEYS: &[&str] = &["min_instances", "min_workers", "min_replicas", "min"];
@@ -145,6 +151,8 @@ const RDS_ID_MAX: usize = 63;
 #[derive(Default)]
 struct Walker {
     problems: Vec<Problem>,
+    /// The top-level `emergency:` settings, read before the targets.
+    emergency: crate::policy::EmergencyDefaults,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -365,6 +373,7 @@ impl Walker {
                 );
             }
         }
+        self.emergency = self.emergency_defaults(top.get("emergency"));
         let mut targets = BTreeMap::new();
         match top.get("targets") {
             None => self.problem("targets", "required: bind at least one target to rules"),
@@ -383,10 +392,16 @@ impl Walker {
                 format!("expected a map of target names, found {}", kind_of(other)),
             ),
         }
+        let names: Vec<&str> = match top.get("targets") {
+            Some(Value::Object(map)) => map.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let groups = self.groups(top.get("groups"), &names);
         Some(Policy {
             targets,
             metric_units,
             evaluation,
+            groups,
         })
     }
 
@@ -818,7 +833,10 @@ impl Walker {
                 ),
             );
         }
+        let defaults = self.emergency;
+        let emergency = self.emergency_target(map, &path, &defaults, (min, max));
         Some(Target {
+            emergency: emergency?,
             warmup_secs: warmup_secs?,
             name: name.to_string(),
             min: min?,
@@ -1714,6 +1732,66 @@ vertical_scaling_rules:
         assert!(
             matches!(&policy.targets["db"].backend, Backend::RdsReplicas(r) if r.drain_secs == 0)
         );
+    }
+
+    #[test]
+    fn emergency_settings_are_checked_with_their_paths() {
+        let base = "emergency: {hold_down_secs: 600}\ngroups: {front: [web]}\ntargets:\n  web:\n    rules: [g]\n    min: 2\n    max: 10\n    role: api\n    baseline: 4\n    backend: {sim: {initial: 4}}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {condition: \"avg_cpu > 70%\", action: \"add 1 instance\"}\n";
+        let policy = from_yaml(base, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let web = &policy.targets["web"].emergency;
+        assert_eq!(
+            (web.hold_down_secs, web.floor, web.baseline),
+            (600, Some(3), Some(4))
+        );
+        assert_eq!(policy.groups["front"], ["web"]);
+        let cases = [
+            (
+                base.replace("role: api", "role: db"),
+                "targets.web.role: expected api or worker",
+            ),
+            (
+                base.replace("baseline: 4", "baseline: 40"),
+                "targets.web.baseline: 40 is outside the target's bounds 2..=10",
+            ),
+            (
+                base.replace("role: api", "emergency_floor: 1"),
+                "targets.web.emergency_floor: 1 is outside the target's bounds 2..=10",
+            ),
+            (
+                base.replace("[web]}", "[web, wbe]}"),
+                "groups.front[1]: unknown target \"wbe\"; targets: web",
+            ),
+            (
+                base.replace("front: [web]", "web: [web]"),
+                "groups.web: \"web\" already names a target",
+            ),
+            (
+                base.replace("front: [web]", "all: [web]"),
+                "groups.all: \"all\" already names every target",
+            ),
+            (
+                base.replace(
+                    "hold_down_secs: 600",
+                    "hold_down_secs: 600, drain_timeout_secs: 900",
+                ),
+                "emergency.drain_timeout_secs: expected at most 300 seconds",
+            ),
+            (
+                base.replace("hold_down_secs: 600", "hold_down_sec: 600"),
+                "emergency.hold_down_sec: unknown field; did you mean `hold_down_secs`?",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let found = problems(&yaml);
+            assert!(
+                found.iter().any(|p| p.contains(expected)),
+                "missing {expected:?} in {found:#?}"
+            );
+        }
+        // A role's floor below the target's min is the min.
+        let low = from_yaml(&base.replace("min: 2", "min: 4"), "p.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(low.targets["web"].emergency.floor, Some(4));
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct Policy {
     pub metric_units: BTreeMap<String, Unit>,
     /// Event-time evaluation settings.
     pub evaluation: EvaluationSettings,
+    /// Named sets of targets for `novactl emergency ... GROUP`.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 /// The revision of a policy: the first 12 hex digits of the SHA-256 of its
@@ -148,6 +151,79 @@ pub struct Target {
     /// Seconds a new instance needs before it carries load: scale-downs wait
     /// this long after a scale-up (0: only the cooldowns apply).
     pub warmup_secs: u64,
+    /// What the emergency verbs do with this target.
+    #[serde(default)]
+    pub emergency: EmergencyTarget,
+}
+
+/// The top-level `emergency:` settings, as every target gets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmergencyDefaults {
+    /// After `emergency up`, rules' and operators' scale-downs wait this long.
+    pub hold_down_secs: u64,
+    /// `emergency down` waits this long for drain acknowledgements.
+    pub drain_timeout_secs: u64,
+    /// Floor of `emergency down` for API-like targets.
+    pub api_floor: u32,
+    /// Floor of `emergency down` for worker-like targets.
+    pub worker_floor: u32,
+}
+
+impl EmergencyDefaults {
+    /// The operator's request waits for the drain: at most this long.
+    pub const MAX_DRAIN_TIMEOUT_SECS: u64 = 300;
+}
+
+impl Default for EmergencyDefaults {
+    /// The runbook's: floors of 3 API and 5 worker instances; a 30-minute
+    /// hold and a 30 s drain.
+    fn default() -> Self {
+        EmergencyDefaults {
+            hold_down_secs: 1800,
+            drain_timeout_secs: 30,
+            api_floor: 3,
+            worker_floor: 5,
+        }
+    }
+}
+
+/// Whether a target serves requests or works a queue: its emergency floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Serves requests (floor 3 by default).
+    Api,
+    /// Works a queue (floor 5 by default).
+    Worker,
+}
+
+/// One target's emergency settings, resolved from the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmergencyTarget {
+    /// See [`EmergencyDefaults::hold_down_secs`].
+    pub hold_down_secs: u64,
+    /// See [`EmergencyDefaults::drain_timeout_secs`].
+    pub drain_timeout_secs: u64,
+    /// The target's role, if given.
+    pub role: Option<Role>,
+    /// The lowest `emergency down` goes: `emergency_floor`, else the role's
+    /// floor; none: the target's min.
+    pub floor: Option<u32>,
+    /// What `emergency reset` returns to; none: reset is refused.
+    pub baseline: Option<u32>,
+}
+
+impl Default for EmergencyTarget {
+    fn default() -> Self {
+        let d = EmergencyDefaults::default();
+        EmergencyTarget {
+            hold_down_secs: d.hold_down_secs,
+            drain_timeout_secs: d.drain_timeout_secs,
+            role: None,
+            floor: None,
+            baseline: None,
+        }
+    }
 }
 
 /// After `after_secs` without any sample for a target (wall clock), ask for

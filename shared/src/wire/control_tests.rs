@@ -40,6 +40,33 @@ fn requests_decode_by_verb_or_by_subject_and_refuse_the_rest_by_name() {
             Ok(scale("web", 12, true)),
         ),
         (
+            r#"{"verb":"emergency","op":"down","target":"all","by":2,"reason":"incident"}"#,
+            None,
+            Ok(ControlRequest::Emergency(EmergencyRequest {
+                op: EmergencyOp::Down,
+                target: "all".into(),
+                by: Some(2),
+                to: None,
+                reason: Some("incident".into()),
+            })),
+        ),
+        (
+            r#"{"op":"reset","target":"web"}"#,
+            Some("emergency"),
+            Ok(ControlRequest::Emergency(EmergencyRequest {
+                op: EmergencyOp::Reset,
+                target: "web".into(),
+                by: None,
+                to: None,
+                reason: None,
+            })),
+        ),
+        (
+            r#"{"verb":"emergency","op":"sideways","target":"web"}"#,
+            None,
+            Err("unknown variant `sideways`, expected one of `up`, `down`, `reset`"),
+        ),
+        (
             r#"{"verb":"scale","target":"web","desired":12}"#,
             None,
             Ok(scale("web", 12, false)),
@@ -74,9 +101,9 @@ fn requests_decode_by_verb_or_by_subject_and_refuse_the_rest_by_name() {
             Err(r#"unknown verb "frobnicate""#),
         ),
         (
-            r#"{"verb":"emergency"}"#,
+            r#"{"verb":"evacuate"}"#,
             Some("pause"),
-            Err(r#"unknown verb "emergency""#),
+            Err(r#"unknown verb "evacuate""#),
         ),
         (
             r#"{"verb":"resume","target":"web"}"#,
