@@ -163,13 +163,13 @@ async fn control_requests_are_answered_while_a_trigger_waits_on_a_silent_actuato
     let unknown = raw(
         &client,
         subjects::ARBITER_CONTROL.into(),
-        r#"{"verb": "emergency", "target": "fast"}"#,
+        r#"{"verb": "evacuate", "target": "fast"}"#,
     )
     .await;
     let reply: ControlReply = codec::decode(&unknown.payload, Encoding::MsgPack).expect("reply");
     assert!(!reply.ok);
     assert!(
-        reply.message.contains(r#"unknown verb "emergency""#),
+        reply.message.contains(r#"unknown verb "evacuate""#),
         "{}",
         reply.message
     );
