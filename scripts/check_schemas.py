@@ -316,6 +316,8 @@ CASES = [
     ("trigger", "two vertical firings", with_(TRIGGER, firings=[VERTICAL, with_(VERTICAL, rule="instance_resize.network_intensive")]), True),
     ("trigger", "next_tier in another case", with_(TRIGGER, firings=[with_(VERTICAL, action="NextTier")]), False),
     ("trigger", "next_tier as a map", with_(TRIGGER, firings=[with_(VERTICAL, action={"next_tier": 1})]), False),
+    ("trigger", "operator promote", with_(TRIGGER, source="operator", firings=[{"rule": "operator.promote", "direction": "down", "action": {"promote": "db-replica-2"}}]), True),
+    ("trigger", "promote without a replica", with_(TRIGGER, firings=[{"rule": "operator.promote", "direction": "down", "action": "promote"}]), False),
     ("trigger", "next_tier beside add", with_(TRIGGER, firings=[with_(VERTICAL, action={"next_tier": None, "add": 1})]), False),
     ("trigger", "vertical firing going down", with_(TRIGGER, firings=[with_(VERTICAL, direction="down")]), False),
     ("trigger", "vertical and horizontal firings together", with_(TRIGGER, firings=[VERTICAL, TRIGGER["firings"][0]]), False),
@@ -376,6 +378,9 @@ CASES = [
     ("control-request", "emergency of an unknown op", {"verb": "emergency", "op": "sideways", "target": "web"}, False),
     ("control-request", "emergency without an op", {"verb": "emergency", "target": "web"}, False),
     ("control-request", "emergency up by a negative count", {"verb": "emergency", "op": "up", "target": "web", "by": -2}, False),
+    ("control-request", "promote a replica", {"verb": "promote", "target": "db", "replica": "db-replica-2", "reason": "failover drill"}, True),
+    ("control-request", "promote without a replica", {"verb": "promote", "target": "db"}, False),
+    ("control-request", "promote of an empty replica name", {"verb": "promote", "target": "db", "replica": ""}, False),
     ("audit-query", "target as a number", {"target": 5}, False),
     # policies: the rule grammar of shared/src/policy/rule_text.rs
     *[("policy", f"condition {c!r}", policy(up_condition=c), True) for c in [

@@ -271,6 +271,9 @@ pub const EMERGENCY_UP_RULE: &str = "operator.emergency_up";
 pub const EMERGENCY_DOWN_RULE: &str = "operator.emergency_down";
 /// The rule name of an `emergency reset` firing: forced; ends the hold.
 pub const EMERGENCY_RESET_RULE: &str = "operator.emergency_reset";
+/// The rule name of an operator's `promote` firing: forced, like an
+/// emergency (a promotion is asked for a reason, not a load).
+pub const PROMOTE_RULE: &str = "operator.promote";
 
 /// Whether an operator firing of rule `rule` goes past pauses, cooldowns,
 /// warm-ups and the emergency hold (never the bounds or dry-run).
@@ -280,6 +283,7 @@ fn is_forced(rule: &str) -> bool {
         EMERGENCY_UP_RULE,
         EMERGENCY_DOWN_RULE,
         EMERGENCY_RESET_RULE,
+        PROMOTE_RULE,
     ]
     .contains(&rule)
 }
@@ -728,6 +732,12 @@ fn decide_in_order<'a>(
         .firings
         .iter()
         .filter(|f| f.action != ScaleAction::NextTier)
+        // Only an operator promotes a replica; a promote from anywhere
+        // else is not acted on.
+        .filter(|f| {
+            !matches!(f.action, ScaleAction::Promote(_))
+                || trigger.source == TriggerSource::Operator
+        })
         .map(|f| match f.action {
             ScaleAction::Set(n) => RuleFiring {
                 direction: match n.cmp(&current) {
@@ -994,6 +1004,14 @@ fn decide_in_order<'a>(
         from: current,
         desired,
         tier: None,
+        // An operator's promote names its replica; the actuator promotes
+        // it rather than remove one.
+        promote: match &firing.action {
+            ScaleAction::Promote(replica) if trigger.source == TriggerSource::Operator => {
+                Some(replica.clone())
+            }
+            _ => None,
+        },
         rule: Some(firing.rule.clone()),
         reason: reason.clone(),
         extra: Extra::new(),
@@ -1283,6 +1301,7 @@ fn resize(
         from: current,
         desired: current,
         tier: Some(to),
+        promote: None,
         rule: Some(firing.rule.clone()),
         reason,
         extra: Extra::new(),
@@ -1854,6 +1873,74 @@ horizontal_scaling_rules:
             Outcome::Cooldown,
             "operators get the same cooldowns"
         );
+    }
+
+    #[test]
+    fn only_an_operator_promotes_and_a_promote_takes_one_from_the_set() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let promote = |source: TriggerSource, rule: &str| Trigger {
+            v: Version::CURRENT,
+            id: format!("op-{rule}"),
+            ts: 1_000_000,
+            target: "w".into(),
+            source,
+            firings: vec![RuleFiring {
+                rule: rule.into(),
+                direction: Direction::Down,
+                action: ScaleAction::Promote("w-replica-3".into()),
+                observed: None,
+                threshold: None,
+                condition: String::new(),
+                held_secs: 0,
+                reason: "operator asked to promote w-replica-3".into(),
+            }],
+            policy_revision: None,
+        };
+        // A scale-down's cooldown and a pause do not stop a promote (it is
+        // forced); the target's min does.
+        let cooling = TargetState {
+            paused_down: true,
+            wall_holds: Holds {
+                down_cooldown_until: 2_000_000,
+                ..Holds::default()
+            },
+            ..TargetState::default()
+        };
+        let cases = [
+            (
+                TriggerSource::Operator,
+                5,
+                Outcome::Scale,
+                Some("w-replica-3"),
+            ),
+            (TriggerSource::Operator, 2, Outcome::AtMin, None),
+            (TriggerSource::Rule, 5, Outcome::NoChange, None),
+        ];
+        for (source, current, outcome, promoted) in cases {
+            let v = decide(
+                target,
+                settings,
+                &cooling,
+                Some(&capacity(current, 0)),
+                &promote(source.clone(), PROMOTE_RULE),
+            );
+            assert_eq!(
+                v.decision.outcome, outcome,
+                "{source:?} at {current}: {}",
+                v.decision.reason
+            );
+            let command = v.command.as_ref();
+            assert_eq!(
+                command.and_then(|c| c.promote.as_deref()),
+                promoted,
+                "{source:?} at {current}"
+            );
+            if let Some(command) = command {
+                assert_eq!((command.from, command.desired), (current, current - 1));
+            }
+        }
     }
 
     #[test]

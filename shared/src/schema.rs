@@ -648,6 +648,7 @@ fn command(tier: Option<&str>) -> Command {
         from: 5,
         desired: if tier.is_some() { 5 } else { 10 },
         tier: tier.map(str::to_string),
+        promote: None,
         rule: Some("queue_depth.scale_up".into()),
         reason: "queue_depth 1500 > 1000: add 5 workers, 5 -> 10".into(),
         extra: Extra::new(),

@@ -213,6 +213,9 @@ pub enum ScaleAction {
     /// Move one step up the rule's tier ladder (vertical scaling); the
     /// number of instances stays.
     NextTier,
+    /// Promote this read replica of an RDS replica set to a standalone DB
+    /// instance (an operator's `novactl promote`): the set has one fewer.
+    Promote(String),
     /// An action this version does not know (a newer writer's), by its tag
     /// (`{"scale_by": 3}` is `Unknown("scale_by")`); never acted on.
     Unknown(String),
@@ -226,6 +229,7 @@ impl ScaleAction {
             ScaleAction::Add(n) => current.saturating_add(n),
             ScaleAction::Remove(n) => current.saturating_sub(n),
             ScaleAction::Set(n) => n,
+            ScaleAction::Promote(_) => current.saturating_sub(1),
             ScaleAction::NextTier | ScaleAction::Unknown(_) => current,
         }
     }
@@ -237,6 +241,7 @@ impl ScaleAction {
             ScaleAction::Remove(n) => format!("remove {n}"),
             ScaleAction::Set(n) => format!("set to {n}"),
             ScaleAction::NextTier => "upgrade to the next tier".to_string(),
+            ScaleAction::Promote(replica) => format!("promote {replica} to a standalone instance"),
             ScaleAction::Unknown(tag) => format!("{tag} (an action this version does not know)"),
         }
     }
@@ -259,6 +264,9 @@ impl Serialize for ScaleAction {
             ScaleAction::Set(n) => serializer.serialize_newtype_variant("ScaleAction", 2, "set", n),
             ScaleAction::NextTier => {
                 serializer.serialize_unit_variant("ScaleAction", 3, "next_tier")
+            }
+            ScaleAction::Promote(replica) => {
+                serializer.serialize_newtype_variant("ScaleAction", 4, "promote", replica)
             }
             ScaleAction::Unknown(tag) => serializer.serialize_str(tag),
         }
@@ -299,6 +307,10 @@ impl schemars::JsonSchema for ScaleAction {
                             "type": "integer", "minimum": 0, "maximum": u32::MAX,
                             "description": "Set capacity to exactly this many instances (a \"set to\" rule, an operator or fallback request, or a target tracking rule's recommendation).",
                         },
+                        "promote": {
+                            "type": "string", "minLength": 1,
+                            "description": "Promote this read replica of an RDS replica set to a standalone DB instance (an operator's request): the set has one fewer.",
+                        },
                     },
                 },
                 {
@@ -323,6 +335,11 @@ impl<'de> Deserialize<'de> for ScaleAction {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ScaleAction, E> {
                 Ok(match v {
                     "next_tier" => ScaleAction::NextTier,
+                    "promote" => {
+                        return Err(E::custom(
+                            "action \"promote\" needs a replica: {\"promote\": \"<replica id>\"}",
+                        ));
+                    }
                     "add" | "remove" | "set" => {
                         return Err(E::custom(format!(
                             "action {v:?} needs a number: {{{v:?}: n}}"
@@ -344,6 +361,7 @@ impl<'de> Deserialize<'de> for ScaleAction {
                     "add" => ScaleAction::Add(map.next_value()?),
                     "remove" => ScaleAction::Remove(map.next_value()?),
                     "set" => ScaleAction::Set(map.next_value()?),
+                    "promote" => ScaleAction::Promote(map.next_value()?),
                     "next_tier" => {
                         map.next_value::<()>()?;
                         ScaleAction::NextTier
@@ -544,6 +562,10 @@ pub struct Command {
     /// Instance tier to run (vertical scaling); the tier stays when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// The read replica to promote, for an operator's promote (RDS replica
+    /// sets): the actuator promotes it instead of deleting one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<String>,
     /// Rule that caused it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -881,7 +903,7 @@ pub enum CapacityAnswer {
 }
 
 /// The verbs of the arbiter's control plane, in [`ControlRequest::verb`]'s words.
-pub const CONTROL_VERBS: [&str; 5] = ["status", "pause", "resume", "scale", "emergency"];
+pub const CONTROL_VERBS: [&str; 6] = ["status", "pause", "resume", "scale", "emergency", "promote"];
 
 /// A request to the arbiter's control plane, tagged by its verb:
 /// `{"verb": "scale", "target": "web", "desired": 12}`. On
@@ -908,6 +930,26 @@ pub enum ControlRequest {
     Scale(ScaleRequest),
     /// The runbook's emergency operations on a target, a group or all.
     Emergency(EmergencyRequest),
+    /// Promote a read replica of an RDS replica set to a standalone
+    /// instance (the set has one fewer), decided like an operator's scale.
+    Promote(PromoteRequest),
+}
+
+/// `promote`: PromoteReadReplica on one replica of a `rds_replicas`
+/// target, as a forced operator decision (past pauses and cooldowns, not
+/// below `min`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// The target: an RDS replica set.
+    pub target: String,
+    /// The replica's DB instance identifier (`db-replica-2`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub replica: String,
+    /// Who asks and why, for the audit record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `emergency`: the runbook's emergency operations (`emergency-scale.sh`),
@@ -1062,10 +1104,12 @@ pub enum ControlRequestError {
     #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
     /// A `verb` the arbiter does not know.
-    #[error("unknown verb {0:?} (the arbiter answers status, pause, resume, scale and emergency)")]
+    #[error(
+        "unknown verb {0:?} (the arbiter answers status, pause, resume, scale, emergency and promote)"
+    )]
     UnknownVerb(String),
     /// No `verb`, on a subject that does not name one.
-    #[error("no verb: say \"verb\": status, pause, resume, scale or emergency")]
+    #[error("no verb: say \"verb\": status, pause, resume, scale, emergency or promote")]
     NoVerb,
     /// A `verb` other than the subject's.
     #[error("verb {found:?} sent on nova.ctl.{subject}")]
@@ -1089,6 +1133,7 @@ impl ControlRequest {
             ControlRequest::Resume(_) => "resume",
             ControlRequest::Scale(_) => "scale",
             ControlRequest::Emergency(_) => "emergency",
+            ControlRequest::Promote(_) => "promote",
         }
     }
 

@@ -231,6 +231,7 @@ fn command(tier: Option<&str>) -> Command {
         from: 4,
         desired: if tier.is_some() { 4 } else { 6 },
         tier: tier.map(str::to_string),
+        promote: None,
         rule: Some("cpu_based.scale_up".into()),
         reason: "scaling web from 4 to 6 (add 2), cooldown 5m".into(),
         extra: Extra::new(),

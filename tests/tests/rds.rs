@@ -18,8 +18,8 @@ use std::time::Duration;
 use nova_actuator::backend::BackendErrorKind;
 use nova_actuator::rds::RdsReplicaSet;
 use nova_e2e::{
-    AuditReader, MotoServer, NatsServer, Pipeline, WAIT, publish, stream_first, stream_messages,
-    within,
+    AuditReader, MotoServer, NatsServer, Pipeline, WAIT, control, publish, stream_first,
+    stream_messages, within,
 };
 use nova_runtime::nats::{ACTUATOR_CONSUMER, COMMANDS_STREAM, RESULTS_STREAM};
 use nova_runtime::{publish as publish_stream, shutdown};
@@ -27,7 +27,8 @@ use nova_shared::codec;
 use nova_shared::policy::{Backend, Policy, from_yaml};
 use nova_shared::subjects;
 use nova_shared::wire::{
-    ActionResult, AuditKind, AuditRecord, Command, Extra, ResultStatus, Stage, Version,
+    ActionResult, AuditKind, AuditRecord, Command, ControlRequest, DirectionRequest, Extra,
+    PromoteRequest, ResultStatus, Stage, Version,
 };
 use serde_json::json;
 
@@ -300,6 +301,7 @@ async fn a_drain_longer_than_the_ack_wait_keeps_its_command() {
         from: 3,
         desired: 1,
         tier: None,
+        promote: None,
         rule: None,
         reason: "test: drain past the ack wait".into(),
         extra: Extra::new(),
@@ -331,4 +333,147 @@ async fn a_drain_longer_than_the_ack_wait_keeps_its_command() {
     within("the actuator to stop", WAIT, actuator)
         .await
         .expect("actuator task");
+}
+
+/// The backup retention DescribeDBInstances reports for `id`.
+async fn backup_days(rds: &aws_sdk_rds::Client, id: &str) -> Option<i32> {
+    rds.describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .expect("describe instance")
+        .db_instances()
+        .first()
+        .and_then(|i| i.backup_retention_period())
+}
+
+/// `novactl promote` as it asks: PromoteReadReplica reaches RDS once, with
+/// the runbook's 7 days of backups, as a forced operator decision (past a
+/// pause) whose command names the replica; a replica the primary does not
+/// have fails at once, not retried; a target that is not a replica set is
+/// refused by the arbiter in one line.
+///
+/// moto's quirk: PromoteReadReplica does not detach the replica (AWS
+/// removes its ReadReplicaSourceDBInstanceIdentifier, so the set has one
+/// fewer), so on moto the promoted replica is still listed as one. What the
+/// call did is read back from DescribeDBInstances: the backup retention it
+/// set, on that replica only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_promotes_one_replica_once_and_a_wrong_name_fails_at_once() {
+    let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
+    let rds = moto.rds();
+    nova_e2e::rds_primary(&rds, PRIMARY).await;
+    for id in names(&[1, 2, 3]) {
+        create_replica(&rds, &id).await;
+    }
+    let yaml = format!(
+        r#"
+targets:
+  db:
+    rules: [reads]
+    backend:
+      rds_replicas: {{ region: us-east-1, primary: {PRIMARY}, endpoint_url: "{}", drain_secs: 0 }}
+  web: {{ rules: [reads], backend: {{ sim: {{ initial: 2 }} }} }}
+horizontal_scaling_rules:
+  reads:
+    scale_up:   {{ condition: "read_queue > 100", action: "add 1 replica", cooldown: 0, max_replicas: 5 }}
+"#,
+        moto.endpoint
+    );
+    let policy = Arc::new(from_yaml(&yaml, "rds.yaml").unwrap_or_else(|e| panic!("{e}")));
+    let client = nats.client().await;
+    let mut audit = AuditReader::new(&client).await;
+    let pipeline = Pipeline::start(&nats, policy).await;
+    let promote = |target: &str, replica: &str| {
+        ControlRequest::Promote(PromoteRequest {
+            target: target.into(),
+            replica: replica.into(),
+            reason: Some("failover drill, on call".into()),
+        })
+    };
+
+    // A pause does not stop an operator's promote.
+    let paused = control(
+        &client,
+        ControlRequest::Pause(DirectionRequest {
+            target: "db".into(),
+            direction: None,
+            reason: None,
+        }),
+    )
+    .await;
+    assert!(paused.ok, "{}", paused.message);
+    let reply = control(&client, promote("db", "orders-db-replica-2")).await;
+    assert!(reply.ok, "{}", reply.message);
+    let promoted = audit
+        .wait_for("the promote's result", is_result("succeeded"))
+        .await;
+    let response = promoted.backend_response.as_deref().unwrap_or_default();
+    assert!(
+        response.contains("promoted orders-db-replica-2 to a standalone instance"),
+        "{response}"
+    );
+    let decision = audit
+        .find_or_wait("the promote's decision", |r| {
+            r.kind == AuditKind::Decision && r.decision_id == promoted.decision_id
+        })
+        .await;
+    assert!(
+        decision
+            .reason
+            .contains("operator asked to promote orders-db-replica-2 of db")
+            && decision.reason.contains("failover drill"),
+        "{}",
+        decision.reason
+    );
+    let commands: Vec<Command> = stream_messages(&client, COMMANDS_STREAM).await;
+    assert_eq!(
+        commands
+            .iter()
+            .map(|c| (c.promote.as_deref(), c.from, c.desired))
+            .collect::<Vec<_>>(),
+        [(Some("orders-db-replica-2"), 3, 2)]
+    );
+    // Only the named replica was promoted (moto copies the primary's
+    // retention, 1 day, into each replica).
+    let days = [
+        backup_days(&rds, "orders-db-replica-1").await,
+        backup_days(&rds, "orders-db-replica-2").await,
+        backup_days(&rds, "orders-db-replica-3").await,
+    ];
+    assert_eq!(days, [Some(1), Some(7), Some(1)]);
+
+    // A replica the primary does not have: one failed result, at once.
+    let reply = control(&client, promote("db", "orders-db-replica-9")).await;
+    assert!(reply.ok, "{}", reply.message);
+    let failed = audit
+        .wait_for("the wrong promote's result", is_result("failed"))
+        .await;
+    let said = format!(
+        "{} / {}",
+        failed.reason,
+        failed.backend_response.as_deref().unwrap_or_default()
+    );
+    assert!(
+        said.contains("orders-db-replica-9 is not a read replica of orders-db (its replicas: orders-db-replica-1, orders-db-replica-2, orders-db-replica-3)"),
+        "{said}"
+    );
+    assert!(
+        audit
+            .seen
+            .iter()
+            .all(|r| !(r.decision_id == failed.decision_id && r.outcome == "retrying")),
+        "a not-found is not retried"
+    );
+
+    // Only a replica set has replicas to promote.
+    let refused = control(&client, promote("web", "web-1")).await;
+    assert!(!refused.ok);
+    assert_eq!(
+        refused.error.as_deref(),
+        Some(
+            "promote of web refused: its backend is sim, and only an rds_replicas target has read replicas to promote"
+        )
+    );
+    pipeline.stop().await;
 }

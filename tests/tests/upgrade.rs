@@ -274,6 +274,7 @@ async fn a_capacity_record_of_a_newer_version_is_not_written_back_by_the_actuato
         from: 2,
         desired: 3,
         tier: None,
+        promote: None,
         rule: Some("q.scale_up".into()),
         reason: "test".into(),
         extra: Extra::new(),

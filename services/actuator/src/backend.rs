@@ -221,18 +221,31 @@ impl Backend {
     }
 
     /// Sets the desired capacity, and the instance tier when `tier` is
-    /// given; returns what the backend reports before and after.
-    pub async fn apply(&self, desired: u32, tier: Option<&str>) -> Result<Applied, BackendError> {
+    /// given, or promotes the replica `promote` (a replica set only);
+    /// returns what the backend reports before and after.
+    pub async fn apply(
+        &self,
+        desired: u32,
+        tier: Option<&str>,
+        promote: Option<&str>,
+    ) -> Result<Applied, BackendError> {
         let started = std::time::Instant::now();
-        let result = match (self, tier) {
-            (Backend::Ecs(ecs), tier) => ecs.apply(desired, tier).await,
-            (Backend::Sim(sim), tier) => sim.apply(desired, tier, nova_runtime::now_ms()).await,
-            (Backend::RdsReplicas(_), Some(tier)) => Err(unsupported(
+        let result = match (self, tier, promote) {
+            (Backend::RdsReplicas(rds), None, Some(replica)) => rds.promote(replica).await,
+            (_, _, Some(replica)) => Err(unsupported(
+                self.kind(),
+                &format!("promote read replicas (asked to promote {replica})"),
+            )),
+            (Backend::Ecs(ecs), tier, None) => ecs.apply(desired, tier).await,
+            (Backend::Sim(sim), tier, None) => {
+                sim.apply(desired, tier, nova_runtime::now_ms()).await
+            }
+            (Backend::RdsReplicas(_), Some(tier), None) => Err(unsupported(
                 "rds_replicas",
                 &format!("change instance classes (asked for {tier})"),
             )),
-            (Backend::RdsReplicas(rds), None) => rds.set_desired(desired).await,
-            (Backend::RdsInstance(rds), class) => rds.apply(desired, class).await,
+            (Backend::RdsReplicas(rds), None, None) => rds.set_desired(desired).await,
+            (Backend::RdsInstance(rds), class, None) => rds.apply(desired, class).await,
         };
         metrics::histogram!(nova_runtime::telemetry::names::BACKEND_CALL_SECONDS, "backend" => self.kind())
             .record(started.elapsed().as_secs_f64());

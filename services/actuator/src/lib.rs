@@ -828,7 +828,11 @@ impl Actuator {
         }
         let applied = tokio::time::timeout(
             deadline,
-            backend.apply(command.desired, command.tier.as_deref()),
+            backend.apply(
+                command.desired,
+                command.tier.as_deref(),
+                command.promote.as_deref(),
+            ),
         )
         .await
         .unwrap_or_else(|_| Err(backend::deadline(&command.target, deadline.as_secs())));

@@ -1,6 +1,7 @@
 //! The RDS read-replica backend: a target's capacity is the number of read
 //! replicas of one primary DB instance, through DescribeDBInstances,
-//! CreateDBInstanceReadReplica and DeleteDBInstance.
+//! CreateDBInstanceReadReplica and DeleteDBInstance; an operator's
+//! `promote` is PromoteReadReplica.
 //!
 //! Replicas it creates are named `<primary>-replica-<n>`, taking the lowest
 //! numbers no instance holds. A command is absolute, so every call starts
@@ -77,6 +78,10 @@ impl Listing {
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
+
+/// Days of automated backups a promoted replica keeps (the runbook's
+/// `promote-read-replica --backup-retention-period 7`).
+const PROMOTED_BACKUP_DAYS: i32 = 7;
 
 /// Statuses of an instance on its way out: no longer capacity.
 const GOING: &[&str] = &["deleting", "deleted"];
@@ -223,6 +228,62 @@ impl RdsReplicaSet {
         Ok(Applied {
             before: Some(before.observation()),
             after,
+            response,
+        })
+    }
+
+    /// PromoteReadReplica of `replica`, with the runbook's 7 days of
+    /// automated backups (a standalone instance needs its own): the set
+    /// has one replica fewer once RDS has promoted it. An instance named
+    /// `<primary>-replica-<n>` that is no longer the primary's replica was
+    /// promoted by an earlier attempt (its call reached RDS, its answer was
+    /// lost): done, not a second call. Any other name is not found, not
+    /// retried. RDS takes minutes to promote; the answer reports the status
+    /// DescribeDBInstances shows right after the call.
+    pub async fn promote(&self, replica: &str) -> Result<Applied, BackendError> {
+        let before = self.list().await?;
+        let primary = &self.spec.primary;
+        let listed = before.replicas.iter().any(|r| r.id == replica);
+        let done = if listed {
+            self.client
+                .promote_read_replica()
+                .db_instance_identifier(replica)
+                .backup_retention_period(PROMOTED_BACKUP_DAYS)
+                .send()
+                .await
+                .map_err(|e| call_error(&self.target, "PromoteReadReplica", e))?;
+            format!("promoted {replica} to a standalone instance")
+        } else if before.taken.contains(replica) && replica_number(primary, replica).is_some() {
+            format!("{replica} is no longer a replica of {primary}: promoted already")
+        } else {
+            let replicas: Vec<&str> = before.replicas.iter().map(|r| r.id.as_str()).collect();
+            return Err(BackendError::new(
+                BackendErrorKind::NotFound,
+                format!(
+                    "target {}: {replica} is not a read replica of {primary} (its replicas: {}); \
+                     name one of them",
+                    self.target,
+                    list_or_none(&replicas)
+                ),
+            ));
+        };
+        let after = self.list().await?;
+        let status = after
+            .replicas
+            .iter()
+            .find(|r| r.id == replica)
+            .map(|r| format!("; RDS still lists it as a replica, {}", r.status))
+            .unwrap_or_default();
+        let observation = after.observation();
+        let response = format!(
+            "RDS {primary} read replicas {} -> {} (available {}): {done}{status}",
+            before.observation().desired,
+            observation.desired,
+            observation.running.unwrap_or(0),
+        );
+        Ok(Applied {
+            before: Some(before.observation()),
+            after: observation,
             response,
         })
     }

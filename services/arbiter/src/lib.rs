@@ -66,13 +66,13 @@ use nova_shared::arbitrate::{self, ArbiterSettings, LastVerdict, Observed, Targe
 use nova_shared::codec;
 use nova_shared::emergency;
 use nova_shared::ids;
-use nova_shared::policy::{Policy, Revised, Target};
+use nova_shared::policy::{Backend, Policy, Revised, Target};
 use nova_shared::subjects;
 use nova_shared::wire::{
     AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command, ControlReply,
     ControlRequest, Direction, DirectionRequest, DrainRequest, EmergencyOp, EmergencyRequest,
-    LoadReading, LoadReply, Outcome, RuleFiring, ScaleAction, ScaleRequest, Stage, TargetStatus,
-    Trigger, TriggerSource, Version, VersionProbe,
+    LoadReading, LoadReply, Outcome, PromoteRequest, RuleFiring, ScaleAction, ScaleRequest, Stage,
+    TargetStatus, Trigger, TriggerSource, Version, VersionProbe,
 };
 use thiserror::Error;
 use tracing::Instrument;
@@ -395,6 +395,16 @@ impl Arbiter {
             ControlRequest::Emergency(request) => {
                 self.emergency(policy, &current.revision, request).await
             }
+            ControlRequest::Promote(request) => {
+                let target = match target_in(policy, &request.target) {
+                    Ok(target) => target,
+                    Err(reply) => return reply,
+                };
+                match self.promote(target, &current.revision, &request).await {
+                    Ok(submitted) => self.reply_with_status(submitted, &[target]).await,
+                    Err(error) => ControlReply::failed(error),
+                }
+            }
             ControlRequest::Scale(request) => {
                 let target = match target_in(policy, &request.target) {
                     Ok(target) => target,
@@ -514,20 +524,72 @@ impl Arbiter {
         } else {
             arbitrate::OPERATOR_RULE
         };
-        self.submit_operator(target, revision, rule, desired, reason)
+        self.submit_operator(target, revision, rule, ScaleAction::Set(desired), reason)
             .await
     }
 
-    /// Submits an operator's request for `desired` as a trigger of rule
-    /// `rule`, decided like any other; returns the line the reply says.
+    /// `promote`: PromoteReadReplica of `request.replica`, submitted as a
+    /// forced operator trigger ([`arbitrate::PROMOTE_RULE`]); only an RDS
+    /// replica set has replicas to promote. Whether the replica is one of
+    /// the primary's is the actuator's to find out, from RDS.
+    async fn promote(
+        &self,
+        target: &Target,
+        revision: &str,
+        request: &PromoteRequest,
+    ) -> Result<String, String> {
+        if !matches!(target.backend, Backend::RdsReplicas(_)) {
+            return Err(format!(
+                "promote of {} refused: its backend is {}, and only an rds_replicas target has read replicas to promote",
+                target.name,
+                target.backend.kind()
+            ));
+        }
+        if request.replica.trim().is_empty() {
+            return Err(format!(
+                "promote of {} refused: name the replica to promote",
+                target.name
+            ));
+        }
+        if let Some(why) = self.newer_state(&target.name).await {
+            return Err(format!("promote of {} refused: {why}", target.name));
+        }
+        let reason = format!(
+            "operator asked to promote {} of {} to a standalone instance{}",
+            request.replica,
+            target.name,
+            request
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        self.submit_operator(
+            target,
+            revision,
+            arbitrate::PROMOTE_RULE,
+            ScaleAction::Promote(request.replica.clone()),
+            reason,
+        )
+        .await
+    }
+
+    /// Submits an operator's request, `action` (a "set to" or a promote),
+    /// as a trigger of rule `rule`, decided like any other; returns the
+    /// line the reply says.
     async fn submit_operator(
         &self,
         target: &Target,
         revision: &str,
         rule: &str,
-        desired: u32,
+        action: ScaleAction,
         reason: String,
     ) -> Result<String, String> {
+        // A promote takes one replica out of the set: a scale-down.
+        let direction = match action {
+            ScaleAction::Promote(_) => Direction::Down,
+            _ => Direction::None,
+        };
         let trigger = Trigger {
             v: Version::CURRENT,
             id: nova_runtime::unique_id("op"),
@@ -536,8 +598,8 @@ impl Arbiter {
             source: TriggerSource::Operator,
             firings: vec![RuleFiring {
                 rule: rule.into(),
-                direction: Direction::None,
-                action: ScaleAction::Set(desired),
+                direction,
+                action,
                 observed: None,
                 threshold: None,
                 condition: String::new(),
@@ -665,8 +727,14 @@ impl Arbiter {
             EmergencyOp::Down => arbitrate::EMERGENCY_DOWN_RULE,
             EmergencyOp::Reset => arbitrate::EMERGENCY_RESET_RULE,
         };
-        self.submit_operator(target, revision, rule, ask.desired, reason)
-            .await
+        self.submit_operator(
+            target,
+            revision,
+            rule,
+            ScaleAction::Set(ask.desired),
+            reason,
+        )
+        .await
     }
 
     /// The target's scale-down conditions read now, from an evaluator that

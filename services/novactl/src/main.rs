@@ -34,7 +34,7 @@ use nova_shared::policy::{self, EmergencyDefaults};
 use nova_shared::subjects;
 use nova_shared::wire::{
     AuditRecord, ControlReply, ControlRequest, Direction, DirectionRequest, EmergencyOp,
-    EmergencyRequest, ScaleRequest,
+    EmergencyRequest, PromoteRequest, ScaleRequest,
 };
 
 #[derive(Parser)]
@@ -149,6 +149,20 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Promote a read replica of an RDS replica set (`rds_replicas`) to a
+    /// standalone instance (PromoteReadReplica): an audited decision that
+    /// goes past pauses and cooldowns, not below the target's min.
+    Promote {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// The target: an RDS replica set.
+        target: String,
+        /// The replica's DB instance identifier (`orders-db-replica-2`).
+        replica: String,
+        /// Who asks and why, for the audit record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Replay a load trace through NovaCron's decision code and the HPA
     /// algorithm against simulated fleets; print the elasticity metrics.
     Backtest(Box<backtest::BacktestArgs>),
@@ -225,6 +239,19 @@ impl Command {
                     target,
                     by,
                     to,
+                    reason,
+                }),
+            ),
+            Command::Promote {
+                control,
+                target,
+                replica,
+                reason,
+            } => (
+                control.nats_url,
+                ControlRequest::Promote(PromoteRequest {
+                    target,
+                    replica,
                     reason,
                 }),
             ),
@@ -348,7 +375,8 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
         | Command::Pause(_)
         | Command::Resume(_)
         | Command::Scale { .. }
-        | Command::Emergency { .. }) => {
+        | Command::Emergency { .. }
+        | Command::Promote { .. }) => {
             let (url, request) = control.control_request().expect("a control verb");
             return control_command(&url, request, output).await;
         }
