@@ -427,6 +427,23 @@ CASES = [
     ("policy", "evaluation staleness 'soon'", policy(top_extra={"evaluation": {"staleness_secs": "soon"}}), False),
     ("policy", "unknown evaluation key", policy(top_extra={"evaluation": {"stale": 5}}), False),
     ("policy", "empty rule group", policy(top_extra={"horizontal_scaling_rules": {"g": {}}}), False),
+    # gradual scaling (runbook section 2)
+    ("policy", "gradual, step only", policy(target_extra={"gradual": {"step": 2}}), True),
+    ("policy", "gradual, every field", policy(target_extra={"gradual": {"step": 2, "delay_secs": "30s",
+        "health_check": {"url": "https://api.example/health", "expect_status": 204, "timeout_secs": 3},
+        "gates": {"error_rate": "1%", "p99_latency": "500ms", "avg_cpu": "85 %", "queue_depth": 1000}}}), True),
+    ("policy", "gradual, default gates", policy(target_extra={"gradual": {"step": 1, "gates": "default"}}), True),
+    ("policy", "gradual without step", policy(target_extra={"gradual": {"delay_secs": 30}}), False),
+    *[("policy", f"gradual step {v!r}", policy(target_extra={"gradual": {"step": v}}), False) for v in [0, -1, 1.5, "2"]],
+    ("policy", "gradual misspelt key", policy(target_extra={"gradual": {"step": 2, "dealy_secs": 3}}), False),
+    ("policy", "gradual delay 'soon'", policy(target_extra={"gradual": {"step": 2, "delay_secs": "soon"}}), False),
+    ("policy", "gradual health check without url", policy(target_extra={"gradual": {"step": 2, "health_check": {}}}), False),
+    ("policy", "gradual health check ftp url", policy(target_extra={"gradual": {"step": 2, "health_check": {"url": "ftp://x"}}}), False),
+    ("policy", "gradual health check status 42", policy(target_extra={"gradual": {"step": 2, "health_check": {"url": "http://x", "expect_status": 42}}}), False),
+    ("policy", "gradual health check timeout 0", policy(target_extra={"gradual": {"step": 2, "health_check": {"url": "http://x", "timeout_secs": 0}}}), False),
+    ("policy", "gradual gates 'all'", policy(target_extra={"gradual": {"step": 2, "gates": "all"}}), False),
+    ("policy", "gradual gate threshold 'lots'", policy(target_extra={"gradual": {"step": 2, "gates": {"error_rate": "lots"}}}), False),
+    ("policy", "gradual gate name with a dash", policy(target_extra={"gradual": {"step": 2, "gates": {"a-b": 1}}}), False),
     # target tracking rules (shared/src/policy/load/kinds.rs)
     ("policy", "tracking rule, defaults", tracking_policy(), True),
     *[("policy", f"tracking target {v!r}", tracking_policy({"target": v}), True) for v in [
