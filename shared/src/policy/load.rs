@@ -1426,7 +1426,18 @@ target_tracking_rules:
         assert_eq!(up.condition.for_secs, 120);
         assert_eq!(up.action, ScaleAction::Add(2));
         assert_eq!((up.cooldown_secs, up.max), (300, Some(100)));
+        // Section 2's gradual_scaling.py: steps of 2, 120 s apart, the
+        // health endpoint and the script's metric gates.
+        let gradual = api.gradual.as_ref().expect("api walks gradually");
+        assert_eq!((gradual.step, gradual.delay_secs), (2, 120));
+        let health = gradual.health_check.as_ref().expect("a health check");
+        assert_eq!(
+            (health.url.as_str(), health.expect_status),
+            ("https://api.novacron.io/health", 200)
+        );
+        assert_eq!(gradual.gates, crate::gradual::Gate::runbook_defaults());
         let worker = &policy.targets["worker"];
+        assert_eq!(worker.gradual, None);
         assert_eq!((worker.min, worker.max), (10, 200));
         assert_eq!(
             worker.rule("queue_depth.scale_up").unwrap().action,
