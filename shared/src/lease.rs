@@ -23,6 +23,12 @@
 //! holder of a newer command that dies is replaced by the redelivery of that
 //! same command once its lease expires, never by an older one.
 //!
+//! A command that must wait behind an older command's live lease raises the
+//! record's `wanted_seq` (a high-water mark) before it waits: a holder that
+//! walks a gradual plan (`crate::gradual`) checks it between steps and stops
+//! at the step it reached, so the newer decision does not wait out the
+//! whole walk. `wanted_seq` changes no row of the table above.
+//!
 //! Why a lease and not routing each target to one replica (partitions, or
 //! JetStream's pinned-client groups): routing needs a membership protocol
 //! and still hands a target over while the old owner may be mid-call, which

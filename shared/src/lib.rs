@@ -15,6 +15,7 @@
 //! - [`tracking`]: target tracking, the HPA algorithm (tolerance, stabilization, rate limits).
 //! - [`arbitrate`]: cooldowns, bounds and conflict resolution into an absolute desired capacity.
 //! - [`emergency`]: what `novactl emergency up|down|reset` asks of a target, or why not.
+//! - [`gradual`]: gradual scaling: steps, gate verdicts, the pause-then-rollback walk.
 //! - [`lease`]: the per-target lease that keeps actuator replicas in decision order.
 //! - `schema` (feature `schema`): the JSON Schemas in `schemas/`, generated from the wire types.
 
@@ -23,6 +24,7 @@ pub mod codec;
 pub mod emergency;
 pub mod evaluate;
 pub mod fallback;
+pub mod gradual;
 pub mod ids;
 pub mod lease;
 pub mod normalise;

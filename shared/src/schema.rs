@@ -29,8 +29,8 @@ use serde_json::{Map, Value, json};
 use crate::wire::{
     ActionResult, AuditKind, AuditQuery, AuditRecord, CapacityRecord, Command, ControlReply,
     ControlRequest, DeadLetter, Direction, DirectionRequest, Extra, Lease, MetricSampleIn, Outcome,
-    ResultStatus, RuleFiring, Sample, SampleBatch, SampleValue, ScaleAction, ScaleRequest, Stage,
-    TargetStatus, Trigger, TriggerSource, Version,
+    PlanProgress, ResultStatus, RuleFiring, Sample, SampleBatch, SampleValue, ScaleAction,
+    ScaleRequest, Stage, TargetStatus, Trigger, TriggerSource, Version,
 };
 
 /// Where every schema's `$id` starts.
@@ -138,7 +138,7 @@ pub fn files() -> Vec<SchemaFile> {
             "Capacity record",
             "Value in KV bucket nova_capacity, key = target: the target's capacity as the \
              actuator last saw it. Rust: nova_shared::wire::CapacityRecord.",
-            &[capacity(None), capacity(Some("c5.large"))],
+            &[capacity(None), capacity(Some("c5.large")), walking()],
         ),
         file::<AuditQuery>(
             "audit-query",
@@ -558,6 +558,17 @@ fn trigger() -> SchemaFile {
     file
 }
 
+/// The outcomes of the actuator's command records: a command picked up, a
+/// retry, and a gradual walk's steps, validations, pauses and rollback.
+const COMMAND_OUTCOMES: [&str; 6] = [
+    "executing",
+    "retrying",
+    "step",
+    "validated",
+    "paused",
+    "rollback",
+];
+
 /// Audit records: the outcome goes with the kind.
 fn audit_record() -> SchemaFile {
     let mut decision = AuditRecord::new(
@@ -589,6 +600,35 @@ fn audit_record() -> SchemaFile {
     result.to = Some(10);
     result.decision_id = Some("d-0123456789abcdef".into());
     result.backend_response = Some("desiredCount 5 -> 10".into());
+    let mut step = AuditRecord::new(
+        "a-00112233445566aa".into(),
+        1_764_370_000_050,
+        Stage::Actuator,
+        "worker",
+        AuditKind::Command,
+        "step",
+        "step 3 of 5: 9 -> 11 (walking 5 -> 15 by 2)".into(),
+    );
+    step.from = Some(9);
+    step.to = Some(11);
+    step.decision_id = Some("d-0123456789abcdef".into());
+    step.backend_response = Some("desiredCount 9 -> 11".into());
+    let mut rolled_back = AuditRecord::new(
+        "a-fedcba98765432ff".into(),
+        1_764_370_000_900,
+        Stage::Actuator,
+        "worker",
+        AuditKind::Result,
+        ResultStatus::RolledBack.as_str(),
+        "worker rolled back to 9: step 3 of 5 (11) failed validation twice: error_rate 3% > 1%"
+            .into(),
+    );
+    rolled_back.observed = Some(0.03);
+    rolled_back.threshold = Some(0.01);
+    rolled_back.from = Some(5);
+    rolled_back.to = Some(15);
+    rolled_back.decision_id = Some("d-0123456789abcdef".into());
+    rolled_back.backend_response = Some("desiredCount 11 -> 9".into());
     let mut file = file::<AuditRecord>(
         "audit-record",
         "Audit record",
@@ -596,7 +636,7 @@ fn audit_record() -> SchemaFile {
          Nats-Msg-Id = id): one record per trigger, decision (taken or not), command picked \
          up and result. Also the items of the reply to an audit query on nova.ctl.audit. \
          Rust: nova_shared::wire::AuditRecord.",
-        &[decision, result],
+        &[decision, result, step, rolled_back],
     );
     let mut decisions: Vec<&str> = Outcome::KNOWN.to_vec();
     decisions.push("flapping");
@@ -620,7 +660,7 @@ fn audit_record() -> SchemaFile {
             match &kind {
                 AuditKind::Trigger => rule(&kind, json!(["fired"]), "trigger"),
                 AuditKind::Decision => rule(&kind, json!(decisions), "decision"),
-                AuditKind::Command => rule(&kind, json!(["executing", "retrying"]), "command"),
+                AuditKind::Command => rule(&kind, json!(COMMAND_OUTCOMES), "command"),
                 AuditKind::Result => rule(&kind, json!(statuses), "result"),
                 AuditKind::Control => rule(&kind, json!(["paused", "resumed"]), "control"),
                 AuditKind::Unknown(name) => panic!("{name} is known"),
@@ -630,9 +670,10 @@ fn audit_record() -> SchemaFile {
     file.schema["allOf"] = Value::Array(rules);
     file.schema["properties"]["outcome"]["description"] = json!(format!(
         "Depends on kind: trigger: fired; decision: {} (flapping: an extra record beside a \
-         scale decision whose cooldown was raised); command: executing, retrying; result: {}; control: \
-         paused, resumed.",
+         scale decision whose cooldown was raised); command: {} (step, validated, paused, rollback: a gradual walk's steps); result: {}; \
+         control: paused, resumed.",
         Outcome::KNOWN.join(", "),
+        COMMAND_OUTCOMES.join(", "),
         ResultStatus::KNOWN.join(", ")
     ));
     file
@@ -652,6 +693,26 @@ fn command(tier: Option<&str>) -> Command {
         rule: Some("queue_depth.scale_up".into()),
         reason: "queue_depth 1500 > 1000: add 5 workers, 5 -> 10".into(),
         extra: Extra::new(),
+    }
+}
+
+/// A capacity record with a gradual walk in flight, and a newer command
+/// waiting for it.
+fn walking() -> CapacityRecord {
+    CapacityRecord {
+        desired: 11,
+        running: Some(9),
+        plan: Some(PlanProgress {
+            seq: 8,
+            step: 3,
+            of: 5,
+            to: 11,
+            from: 5,
+            desired: 15,
+            extra: Extra::new(),
+        }),
+        wanted_seq: 9,
+        ..capacity(None)
     }
 }
 

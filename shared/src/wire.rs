@@ -590,8 +590,14 @@ open_enum! {
         /// redelivery after the result was written).
         Skipped = "skipped",
         /// Not applied: a newer command for the target was already applied or is
-        /// being applied, and commands take effect in decision order.
+        /// being applied, and commands take effect in decision order. Also a
+        /// gradual walk stopped between steps for a newer command; its
+        /// response names the step reached.
         Superseded = "superseded",
+        /// A gradual walk's step failed validation twice and the capacity was
+        /// set back to the last step that passed; a failure for the arbiter,
+        /// its response naming the failing check and value.
+        RolledBack = "rolled_back",
     }
 }
 
@@ -665,6 +671,41 @@ pub struct CapacityRecord {
     /// (`desired` is then the last value read successfully).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<BackendFault>,
+    /// The gradual walk of command `claimed_seq` in flight, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanProgress>,
+    /// Highest command sequence that found the lease held by an older
+    /// command and is waiting for it (0: none): a gradual walk stops
+    /// between steps for it. A high-water mark, like `claimed_seq`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wanted_seq: u64,
+    /// Fields of a newer version, kept as read and written back unchanged.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub extra: Extra,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How far a gradual walk (`nova_shared::gradual`) has come, in its
+/// target's capacity record: `novactl status` shows "step 3 of 5".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PlanProgress {
+    /// The command walking.
+    pub seq: u64,
+    /// The step applied last (from 1).
+    pub step: u32,
+    /// Number of steps.
+    pub of: u32,
+    /// That step's capacity.
+    pub to: u32,
+    /// The capacity before the first step.
+    pub from: u32,
+    /// The walk's end: the command's desired capacity.
+    pub desired: u32,
     /// Fields of a newer version, kept as read and written back unchanged.
     #[serde(flatten)]
     #[cfg_attr(feature = "schema", schemars(skip))]

@@ -32,7 +32,14 @@ fn runbook_policy_with(endpoint: &str, edit: impl Fn(String) -> String) -> Arc<P
             "service: novacron-worker }",
             &format!("service: novacron-worker, endpoint_url: \"{endpoint}\" }}"),
         );
-    Arc::new(from_yaml(&edit(yaml), "runbook.yaml").expect("runbook policy"))
+    let mut policy = from_yaml(&edit(yaml), "runbook.yaml").expect("runbook policy");
+    // The api's gradual walk (120 s between steps, a health check of the
+    // runbook's own endpoint) is tests/tests/gradual.rs's: here every
+    // change is one call.
+    for target in policy.targets.values_mut() {
+        target.gradual = None;
+    }
+    Arc::new(policy)
 }
 
 struct World {

@@ -57,6 +57,31 @@
 //! dead-lettered, and the record is neither leased nor observed over; a
 //! record it can read keeps the fields it does not know.
 //!
+//! Gradual walks ([`walk`], `nova_shared::gradual`): a command that moves a
+//! target with a `gradual:` block by more than its `step` walks there in
+//! absolute steps of at most `step` instances, each applied through the backend like a
+//! whole command, waited on (`delay_secs`) and validated (the health check,
+//! the metric gates on the target's latest samples). A failed validation
+//! pauses twice the delay and checks again; a second failure sets the
+//! capacity back to the last step that passed and the result is
+//! `rolled_back`, naming the check and its value. Every step, validation,
+//! pause and rollback is an audit record (kind `command`, ids from the
+//! decision id and the step, so a resumed walk does not repeat them). The
+//! command is held with progress acks and the lease is renewed between and
+//! during steps; the record's `plan` says how far the walk is. A crash
+//! mid-walk leaves the plan and the lease in the record: the redelivery of
+//! the command takes the lease over when it expires and resumes at the step
+//! reached (applied again: it is absolute), so no step is skipped and none
+//! is taken twice to a different capacity. A newer command for the target,
+//! finding the lease held by an older one, records its seq as `wanted_seq`
+//! by compare-and-set and waits as any command does; the walk sees it
+//! before its next step, stops at the step it reached (validated), and is
+//! `superseded`, releasing the lease to it. Commands of targets with
+//! gradual settings run beside the command loop, so the loop goes on
+//! taking commands (that newer one, other targets') during a walk; two
+//! commands for one target in one replica are kept in order by the lease,
+//! as they are across replicas.
+//!
 //! A reloaded policy replaces the backends between two commands: every
 //! target's backend is built again from it (a simulated fleet's state is in
 //! KV, an ECS client holds no state), and a command or observation in hand
@@ -64,9 +89,11 @@
 
 pub mod backend;
 pub mod ecs;
+pub mod health;
 pub mod rds;
 pub mod rds_instance;
 pub mod sim;
+mod walk;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,6 +121,8 @@ use thiserror::Error;
 use tracing::Instrument;
 
 use crate::backend::{Applied, Backend, BackendError, BackendErrorKind, Observation};
+use crate::walk::{Plans, Walked};
+use nova_shared::gradual::{End, Latest};
 
 /// Actuator settings.
 #[derive(Debug, Clone)]
@@ -162,6 +191,16 @@ struct Actuator {
     deadline: Duration,
     /// This process's name on the leases it takes.
     owner: String,
+    /// Every target's gradual settings, replaced whole on a reload.
+    plans: std::sync::RwLock<Arc<Plans>>,
+    /// The latest sample values of the metrics gates watch, per target.
+    latest: std::sync::Mutex<HashMap<String, Latest>>,
+    /// The client of gradual walks' health checks.
+    health: health::HealthClient,
+    /// Commands of targets with gradual settings, run beside the command
+    /// loop: a walk takes minutes, and a newer command for its target must
+    /// be seen meanwhile to supersede it.
+    walks: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// Runs until `shutdown` completes; the command in hand is finished first.
@@ -212,8 +251,13 @@ async fn serve(
             Arc::new(built.await)
         }
     };
+    let first_policy = live.current().policy;
     let actuator = Arc::new(Actuator {
-        backends: std::sync::RwLock::new(build(live.current().policy).await),
+        plans: std::sync::RwLock::new(walk::plans_of(&first_policy)),
+        latest: std::sync::Mutex::new(HashMap::new()),
+        health: health::HealthClient::new(),
+        walks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+        backends: std::sync::RwLock::new(build(first_policy).await),
         capacities,
         dead: DeadLetters::new(js.clone(), Stage::Actuator),
         auditor: Auditor::new(js.clone(), Stage::Actuator),
@@ -230,6 +274,13 @@ async fn serve(
         Some("nova-actuator"),
     )
     .await?;
+    // Gates judge the targets' latest samples: every replica follows them
+    // (no queue group), keeping only the metrics some gate names.
+    let samples = setup::subscribe(&client, subjects::SAMPLES_ALL, None).await?;
+    let follower = {
+        let actuator = actuator.clone();
+        tokio::spawn(async move { actuator.follow_samples(samples).await }.in_current_span())
+    };
     let _ping = setup::ping(&client, Stage::Actuator).await?;
     // The first observation ran above; the next is one period away.
     let first = tokio::time::Instant::now() + config.observe_every;
@@ -242,6 +293,7 @@ async fn serve(
         tokio::select! {
             _ = &mut shutdown => break,
             next = live.changed() => {
+                *actuator.plans.write().expect("plans") = walk::plans_of(&next.policy);
                 let backends = build(next.policy).await;
                 *actuator.backends.write().expect("backends") = backends;
                 tracing::info!(revision = next.revision, "backends rebuilt from the reloaded policy");
@@ -264,6 +316,10 @@ async fn serve(
         // Observations are idempotent: one cut short is simply redone later.
         pass.abort();
     }
+    // Walks in hand finish, as any command in hand does.
+    let walks = std::mem::take(&mut *actuator.walks.lock().expect("walks"));
+    walks.join_all().await;
+    follower.abort();
     tracing::info!("actuator stopped");
     Ok(())
 }
@@ -325,6 +381,9 @@ struct Outcome {
     status: ResultStatus,
     from: Option<u32>,
     response: String,
+    /// The failing gate's value and threshold, for a rollback.
+    observed: Option<f64>,
+    threshold: Option<f64>,
 }
 
 impl Actuator {
@@ -429,7 +488,7 @@ impl Actuator {
         }
     }
 
-    async fn handle(&self, message: jetstream::Message) {
+    async fn handle(self: &Arc<Self>, message: jetstream::Message) {
         let subject = message.subject.to_string();
         let command: Command =
             match nova_runtime::decode(&message.payload, message.headers.as_ref()) {
@@ -481,41 +540,70 @@ impl Actuator {
             );
             return self.dead.reject(&message, reason).await;
         };
+        if command.tier.is_none() && self.gradual(&command.target).is_some() {
+            // It may walk for minutes: run it beside the loop, which keeps
+            // taking commands (a newer one for this target supersedes it).
+            let actuator = self.clone();
+            let work = async move {
+                let backends = actuator.backends();
+                if let Some(backend) = backends.get(&command.target) {
+                    actuator
+                        .run_command(&message, &command, backend, true)
+                        .await;
+                }
+            };
+            let mut walks = self.walks.lock().expect("walks");
+            // Finished ones are reaped here, so the set holds only those in hand.
+            while walks.try_join_next().is_some() {}
+            walks.spawn(work.in_current_span());
+            return;
+        }
+        self.run_command(&message, &command, backend, false).await;
+    }
+
+    /// Executes `command` and acks, naks or dead-letters its message.
+    async fn run_command(
+        &self,
+        message: &jetstream::Message,
+        command: &Command,
+        backend: &Backend,
+        may_walk: bool,
+    ) {
         let span = tracing::info_span!(
             "command",
             target = command.target,
             seq = command.seq,
             decision = command.decision_id
         );
-        let work = self.execute(backend, &command).instrument(span);
+        let work = self.execute(backend, command).instrument(span);
         // A backend that drains before removing capacity, or waits for a
         // deployment to be steady, holds the command past the consumer's
         // ack wait: tell JetStream it is in hand, or it hands it to another
         // replica mid-wait.
-        let step = if !backend.waits() {
+        let step = if !backend.waits() && !may_walk {
             work.await
         } else {
             keep_alive(
-                &message,
+                message,
                 (self.deadline / 2).max(Duration::from_secs(1)),
                 work,
             )
             .await
         };
         match step {
-            Ok(Step::Done) => nova_runtime::ack(&message, AckKind::Ack).await,
-            Ok(Step::Wait(delay)) => nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await,
+            Ok(Step::Done) => nova_runtime::ack(message, AckKind::Ack).await,
+            Ok(Step::Wait(delay)) => nova_runtime::ack(message, AckKind::Nak(Some(delay))).await,
             Ok(Step::Retry(delay)) => {
-                nova_runtime::ack(&message, AckKind::Nak(Some(delay))).await;
+                nova_runtime::ack(message, AckKind::Nak(Some(delay))).await;
             }
             Err(error) if !error.is_retryable() => {
                 let reason = format!("cannot be executed: {error}");
-                self.dead.reject(&message, reason).await;
+                self.dead.reject(message, reason).await;
             }
             Err(error) => {
                 metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
                 tracing::warn!(%error, decision = command.decision_id, "will retry command");
-                nova_runtime::ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                nova_runtime::ack(message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
         }
     }
@@ -598,6 +686,53 @@ impl Actuator {
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// Applies `command` in one call within `deadline` and waits for the
+    /// backend to settle at it.
+    async fn apply_once(
+        &self,
+        backend: &Backend,
+        command: &Command,
+        deadline: Duration,
+    ) -> Result<Walked, BackendError> {
+        let applied = tokio::time::timeout(
+            deadline,
+            backend.apply(
+                command.desired,
+                command.tier.as_deref(),
+                command.promote.as_deref(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| Err(backend::deadline(&command.target, deadline.as_secs())))?;
+        let applied = self.settle(backend, command, deadline, applied).await?;
+        Ok(Walked {
+            end: End::Completed,
+            before: applied.before.clone(),
+            from: applied.before.as_ref().map_or(command.from, |b| b.desired),
+            after: Some(applied),
+            of: 1,
+            walked: false,
+        })
+    }
+
+    /// Records in the target's record that `command` waits for an older
+    /// command's lease (`wanted_seq`, a high-water mark), by compare-and-set.
+    async fn want(&self, command: &Command) -> Result<(), KvError> {
+        kv::modify(
+            &self.capacities,
+            &command.target,
+            |old: Option<CapacityRecord>| {
+                let mut record = old.unwrap_or_default();
+                if record.claimed_seq < command.seq {
+                    record.wanted_seq = record.wanted_seq.max(command.seq);
+                }
+                record
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     /// Writes the end of this actuator's hold on `command`, if it still
@@ -753,6 +888,7 @@ impl Actuator {
             };
             CapacityRecord {
                 applied_seq: r.applied_seq.max(command.seq),
+                plan: None,
                 ..base
             }
         })
@@ -796,6 +932,12 @@ impl Actuator {
                 return Ok(Step::Done);
             }
             Claim::Wait { holder, until_ms } => {
+                if holder < command.seq && record.wanted_seq < command.seq {
+                    // An older command holds the target (a gradual walk,
+                    // perhaps): say that this one waits, so the walk stops
+                    // at its next step instead of running to its end.
+                    self.want(command).await?;
+                }
                 let left = u64::try_from(until_ms - nova_runtime::now_ms()).unwrap_or(0);
                 tracing::debug!(
                     target = command.target,
@@ -826,35 +968,36 @@ impl Actuator {
             self.release(command, |r| r.clone()).await?;
             return Err(error.into());
         }
-        let applied = tokio::time::timeout(
-            deadline,
-            backend.apply(
-                command.desired,
-                command.tier.as_deref(),
-                command.promote.as_deref(),
-            ),
-        )
-        .await
-        .unwrap_or_else(|_| Err(backend::deadline(&command.target, deadline.as_secs())));
-        let applied = match applied {
-            Ok(applied) => self.settle(backend, command, deadline, applied).await,
-            Err(error) => Err(error),
+        // A move larger than the target's gradual step walks there in
+        // validated steps; anything else (a tier, a promote) is one call.
+        let spec = (command.tier.is_none() && command.promote.is_none())
+            .then(|| self.gradual(&command.target))
+            .flatten();
+        let applied: Result<Walked, BackendError> = match &spec {
+            Some(spec) => match self.plan(backend, command, &record, spec).await {
+                Ok(Some(walk)) => self.walk(backend, command, deadline, spec, walk).await,
+                Ok(None) => self.apply_once(backend, command, deadline).await,
+                Err(error) => Err(error),
+            },
+            None => self.apply_once(backend, command, deadline).await,
         };
         match applied {
-            Ok(applied) => {
-                let after = applied.after.clone();
-                self.release(command, |r| CapacityRecord {
-                    applied_seq: r.applied_seq.max(command.seq),
-                    ..observed_record(Some(r), &command.target, kind, after.clone())
+            Ok(walked) => {
+                let after = walked.after.as_ref().map(|a| a.after.clone());
+                self.release(command, |r| {
+                    let base = match &after {
+                        Some(obs) => observed_record(Some(r), &command.target, kind, obs.clone()),
+                        None => r.clone(),
+                    };
+                    CapacityRecord {
+                        applied_seq: r.applied_seq.max(command.seq),
+                        plan: None,
+                        ..base
+                    }
                 })
                 .await?;
-                let from = applied.before.map(|b| b.desired);
-                self.finish(
-                    command,
-                    kind,
-                    outcome(ResultStatus::Succeeded, from, applied.response),
-                )
-                .await?;
+                let outcome = walk_outcome(command, spec.as_ref(), walked);
+                self.finish(command, kind, outcome).await?;
                 Ok(Step::Done)
             }
             Err(error) if is_broker_outage(&error) => {
@@ -929,6 +1072,7 @@ impl Actuator {
                     CapacityRecord {
                         applied_seq: r.applied_seq.max(command.seq),
                         error: Some(stored.clone()),
+                        plan: None,
                         ..base
                     }
                 })
@@ -987,6 +1131,8 @@ impl Actuator {
             status,
             from,
             response,
+            observed,
+            threshold,
         } = outcome;
         let result = ActionResult {
             v: Version::CURRENT,
@@ -1016,6 +1162,10 @@ impl Actuator {
             ResultStatus::Skipped | ResultStatus::Superseded => {
                 format!("{} left alone: {response}", command.target)
             }
+            ResultStatus::RolledBack => format!(
+                "{} not at desired {}: {response}",
+                command.target, command.desired
+            ),
             // The actuator writes only statuses it knows.
             ResultStatus::Failed | ResultStatus::Unknown(_) => {
                 format!("{} not changed: {response}", command.target)
@@ -1025,6 +1175,8 @@ impl Actuator {
         record.from = from;
         record.to = Some(command.desired);
         record.backend_response = Some(response);
+        record.observed = observed;
+        record.threshold = threshold;
         self.auditor.record(&record).await?;
         metrics::counter!(names::COMMANDS, "status" => status.label()).increment(1);
         tracing::info!(
@@ -1043,6 +1195,61 @@ fn outcome(status: ResultStatus, from: Option<u32>, response: String) -> Outcome
         status,
         from,
         response,
+        observed: None,
+        threshold: None,
+    }
+}
+
+/// The result of a command applied in one call or walked in steps.
+fn walk_outcome(
+    command: &Command,
+    spec: Option<&nova_shared::gradual::Gradual>,
+    walked: Walked,
+) -> Outcome {
+    let from = walked.before.as_ref().map(|b| b.desired);
+    let last = walked
+        .after
+        .as_ref()
+        .map_or_else(String::new, |a| a.response.clone());
+    let step = spec.map_or(0, |s| s.step);
+    match walked.end {
+        End::Completed if !walked.walked => outcome(ResultStatus::Succeeded, from, last),
+        End::Completed => outcome(
+            ResultStatus::Succeeded,
+            Some(walked.from),
+            format!(
+                "walked {} -> {} in {} steps of at most {step}, each validated; last step: {last}",
+                walked.from, command.desired, walked.of
+            ),
+        ),
+        End::RolledBack {
+            failed,
+            to,
+            failure,
+        } => Outcome {
+            status: ResultStatus::RolledBack,
+            from: Some(walked.from),
+            response: format!(
+                "step {failed} of {} failed validation twice ({}): rolled back to {to}, {}; rollback: {last}",
+                walked.of,
+                failure.text,
+                if failed == 1 {
+                    "where the walk started".to_string()
+                } else {
+                    format!("step {}, the last that passed", failed - 1)
+                }
+            ),
+            observed: failure.observed,
+            threshold: failure.threshold,
+        },
+        End::Superseded { steps, reached } => outcome(
+            ResultStatus::Superseded,
+            Some(walked.from),
+            format!(
+                "superseded between steps: a newer command for the target is waiting; stopped at step {steps} of {} ({reached}, validated)",
+                walked.of
+            ),
+        ),
     }
 }
 

@@ -58,7 +58,16 @@ pub fn status(status: &TargetStatus, now_ms: i64) -> String {
         .capacity
         .as_ref()
         .filter(|c| c.lease.as_ref().is_some_and(|l| l.expires_ms > now_ms))
-        .map(|c| format!(", applying command {}", c.claimed_seq))
+        .map(
+            |c| match c.plan.as_ref().filter(|p| p.seq == c.claimed_seq) {
+                // A gradual walk: how far it is.
+                Some(plan) => format!(
+                    ", applying command {} step {} of {} ({} -> {}, at {})",
+                    c.claimed_seq, plan.step, plan.of, plan.from, plan.desired, plan.to
+                ),
+                None => format!(", applying command {}", c.claimed_seq),
+            },
+        )
         .unwrap_or_default();
     let backend = status
         .backend_error
@@ -75,4 +84,94 @@ pub fn status(status: &TargetStatus, now_ms: i64) -> String {
         down = cooldown(status.wall_down_cooldown_until),
         last = status.last_decision.as_deref().unwrap_or("no decision yet"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use nova_shared::wire::{CapacityRecord, Lease, PlanProgress, TargetStatus};
+
+    fn status(capacity: CapacityRecord) -> TargetStatus {
+        TargetStatus {
+            target: "web".into(),
+            min: 1,
+            max: 20,
+            capacity: Some(capacity),
+            desired: Some(15),
+            paused_up: false,
+            paused_down: false,
+            dry_run: false,
+            up_cooldown_until: 0,
+            down_cooldown_until: 0,
+            wall_up_cooldown_until: 0,
+            wall_down_cooldown_until: 0,
+            last_decision: None,
+            backend_error: None,
+        }
+    }
+
+    #[test]
+    fn a_walk_in_flight_shows_its_step() {
+        let lease = Lease {
+            decision_id: "d".into(),
+            owner: "a".into(),
+            expires_ms: 2_000,
+            extra: Default::default(),
+        };
+        let plan = PlanProgress {
+            seq: 8,
+            step: 3,
+            of: 5,
+            to: 11,
+            from: 5,
+            desired: 15,
+            extra: Default::default(),
+        };
+        let walking = CapacityRecord {
+            target: "web".into(),
+            desired: 11,
+            backend: "sim".into(),
+            claimed_seq: 8,
+            lease: Some(lease.clone()),
+            plan: Some(plan.clone()),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                "walking",
+                walking.clone(),
+                "capacity 11 (sim backend), applying command 8 step 3 of 5 (5 -> 15, at 11),",
+            ),
+            (
+                "one call",
+                CapacityRecord {
+                    plan: None,
+                    ..walking.clone()
+                },
+                "capacity 11 (sim backend), applying command 8,",
+            ),
+            (
+                "a stale plan of another command is not shown",
+                CapacityRecord {
+                    claimed_seq: 9,
+                    ..walking.clone()
+                },
+                "capacity 11 (sim backend), applying command 9,",
+            ),
+            (
+                "lease expired: nothing in flight",
+                CapacityRecord {
+                    lease: Some(Lease {
+                        expires_ms: 500,
+                        ..lease
+                    }),
+                    ..walking
+                },
+                "capacity 11 (sim backend), bounds",
+            ),
+        ];
+        for (name, capacity, want) in cases {
+            let line = super::status(&status(capacity), 1_000);
+            assert!(line.contains(want), "{name}: {line}");
+        }
+    }
 }

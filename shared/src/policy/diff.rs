@@ -172,6 +172,7 @@ fn target_changes(out: &mut Vec<Change>, name: &str, a: &Target, b: &Target) {
         &json(&b.flapping),
     );
     field(out, &what, "backend", &json(&a.backend), &json(&b.backend));
+    field(out, &what, "gradual", &json(&a.gradual), &json(&b.gradual));
     let rule_what = |rule: &str| format!("target {name}, rule {rule}");
     let threshold = |rules: &[ThresholdRule]| -> BTreeMap<String, ThresholdRule> {
         rules.iter().map(|r| (r.name.clone(), r.clone())).collect()

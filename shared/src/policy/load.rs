@@ -6,6 +6,7 @@
 //! - [`kinds`]: the target tracking and vertical rule sections.
 
 mod emergency;
+mod gradual;
 mod kinds;
 
 use std::collections::BTreeMap;
@@ -135,6 +136,7 @@ const TARGET_KEYS: &[&str] = &[
     "role",
     "emergency_floor",
     "baseline",
+    "gradual",
 ];
 /// A rule's floor and ceiling, as the runbook spells them for each noun.
 const MIN_KEYS: &[&str] = &["min_instances", "min_workers", "min_replicas", "min"];
@@ -153,6 +155,9 @@ struct Walker {
     problems: Vec<Problem>,
     /// The top-level `emergency:` settings, read before the targets.
     emergency: crate::policy::EmergencyDefaults,
+    /// The unit of each metric's bare numbers, once known (for targets'
+    /// gradual gates).
+    units: BTreeMap<String, Unit>,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -375,6 +380,7 @@ impl Walker {
         }
         self.emergency = self.emergency_defaults(top.get("emergency"));
         let mut targets = BTreeMap::new();
+        self.units = metric_units.clone();
         match top.get("targets") {
             None => self.problem("targets", "required: bind at least one target to rules"),
             Some(Value::Object(map)) => {
@@ -794,6 +800,21 @@ impl Walker {
             None => Some(0),
             Some(v) => self.secs(v, &join(&path, "warmup_secs")),
         };
+        let gradual = match map.get("gradual") {
+            None => Some(None),
+            Some(v) => {
+                let units = std::mem::take(&mut self.units);
+                let gradual = self.gradual(v, &join(&path, "gradual"), &|m| units.get(m).copied());
+                self.units = units;
+                if gradual.is_some() && one_instance {
+                    self.problem(
+                        &join(&path, "gradual"),
+                        "an rds_instance target is one DB instance: there is nothing to change in steps",
+                    );
+                }
+                gradual.map(Some)
+            }
+        };
         if !ladders.is_empty()
             && let Some(backend) = &backend
         {
@@ -848,6 +869,7 @@ impl Walker {
             dry_run: dry_run?,
             flapping: flapping?,
             fallback: fallback?,
+            gradual: gradual?,
         })
     }
 
@@ -1404,7 +1426,18 @@ target_tracking_rules:
         assert_eq!(up.condition.for_secs, 120);
         assert_eq!(up.action, ScaleAction::Add(2));
         assert_eq!((up.cooldown_secs, up.max), (300, Some(100)));
+        // Section 2's gradual_scaling.py: steps of 2, 120 s apart, the
+        // health endpoint and the script's metric gates.
+        let gradual = api.gradual.as_ref().expect("api walks gradually");
+        assert_eq!((gradual.step, gradual.delay_secs), (2, 120));
+        let health = gradual.health_check.as_ref().expect("a health check");
+        assert_eq!(
+            (health.url.as_str(), health.expect_status),
+            ("https://api.novacron.io/health", 200)
+        );
+        assert_eq!(gradual.gates, crate::gradual::Gate::runbook_defaults());
         let worker = &policy.targets["worker"];
+        assert_eq!(worker.gradual, None);
         assert_eq!((worker.min, worker.max), (10, 200));
         assert_eq!(
             worker.rule("queue_depth.scale_up").unwrap().action,

@@ -154,6 +154,10 @@ pub struct Target {
     /// What the emergency verbs do with this target.
     #[serde(default)]
     pub emergency: EmergencyTarget,
+    /// Walk changes larger than one step in validated steps
+    /// ([`crate::gradual`]); none: every change in one call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradual: Option<crate::gradual::Gradual>,
 }
 
 /// The top-level `emergency:` settings, as every target gets them.
