@@ -656,6 +656,41 @@ fn report_aws(timed: &[&Trial], calls: &[AwsCall], window: (Instant, Instant)) {
     }
     println!("## AWS SDK calls to moto while the trials ran (each call's span)\n");
     println!("{}\n", table(&CALL_HEADER, &rows));
+    // The observation passes: runs of calls outside commands, split where
+    // moto saw none for a second.
+    let mut passes: Vec<(Instant, Instant, usize)> = Vec::new();
+    let mut observing: Vec<&&AwsCall> = during.iter().filter(|c| c.target.is_none()).collect();
+    observing.sort_by_key(|c| c.started);
+    for c in observing {
+        match passes.last_mut() {
+            Some((_, end, n))
+                if c.started.saturating_duration_since(*end) < Duration::from_secs(1) =>
+            {
+                *end = (*end).max(c.ended);
+                *n += 1;
+            }
+            _ => passes.push((c.started, c.ended, 1)),
+        }
+    }
+    let described: Vec<String> = passes
+        .iter()
+        .map(|(start, end, n)| {
+            format!(
+                "at {:.1} s: {n} DescribeServices in {:.0} ms",
+                start.saturating_duration_since(window.0).as_secs_f64(),
+                end.duration_since(*start).as_secs_f64() * 1e3
+            )
+        })
+        .collect();
+    println!(
+        "observation passes on moto while the trials ran: {} ({})\n",
+        passes.len(),
+        if described.is_empty() {
+            "none".to_string()
+        } else {
+            described.join("; ")
+        }
+    );
 
     // Each command: DescribeServices (before), UpdateService, then the
     // steady wait's DescribeServices.
@@ -712,7 +747,7 @@ fn report_aws(timed: &[&Trial], calls: &[AwsCall], window: (Instant, Instant)) {
     println!("## A command's calls, per trial\n");
     println!("{}\n", table(&STAT_HEADER, &rows));
     let mut shapes: Vec<(String, usize)> = shapes.into_iter().collect();
-    shapes.sort_by(|a, b| b.1.cmp(&a.1));
+    shapes.sort_by_key(|s| std::cmp::Reverse(s.1));
     let shapes: Vec<String> = shapes
         .iter()
         .map(|(shape, n)| format!("{n} × [{shape}]"))
