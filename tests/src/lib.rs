@@ -727,3 +727,10 @@ impl NatsServer {
         self._child.id()
     }
 }
+
+impl MotoServer {
+    /// The server's process id (for benchmarks that account its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
+}

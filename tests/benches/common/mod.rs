@@ -277,21 +277,30 @@ pub fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
-/// CPU seconds of this process and of the nats-server, read together.
+/// CPU seconds of this process, of the nats-server and of a backend's
+/// server (moto), read together.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMark {
     /// This process (publisher, the five stages, observers).
     pub bench: f64,
     /// The nats-server.
     pub server: f64,
+    /// The backend's own server process (0 without one).
+    pub backend: f64,
 }
 
 impl CpuMark {
     /// Now, for this process and `server_pid`.
     pub fn now(server_pid: Option<u32>) -> CpuMark {
+        CpuMark::with_backend(server_pid, None)
+    }
+
+    /// Now, for this process, `server_pid` and `backend_pid`.
+    pub fn with_backend(server_pid: Option<u32>, backend_pid: Option<u32>) -> CpuMark {
         CpuMark {
             bench: cpu_secs(std::process::id()),
             server: server_pid.map_or(0.0, cpu_secs),
+            backend: backend_pid.map_or(0.0, cpu_secs),
         }
     }
 
@@ -300,6 +309,7 @@ impl CpuMark {
         CpuMark {
             bench: self.bench - earlier.bench,
             server: self.server - earlier.server,
+            backend: self.backend - earlier.backend,
         }
     }
 }
@@ -434,14 +444,14 @@ impl SystemMark {
         }
     }
 
-    /// Cores busy with anything but this process and the nats-server since
-    /// `earlier`, and cores stolen by the hypervisor.
+    /// Cores busy with anything but this process, the nats-server and the
+    /// backend's server since `earlier`, and cores stolen by the hypervisor.
     pub fn others_since(self, earlier: SystemMark, ours: CpuMark) -> (f64, f64) {
         let secs = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
         let busy = self.busy.saturating_sub(earlier.busy) as f64 / 100.0;
         let steal = self.steal.saturating_sub(earlier.steal) as f64 / 100.0;
         (
-            ((busy - ours.bench - ours.server) / secs).max(0.0),
+            ((busy - ours.bench - ours.server - ours.backend) / secs).max(0.0),
             steal / secs,
         )
     }
