@@ -21,12 +21,13 @@
 
 use std::sync::Arc;
 
+use aws_sdk_rds::types::{ApplyMethod, Parameter};
 use nova_e2e::{AuditReader, MotoServer, NatsServer, Pipeline};
 use nova_runtime::publish;
 use nova_shared::policy::{Backend, Policy, load_file};
 use nova_shared::subjects;
 use nova_shared::wire::{
-    AuditKind, Direction, RuleFiring, ScaleAction, Trigger, TriggerSource, Version,
+    AuditKind, AuditRecord, Direction, RuleFiring, ScaleAction, Trigger, TriggerSource, Version,
 };
 
 const PRIMARY: &str = "novacron-primary";
@@ -75,6 +76,7 @@ async fn create_primary(rds: &aws_sdk_rds::Client) {
         .send()
         .await
         .expect("create the first replica");
+    create_parameter_group(rds).await;
 }
 
 /// The primary's class, and its replicas with their classes, sorted.
@@ -215,5 +217,140 @@ async fn the_runbook_database_block_scales_replicas_1_to_3_and_back_and_steps_th
         described(&rds).await,
         ("db.r5.2xlarge".to_string(), replica_set(&[1]))
     );
+    pipeline.stop().await;
+}
+
+/// The runbook's parameter group, with PostgreSQL's default
+/// max_connections set explicitly (RDS's default group gives a formula,
+/// which no ladder names).
+async fn create_parameter_group(rds: &aws_sdk_rds::Client) {
+    rds.create_db_parameter_group()
+        .db_parameter_group_name(PARAMETER_GROUP)
+        .db_parameter_group_family("postgres16")
+        .description("novacron primary")
+        .send()
+        .await
+        .expect("create parameter group");
+    rds.modify_db_parameter_group()
+        .db_parameter_group_name(PARAMETER_GROUP)
+        .parameters(
+            Parameter::builder()
+                .parameter_name("max_connections")
+                .parameter_value("100")
+                .apply_method(ApplyMethod::Immediate)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("set max_connections");
+}
+
+const PARAMETER_GROUP: &str = "novacron-params";
+
+/// max_connections as DescribeDBParameters reports it.
+async fn max_connections(rds: &aws_sdk_rds::Client) -> Option<String> {
+    rds.describe_db_parameters()
+        .db_parameter_group_name(PARAMETER_GROUP)
+        .send()
+        .await
+        .expect("describe parameters")
+        .parameters()
+        .iter()
+        .find(|p| p.parameter_name() == Some("max_connections"))
+        .and_then(|p| p.parameter_value().map(str::to_string))
+}
+
+/// Connection-usage samples of `database` every 30 s of event time from
+/// `from` to `to` (inclusive), through ingest and the evaluator.
+async fn connection_usage(client: &async_nats::Client, percent: f64, from: i64, to: i64) {
+    let mut ts = from;
+    while ts <= to {
+        let sample = serde_json::json!({"value": percent, "ts": ts});
+        nova_e2e::publish(
+            client,
+            subjects::metrics("database", "db_connection_usage"),
+            rmp_serde::to_vec_named(&sample).expect("encode"),
+            false,
+        )
+        .await;
+        ts += 30_000;
+    }
+}
+
+/// The runbook's connection-pool rules on the replica set, from samples
+/// through the whole pipeline: usage above 80% for 2 minutes raises
+/// max_connections in the primary's parameter group 100 -> 500 and adds no
+/// replica; above 90% it raises it to the maximum, 1000, and also adds a
+/// replica; at the maximum the rule is `at_top_tier`. Every assertion reads
+/// DescribeDBParameters and DescribeDBInstances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runbook_connection_pool_raises_max_connections_then_adds_a_replica() {
+    let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
+    let rds = moto.rds();
+    create_primary(&rds).await;
+    let client = nats.client().await;
+    let mut audit = AuditReader::new(&client).await;
+    let mut policy = Arc::unwrap_or_clone(runbook(&moto.endpoint));
+    policy.targets.retain(|name, _| name == "database");
+    let Backend::RdsReplicas(spec) = &policy.targets["database"].backend else {
+        panic!("the database target is a replica set");
+    };
+    assert_eq!(
+        spec.connection_pool
+            .as_ref()
+            .map(|p| p.parameter_group.as_str()),
+        Some(PARAMETER_GROUP)
+    );
+    let pipeline = Pipeline::start(&nats, Arc::new(policy)).await;
+    let is_pool_result = |r: &AuditRecord| {
+        r.target == "database"
+            && r.kind == AuditKind::Result
+            && r.backend_response
+                .as_deref()
+                .is_some_and(|b| b.contains("ModifyDBParameterGroup"))
+    };
+    let t0 = nova_runtime::now_ms() - 1_800_000;
+
+    // 85 % for 2 minutes: the pool is raised once; no replica.
+    connection_usage(&client, 85.0, t0, t0 + 150_000).await;
+    let raised = audit.wait_for("the first raise", is_pool_result).await;
+    assert_eq!(raised.outcome, "succeeded", "{raised:?}");
+    assert!(
+        raised
+            .backend_response
+            .as_deref()
+            .is_some_and(|b| b.contains("max_connections 100 -> 500 (immediate)")),
+        "{raised:?}"
+    );
+    assert_eq!(max_connections(&rds).await.as_deref(), Some("500"));
+    assert_eq!(described(&rds).await.1, replica_set(&[1]));
+
+    // 95 % for 2 minutes, past the rules' cooldowns: both rules act.
+    connection_usage(&client, 95.0, t0 + 600_000, t0 + 780_000).await;
+    let raised = audit.wait_for("the second raise", is_pool_result).await;
+    assert!(
+        raised
+            .backend_response
+            .as_deref()
+            .is_some_and(|b| b.contains("max_connections 500 -> 1000")),
+        "{raised:?}"
+    );
+    let added = audit
+        .find_or_wait("the replica added", |r| {
+            r.target == "database" && r.kind == AuditKind::Result && r.to == Some(2)
+        })
+        .await;
+    assert_eq!(added.outcome, "succeeded", "{added:?}");
+    assert_eq!(max_connections(&rds).await.as_deref(), Some("1000"));
+    assert_eq!(described(&rds).await.1, replica_set(&[1, 2]));
+
+    // Past the cooldown again, at 1000: the top of the ladder.
+    connection_usage(&client, 95.0, t0 + 1_200_000, t0 + 1_380_000).await;
+    audit
+        .find_or_wait("the pool at its maximum", |r| {
+            r.target == "database" && r.kind == AuditKind::Decision && r.outcome == "at_top_tier"
+        })
+        .await;
+    assert_eq!(max_connections(&rds).await.as_deref(), Some("1000"));
     pipeline.stop().await;
 }

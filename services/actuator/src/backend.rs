@@ -240,10 +240,7 @@ impl Backend {
             (Backend::Sim(sim), tier, None) => {
                 sim.apply(desired, tier, nova_runtime::now_ms()).await
             }
-            (Backend::RdsReplicas(_), Some(tier), None) => Err(unsupported(
-                "rds_replicas",
-                &format!("change instance classes (asked for {tier})"),
-            )),
+            (Backend::RdsReplicas(rds), Some(value), None) => rds.set_pool(value).await,
             (Backend::RdsReplicas(rds), None, None) => rds.set_desired(desired).await,
             (Backend::RdsInstance(rds), class, None) => rds.apply(desired, class).await,
         };

@@ -1,15 +1,18 @@
 //! Actuator: changes real capacity.
 //!
-//! - [`backend`]: the backend of each target (ECS, RDS read replicas, an
-//!   RDS instance's class, or simulated), with its errors classified as
-//!   retryable or not.
+//! - [`backend`]: the backend of each target (ECS, RDS read replicas with
+//!   their primary's connection pool, an RDS instance's class, or
+//!   simulated), with its errors classified as retryable or not.
 //! - [`ecs`]: AWS ECS through DescribeServices / UpdateService, its tiers
 //!   through DescribeTaskDefinition / RegisterTaskDefinition, and the
 //!   steady wait after a change.
 //! - [`rds_instance`]: one RDS DB instance's class through
 //!   DescribeDBInstances / ModifyDBInstance.
 //! - [`rds`]: an RDS primary's read replicas through DescribeDBInstances /
-//!   CreateDBInstanceReadReplica / DeleteDBInstance.
+//!   CreateDBInstanceReadReplica / DeleteDBInstance / PromoteReadReplica.
+//! - [`connection_pool`]: a replica set's primary's connection pool, one
+//!   parameter of its DB parameter group (`max_connections`), through
+//!   DescribeDBParameters / ModifyDBParameterGroup.
 //! - [`sim`]: the simulated fleet and its load generator.
 //!
 //! On start, and every `observe_every`, the actuator reads each target's
@@ -88,6 +91,7 @@
 //! finishes on the backend it started with.
 
 pub mod backend;
+pub mod connection_pool;
 pub mod ecs;
 pub mod health;
 pub mod rds;

@@ -20,7 +20,8 @@ use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_rds::types::DbInstance;
 use nova_shared::policy::RdsReplicasBackend;
 
-use crate::backend::{Applied, BackendError, BackendErrorKind, Observation};
+use crate::backend::{Applied, BackendError, BackendErrorKind, Observation, unsupported};
+use crate::connection_pool::PoolParameter;
 use crate::ecs::{classify as classify_aws, sdk_call_error, sdk_config};
 
 /// An RDS client for a region, optionally at another endpoint (moto, a VPC
@@ -39,6 +40,9 @@ pub struct RdsReplicaSet {
     client: aws_sdk_rds::Client,
     target: String,
     spec: RdsReplicasBackend,
+    /// The primary's connection pool, whose value is the set's tier
+    /// (boxed: most sets have none).
+    pool: Option<Box<PoolParameter>>,
 }
 
 /// One replica of the primary, as DescribeDBInstances lists it.
@@ -91,6 +95,8 @@ const GOING: &[&str] = &["deleting", "deleted"];
 const CODES: &[(&str, BackendErrorKind)] = &[
     ("DBInstanceNotFound", BackendErrorKind::NotFound),
     ("DBInstanceNotFoundFault", BackendErrorKind::NotFound),
+    ("DBParameterGroupNotFound", BackendErrorKind::NotFound),
+    ("DBParameterGroupNotFoundFault", BackendErrorKind::NotFound),
     // Another change of the instance is under way (a modification, a
     // backup, a replica still being created): it may end.
     ("InvalidDBInstanceState", BackendErrorKind::Conflict),
@@ -140,10 +146,19 @@ fn answered<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>, code: &s
 impl RdsReplicaSet {
     /// The replica set named in `spec`, for `target`.
     pub fn new(client: aws_sdk_rds::Client, target: &str, spec: &RdsReplicasBackend) -> Self {
+        let pool = spec.connection_pool.as_ref().map(|pool| {
+            Box::new(PoolParameter::new(
+                client.clone(),
+                target,
+                &spec.region,
+                pool,
+            ))
+        });
         RdsReplicaSet {
             client,
             target: target.to_string(),
             spec: spec.clone(),
+            pool,
         }
     }
 
@@ -200,10 +215,44 @@ impl RdsReplicaSet {
         Ok(listing)
     }
 
+    /// What `listing` says, with the connection pool's value as the tier
+    /// (DescribeDBParameters) when the set has a pool.
+    async fn observed(&self, listing: &Listing) -> Result<Observation, BackendError> {
+        let mut observation = listing.observation();
+        if let Some(pool) = &self.pool {
+            observation.tier = Some(pool.value().await?);
+        }
+        Ok(observation)
+    }
+
     /// DescribeDBInstances: the number of replicas, and how many are
-    /// available.
+    /// available; DescribeDBParameters: the connection pool's value.
     pub async fn observe(&self) -> Result<Observation, BackendError> {
-        Ok(self.list().await?.observation())
+        self.observed(&self.list().await?).await
+    }
+
+    /// Sets the connection pool's parameter to `value`, the tier a vertical
+    /// rule moved the set to; the replicas are left as they are.
+    pub async fn set_pool(&self, value: &str) -> Result<Applied, BackendError> {
+        let Some(pool) = &self.pool else {
+            return Err(unsupported(
+                "rds_replicas",
+                &format!(
+                    "change a tier without a connection_pool (asked for {value}); give the backend one to raise max_connections"
+                ),
+            ));
+        };
+        let listing = self.list().await?;
+        let raised = pool.set(value).await?;
+        let tiered = |tier: String| Observation {
+            tier: Some(tier),
+            ..listing.observation()
+        };
+        Ok(Applied {
+            before: Some(tiered(raised.before)),
+            after: tiered(raised.after),
+            response: raised.response,
+        })
     }
 
     /// Creates or deletes replicas until there are `desired`; reports what
@@ -219,14 +268,14 @@ impl RdsReplicaSet {
         } else {
             "nothing to change".to_string()
         };
-        let after = self.list().await?.observation();
+        let after = self.observed(&self.list().await?).await?;
         let response = format!(
             "RDS {primary} read replicas {have} -> {} (available {}): {done}",
             after.desired,
             after.running.unwrap_or(0),
         );
         Ok(Applied {
-            before: Some(before.observation()),
+            before: Some(self.observed(&before).await?),
             after,
             response,
         })
@@ -274,7 +323,7 @@ impl RdsReplicaSet {
             .find(|r| r.id == replica)
             .map(|r| format!("; RDS still lists it as a replica, {}", r.status))
             .unwrap_or_default();
-        let observation = after.observation();
+        let observation = self.observed(&after).await?;
         let response = format!(
             "RDS {primary} read replicas {} -> {} (available {}): {done}{status}",
             before.observation().desired,
@@ -282,7 +331,7 @@ impl RdsReplicaSet {
             observation.running.unwrap_or(0),
         );
         Ok(Applied {
-            before: Some(before.observation()),
+            before: Some(self.observed(&before).await?),
             after: observation,
             response,
         })
@@ -433,6 +482,7 @@ mod tests {
         use BackendErrorKind::*;
         let cases = [
             ("DBInstanceNotFound", 404, NotFound),
+            ("DBParameterGroupNotFound", 404, NotFound),
             ("InvalidDBInstanceState", 400, Conflict),
             ("DBInstanceAlreadyExists", 400, Conflict),
             ("InsufficientDBInstanceCapacity", 400, Unavailable),

@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use super::rule_text::{parse_action, parse_condition, split_aggregation};
 use super::{
-    Backend, EcsBackend, EvaluationSettings, LoadCurve, Policy, RdsInstanceBackend,
+    Backend, ConnectionPool, EcsBackend, EvaluationSettings, LoadCurve, Policy, RdsInstanceBackend,
     RdsReplicasBackend, SimBackend, Target, TaskSize, ThresholdRule, TierStep, TrackingRule,
 };
 use crate::subjects::is_valid_token;
@@ -873,6 +873,55 @@ impl Walker {
         })
     }
 
+    /// A connection pool's ladders are values of its parameter, each step
+    /// a raise.
+    fn check_pool_ladders(
+        &mut self,
+        pool: &ConnectionPool,
+        ladders: &BTreeMap<String, Vec<TierStep>>,
+        names: &[&str],
+        path: &str,
+    ) {
+        let value = |text: &str| text.parse::<u64>().ok().filter(|n| *n > 0);
+        let mut odd: Vec<&str> = ladders
+            .values()
+            .flatten()
+            .flat_map(|s| [s.from.as_str(), s.to.as_str()])
+            .filter(|text| value(text).is_none())
+            .collect();
+        odd.sort_unstable();
+        odd.dedup();
+        if !odd.is_empty() {
+            self.problem(
+                &join(path, "rds_replicas.connection_pool"),
+                format!(
+                    "the vertical rules of a connection pool step {} (whole numbers above 0, such as 1000); {} of the bound vertical rules ({}) {} not",
+                    pool.parameter,
+                    odd.join(", "),
+                    names.join(", "),
+                    if odd.len() == 1 { "is" } else { "are" }
+                ),
+            );
+        }
+        let lowering: Vec<String> = ladders
+            .values()
+            .flatten()
+            .filter(|s| matches!((value(&s.from), value(&s.to)), (Some(a), Some(b)) if b < a))
+            .map(|s| format!("{} -> {}", s.from, s.to))
+            .collect();
+        if !lowering.is_empty() {
+            self.problem(
+                &join(path, "rds_replicas.connection_pool"),
+                format!(
+                    "a connection pool's rules only raise {}; {} of the bound vertical rules ({}) would lower it",
+                    pool.parameter,
+                    lowering.join(", "),
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+
     /// A target with vertical rules needs a backend that runs tiers, and a
     /// starting tier that some bound ladder knows.
     fn check_tiers(
@@ -883,14 +932,21 @@ impl Walker {
     ) {
         let names: Vec<&str> = ladders.keys().map(String::as_str).collect();
         match backend {
-            Backend::RdsReplicas(_) => self.problem(
+            Backend::RdsReplicas(RdsReplicasBackend {
+                connection_pool: None,
+                ..
+            }) => self.problem(
                 path,
                 format!(
-                    "vertical rules ({}) need a backend with instance tiers (ecs with tiers, rds_instance, sim); the {} backend changes only the number of replicas",
+                    "vertical rules ({}) need a backend with instance tiers (ecs with tiers, rds_instance, sim); the {} backend changes only the number of replicas, and its connection_pool's value when it has one",
                     names.join(", "),
                     backend.kind()
                 ),
             ),
+            Backend::RdsReplicas(RdsReplicasBackend {
+                connection_pool: Some(pool),
+                ..
+            }) => self.check_pool_ladders(pool, ladders, &names, path),
             Backend::RdsInstance(_) => {
                 let mut odd: Vec<&str> = ladders
                     .values()
@@ -1220,6 +1276,7 @@ impl Walker {
                 "endpoint_url",
                 "instance_class",
                 "drain_secs",
+                "connection_pool",
             ],
         )?;
         let region = match m.get("region") {
@@ -1261,13 +1318,68 @@ impl Walker {
             );
             return None;
         }
+        let connection_pool = match m.get("connection_pool") {
+            None => Some(None),
+            Some(v) => self
+                .connection_pool(v, &join(path, "connection_pool"))
+                .map(Some),
+        };
         Some(Backend::RdsReplicas(RdsReplicasBackend {
             region: region?,
             primary: primary?,
             endpoint_url: endpoint_url?,
             instance_class: instance_class?,
             drain_secs: drain_secs?,
+            connection_pool: connection_pool?,
         }))
+    }
+
+    /// `connection_pool: {parameter_group, parameter?, apply_method?}`.
+    fn connection_pool(&mut self, value: &Value, path: &str) -> Option<ConnectionPool> {
+        let m = self.map(
+            value,
+            path,
+            &["parameter_group", "parameter", "apply_method"],
+        )?;
+        let text = |walker: &mut Self, key: &str| match m.get(key) {
+            None => Some(None),
+            Some(v) => walker
+                .string(v, &join(path, key))
+                .map(|s| Some(s.trim().to_string())),
+        };
+        let parameter_group = match text(self, "parameter_group") {
+            Some(None) => {
+                self.problem(
+                    &join(path, "parameter_group"),
+                    "required: the name of the primary's DB parameter group",
+                );
+                None
+            }
+            other => other.flatten(),
+        };
+        let parameter = text(self, "parameter")
+            .map(|p| p.unwrap_or_else(|| ConnectionPool::DEFAULT_PARAMETER.to_string()));
+        let apply_method = match text(self, "apply_method") {
+            None => None,
+            Some(None) => Some("immediate".to_string()),
+            Some(Some(method)) if ConnectionPool::APPLY_METHODS.contains(&method.as_str()) => {
+                Some(method)
+            }
+            Some(Some(method)) => {
+                self.problem(
+                    &join(path, "apply_method"),
+                    format!(
+                        "expected immediate (a dynamic parameter) or pending-reboot (a static one), found {method:?}"
+                    ),
+                );
+                None
+            }
+        };
+        Some(ConnectionPool {
+            parameter_group: parameter_group?,
+            parameter: parameter?,
+            apply_method: apply_method?,
+        })
     }
 
     /// A primary's identifier, checked against RDS's rules for the names
@@ -1657,6 +1769,38 @@ vertical_scaling_rules:
                 "targets.t.backend.rds_instance.instance: required: the identifier of the DB instance",
             ),
             (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{rds_replicas: {region: r, primary: db, connection_pool: {parameter_group: g}}}",
+                ),
+                "targets.t.backend.rds_replicas.connection_pool: the vertical rules of a connection pool step max_connections (whole numbers above 0, such as 1000); c5.2xlarge, c5.large, c5.xlarge of the bound vertical rules (resize.credits) are not",
+            ),
+            (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{rds_replicas: {region: r, primary: db, connection_pool: {parameter_group: g}}}",
+                )
+                .replace(
+                    "[{from: c5.large, to: c5.xlarge}, {from: c5.xlarge, to: c5.2xlarge}]",
+                    "[{from: 1000, to: 500}]",
+                ),
+                "targets.t.backend.rds_replicas.connection_pool: a connection pool's rules only raise max_connections; 1000 -> 500 of the bound vertical rules (resize.credits) would lower it",
+            ),
+            (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{rds_replicas: {region: r, primary: db, connection_pool: {parameter_group: g, apply_method: later}}}",
+                ),
+                "targets.t.backend.rds_replicas.connection_pool.apply_method: expected immediate (a dynamic parameter) or pending-reboot (a static one), found \"later\"",
+            ),
+            (
+                base.replace(
+                    "{sim: {initial: 1, tier: c5.large}}",
+                    "{rds_replicas: {region: r, primary: db, connection_pool: {parameter: max_connections}}}",
+                ),
+                "targets.t.backend.rds_replicas.connection_pool.parameter_group: required: the name of the primary's DB parameter group",
+            ),
+            (
                 base.replace(", tier: c5.large", ""),
                 "targets.t.backend.sim.tier: required with vertical rules",
             ),
@@ -1732,6 +1876,37 @@ vertical_scaling_rules:
     }
 
     #[test]
+    fn a_replica_set_with_a_connection_pool_takes_a_numeric_ladder() {
+        let yaml = "targets:\n  db:\n    rules: [reads, connection_pool]\n    backend:\n      rds_replicas: {region: us-east-1, primary: orders-db, connection_pool: {parameter_group: novacron-params}}\nhorizontal_scaling_rules:\n  reads:\n    scale_up: {condition: \"db_connection_usage > 90%\", action: \"add 1 replica\", max_replicas: 5}\nvertical_scaling_rules:\n  database:\n    connection_pool:\n      trigger: \"db_connection_usage > 80% for 2 minutes\"\n      action: \"raise max_connections\"\n      options: [{from: 500, to: 1000}, {from: 1000, to: 2000}]\n";
+        let policy = from_yaml(yaml, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let db = &policy.targets["db"];
+        let Backend::RdsReplicas(rds) = &db.backend else {
+            panic!("not an rds_replicas backend")
+        };
+        assert_eq!(
+            rds.connection_pool,
+            Some(ConnectionPool {
+                parameter_group: "novacron-params".into(),
+                parameter: "max_connections".into(),
+                apply_method: "immediate".into(),
+            })
+        );
+        assert_eq!(
+            db.ladders["database.connection_pool"],
+            [
+                TierStep {
+                    from: "500".into(),
+                    to: "1000".into()
+                },
+                TierStep {
+                    from: "1000".into(),
+                    to: "2000".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
     fn an_rds_replica_set_loads_with_its_defaults() {
         let yaml = "targets:\n  db:\n    rules: [g]\n    backend:\n      rds_replicas: {region: us-east-1, primary: orders-db}\nhorizontal_scaling_rules:\n  g:\n    scale_up: {condition: \"avg_cpu > 70%\", action: \"add 1 replica\", max_replicas: 5}\n";
         let policy = from_yaml(yaml, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
@@ -1746,6 +1921,7 @@ vertical_scaling_rules:
                 endpoint_url: None,
                 instance_class: None,
                 drain_secs: DEFAULT_DRAIN_SECS,
+                connection_pool: None,
             }
         );
         assert_eq!(rds.replica_id(3), "orders-db-replica-3");

@@ -470,6 +470,34 @@ pub struct RdsReplicasBackend {
     /// Seconds between choosing a replica to remove and deleting it, for
     /// readers to move off it; 0 deletes at once.
     pub drain_secs: u64,
+    /// The primary's connection pool, raised by the vertical rules bound to
+    /// the target; none: the target takes no vertical rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPool>,
+}
+
+/// The runbook's connection pool: one parameter of the primary's DB
+/// parameter group (`max_connections` of `novacron-params`) whose value
+/// moves along the bound vertical rules' ladder (500 -> 1000 -> 2000)
+/// through ModifyDBParameterGroup, as the target's tier. The ladder's last
+/// value is the policy's maximum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionPool {
+    /// The DB parameter group's name (the primary's).
+    pub parameter_group: String,
+    /// The parameter (default `max_connections`).
+    pub parameter: String,
+    /// `immediate` (the runbook's, for a dynamic parameter such as MySQL's
+    /// max_connections) or `pending-reboot` (a static one, such as
+    /// PostgreSQL's: it takes effect at the instance's next reboot).
+    pub apply_method: String,
+}
+
+impl ConnectionPool {
+    /// The parameter the runbook's connection-pool rule raises.
+    pub const DEFAULT_PARAMETER: &str = "max_connections";
+    /// The ApplyMethod values RDS takes.
+    pub const APPLY_METHODS: [&str; 2] = ["immediate", "pending-reboot"];
 }
 
 impl RdsReplicasBackend {

@@ -377,14 +377,13 @@ impl Walker {
         // The action is the operator's wording; what it does is the ladder's next step.
         if let Some(v) = map.get("action")
             && let Some(text) = self.string(v, &join(path, "action"))
-            && !text
-                .trim_start()
-                .to_ascii_lowercase()
-                .starts_with("upgrade")
+            && !["upgrade", "raise"]
+                .iter()
+                .any(|verb| text.trim_start().to_ascii_lowercase().starts_with(verb))
         {
             self.problem(
                 &join(path, "action"),
-                format!("expected an upgrade along the options, e.g. \"upgrade to next CPU-optimized tier\", found {text:?}"),
+                format!("expected an upgrade along the options, e.g. \"upgrade to next CPU-optimized tier\" or \"raise max_connections\", found {text:?}"),
             );
         }
         let cooldown_secs = match map.get("cooldown") {
@@ -437,6 +436,8 @@ impl Walker {
                 continue;
             };
             let tier = |walker: &mut Self, key: &str| match map.get(key) {
+                // A parameter's value (an rds_parameter ladder: 500 -> 1000).
+                Some(Value::Number(n)) if n.is_u64() => Some(n.to_string()),
                 Some(v) => walker
                     .string(v, &join(&item_path, key))
                     .map(|s| s.trim().to_string()),
