@@ -199,9 +199,35 @@ pub struct TargetState {
     /// but a forced one (0: none).
     #[serde(default)]
     pub emergency_hold_until: i64,
+    /// Replication lag above the replica set's `max_replica_lag`, while it
+    /// lasts: removals wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_lag: Option<LagHold>,
     /// Fields of a newer version, kept as read and written back unchanged.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// Removals held off by replication lag: until the lag rule's last firing
+/// plus [`ArbiterSettings::replica_lag_hold_ms`], on both clocks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LagHold {
+    /// Event-time ms, for the rules' scale-downs.
+    pub until_ts: i64,
+    /// Wall-clock ms, for operators' and fallbacks'.
+    pub until_wall: i64,
+    /// What the last firing read: `max_replica_lag 2.5s > 1s`.
+    pub reading: String,
+}
+
+impl LagHold {
+    /// Whether it holds a trigger on `clock` at `ts` (event) or `now_ms`.
+    fn holds(&self, clock: Clock, ts: i64, now_ms: i64) -> bool {
+        match clock {
+            Clock::Event => ts < self.until_ts,
+            Clock::Wall => now_ms < self.until_wall,
+        }
+    }
 }
 
 /// Cooldowns and the warm-up on one clock, unix ms (0: none).
@@ -455,6 +481,9 @@ impl Verdict {
 pub struct ArbiterSettings {
     /// How long an up firing keeps scale-downs away, ms of event time.
     pub up_signal_hold_ms: i64,
+    /// How long a replica-lag firing holds off removals, ms (event time for
+    /// the rules, wall clock for operators).
+    pub replica_lag_hold_ms: i64,
 }
 
 impl ArbiterSettings {
@@ -472,8 +501,18 @@ impl ArbiterSettings {
             .chain(tracking)
             .max()
             .unwrap_or(refire_secs);
+        // The lag rule repeats the same way while the lag lasts.
+        let lag = target
+            .rules
+            .iter()
+            .filter(|r| r.action == ScaleAction::HoldScaleDowns)
+            .map(|r| r.condition.for_secs.max(refire_secs))
+            .max()
+            .unwrap_or(refire_secs);
+        let twice = |secs: u64| i64::try_from(secs.saturating_mul(2000)).unwrap_or(i64::MAX);
         ArbiterSettings {
-            up_signal_hold_ms: i64::try_from(longest.saturating_mul(2000)).unwrap_or(i64::MAX),
+            up_signal_hold_ms: twice(longest),
+            replica_lag_hold_ms: twice(lag),
         }
     }
 }
@@ -689,6 +728,50 @@ fn decide_in_order<'a>(
         next.last_up_signal = Some(ts);
         next.last_up_rule = Some(up.rule.clone());
     }
+    // Replication lag holds off removals; only a rule says so.
+    let lag = trigger
+        .firings
+        .iter()
+        .find(|f| f.action == ScaleAction::HoldScaleDowns)
+        .filter(|_| trigger.source == TriggerSource::Rule);
+    if let Some(lag) = lag {
+        let began = state
+            .replica_lag
+            .as_ref()
+            .is_none_or(|held| !held.holds(clock, ts, now_ms));
+        let reading = lag.reason.split(" (rule ").next().unwrap_or(&lag.reason);
+        next.replica_lag = Some(LagHold {
+            until_ts: ts.saturating_add(settings.replica_lag_hold_ms),
+            until_wall: now_ms.saturating_add(settings.replica_lag_hold_ms),
+            reading: reading.to_string(),
+        });
+        if trigger
+            .firings
+            .iter()
+            .all(|f| f.action == ScaleAction::HoldScaleDowns)
+        {
+            let (outcome, reason) = if began {
+                (
+                    Outcome::ReplicaLag,
+                    format!(
+                        "{}; replication lag of {} is above its limit: no replica is removed while it lasts",
+                        lead(Some(lag)),
+                        target.name
+                    ),
+                )
+            } else {
+                (
+                    Outcome::NoChange,
+                    format!(
+                        "{}; replication lag of {} is still above its limit: removals stay held",
+                        lead(Some(lag)),
+                        target.name
+                    ),
+                )
+            };
+            return verdict(outcome, Some(lag), None, None, reason, Some(next));
+        }
+    }
     let Some(current) = base_capacity(state, observed) else {
         let firing = ups.first().or(downs.first()).copied();
         return verdict(
@@ -731,7 +814,7 @@ fn decide_in_order<'a>(
     let resolved: Vec<RuleFiring> = trigger
         .firings
         .iter()
-        .filter(|f| f.action != ScaleAction::NextTier)
+        .filter(|f| f.action != ScaleAction::NextTier && f.action != ScaleAction::HoldScaleDowns)
         // Only an operator promotes a replica; a promote from anywhere
         // else is not acted on.
         .filter(|f| {
@@ -825,6 +908,18 @@ fn decide_in_order<'a>(
             Some((
                 Outcome::Paused,
                 format!("scale-down of {name} is paused by an operator"),
+            ))
+        } else if let Some(held) = next
+            .replica_lag
+            .as_ref()
+            .filter(|held| held.holds(clock, ts, now_ms))
+        {
+            Some((
+                Outcome::ReplicaLag,
+                format!(
+                    "replication lag of {name} is above its limit ({}): no replica is removed while it lasts",
+                    held.reading
+                ),
             ))
         } else if let Some(up_ts) = up_recent {
             let rule = state.last_up_rule.as_deref().unwrap_or("a scale-up rule");
@@ -1944,12 +2039,132 @@ horizontal_scaling_rules:
     }
 
     #[test]
+    fn replication_lag_holds_removals_while_it_lasts() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        assert_eq!(settings.replica_lag_hold_ms, 60_000);
+        let lag = |ts: i64| {
+            Trigger {
+            v: Version::CURRENT,
+            id: format!("lag-{ts}"),
+            ts,
+            target: "w".into(),
+            source: TriggerSource::Rule,
+            firings: vec![RuleFiring {
+                rule: "rds.max_replica_lag".into(),
+                direction: Direction::None,
+                action: ScaleAction::HoldScaleDowns,
+                observed: Some(2.5),
+                threshold: Some(1.0),
+                condition: "max_replica_lag > 1000ms".into(),
+                held_secs: 0,
+                reason: "max_replica_lag 2.5s > 1s (rule rds.max_replica_lag: \"max_replica_lag > 1000ms\")".into(),
+            }],
+            policy_revision: None,
+        }
+        };
+        let operator_down = Trigger {
+            source: TriggerSource::Operator,
+            firings: vec![RuleFiring {
+                rule: OPERATOR_RULE.into(),
+                direction: Direction::None,
+                action: ScaleAction::Set(3),
+                ..firing("cpu.scale_down")
+            }],
+            ..trigger(1_020, &[])
+        };
+        let forced_down = Trigger {
+            id: "op-forced".into(),
+            firings: vec![RuleFiring {
+                rule: OPERATOR_FORCE_RULE.into(),
+                ..operator_down.firings[0].clone()
+            }],
+            ..operator_down.clone()
+        };
+        // Each step starts from the state the previous one left; the
+        // operator's are decided on the wall clock at 1_030_000.
+        let steps: [(&str, Trigger, Outcome, &str); 8] = [
+            (
+                "the lag begins",
+                lag(1_000_000),
+                Outcome::ReplicaLag,
+                "no replica is removed while it lasts",
+            ),
+            (
+                "it lasts",
+                lag(1_030_000),
+                Outcome::NoChange,
+                "removals stay held",
+            ),
+            (
+                "a rule's removal",
+                trigger(1_031, &["cpu.scale_down"]),
+                Outcome::ReplicaLag,
+                "max_replica_lag 2.5s > 1s",
+            ),
+            (
+                "an operator's removal",
+                operator_down,
+                Outcome::ReplicaLag,
+                "(novactl scale --force overrides)",
+            ),
+            (
+                "a forced one",
+                forced_down,
+                Outcome::Scale,
+                "forced past: replication lag",
+            ),
+            (
+                "a removal within the hold",
+                trigger(1_089, &["q.scale_down"]),
+                Outcome::ReplicaLag,
+                "no replica is removed",
+            ),
+            (
+                "past it",
+                trigger(1_091, &["q.scale_down"]),
+                Outcome::Scale,
+                "remove 2",
+            ),
+            (
+                "an addition",
+                trigger(1_100, &["cpu.scale_up"]),
+                Outcome::Scale,
+                "add 2",
+            ),
+        ];
+        let mut state = TargetState::default();
+        for (name, trigger, outcome, reason_has) in steps {
+            let v = decide_at(
+                target,
+                settings,
+                &state,
+                Some(&capacity(5, state.seq)),
+                &trigger,
+                1_030_000,
+            );
+            assert_eq!(v.decision.outcome, outcome, "{name}: {}", v.decision.reason);
+            assert!(
+                v.decision.reason.contains(reason_has),
+                "{name}: {}",
+                v.decision.reason
+            );
+            assert_eq!(v.command.is_some(), outcome == Outcome::Scale, "{name}");
+            if let Some(next) = v.state {
+                state = next;
+            }
+        }
+    }
+
+    #[test]
     fn scale_downs_wait_for_added_capacity_to_warm_up() {
         let policy = from_yaml(POLICY, "p.yaml").unwrap();
         let mut target = policy.targets["w"].clone();
         target.warmup_secs = 900;
         let settings = ArbiterSettings {
             up_signal_hold_ms: 0,
+            replica_lag_hold_ms: 0,
         };
         let up = decide(
             &target,
@@ -2073,6 +2288,7 @@ horizontal_scaling_rules:
         let target = &policy.targets["w"];
         let settings = ArbiterSettings {
             up_signal_hold_ms: 0,
+            replica_lag_hold_ms: 0,
         };
         // Up and down alternate, each once its cooldowns allow: the 5th
         // action is the 4th reversal, more than the default 3 in 30 minutes.

@@ -216,6 +216,9 @@ pub enum ScaleAction {
     /// Promote this read replica of an RDS replica set to a standalone DB
     /// instance (an operator's `novactl promote`): the set has one fewer.
     Promote(String),
+    /// Hold off removing capacity while the rule's condition holds (an RDS
+    /// replica set's `max_replica_lag`); changes nothing itself.
+    HoldScaleDowns,
     /// An action this version does not know (a newer writer's), by its tag
     /// (`{"scale_by": 3}` is `Unknown("scale_by")`); never acted on.
     Unknown(String),
@@ -230,7 +233,9 @@ impl ScaleAction {
             ScaleAction::Remove(n) => current.saturating_sub(n),
             ScaleAction::Set(n) => n,
             ScaleAction::Promote(_) => current.saturating_sub(1),
-            ScaleAction::NextTier | ScaleAction::Unknown(_) => current,
+            ScaleAction::NextTier | ScaleAction::HoldScaleDowns | ScaleAction::Unknown(_) => {
+                current
+            }
         }
     }
 
@@ -242,6 +247,7 @@ impl ScaleAction {
             ScaleAction::Set(n) => format!("set to {n}"),
             ScaleAction::NextTier => "upgrade to the next tier".to_string(),
             ScaleAction::Promote(replica) => format!("promote {replica} to a standalone instance"),
+            ScaleAction::HoldScaleDowns => "hold off removing capacity".to_string(),
             ScaleAction::Unknown(tag) => format!("{tag} (an action this version does not know)"),
         }
     }
@@ -267,6 +273,9 @@ impl Serialize for ScaleAction {
             }
             ScaleAction::Promote(replica) => {
                 serializer.serialize_newtype_variant("ScaleAction", 4, "promote", replica)
+            }
+            ScaleAction::HoldScaleDowns => {
+                serializer.serialize_unit_variant("ScaleAction", 5, "hold_scale_downs")
             }
             ScaleAction::Unknown(tag) => serializer.serialize_str(tag),
         }
@@ -317,6 +326,10 @@ impl schemars::JsonSchema for ScaleAction {
                     "const": "next_tier",
                     "description": "Move one step up the rule's tier ladder (vertical scaling); the number of instances stays.",
                 },
+                {
+                    "const": "hold_scale_downs",
+                    "description": "Hold off removing capacity while the rule's condition holds (an RDS replica set's replica lag); changes nothing itself.",
+                },
             ],
         })
     }
@@ -335,6 +348,7 @@ impl<'de> Deserialize<'de> for ScaleAction {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ScaleAction, E> {
                 Ok(match v {
                     "next_tier" => ScaleAction::NextTier,
+                    "hold_scale_downs" => ScaleAction::HoldScaleDowns,
                     "promote" => {
                         return Err(E::custom(
                             "action \"promote\" needs a replica: {\"promote\": \"<replica id>\"}",
@@ -492,6 +506,9 @@ open_enum! {
         /// configured time (`emergency down`, `reset` or `scale --force`
         /// go past it).
         EmergencyHold = "emergency_hold",
+        /// Replication lag is above the replica set's `max_replica_lag`:
+        /// the alert when it starts, and a removal not taken while it lasts.
+        ReplicaLag = "replica_lag",
     }
 }
 

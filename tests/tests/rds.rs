@@ -477,3 +477,113 @@ horizontal_scaling_rules:
     );
     pipeline.stop().await;
 }
+
+fn replica_lag(ms: f64, ts: i64) -> Vec<u8> {
+    rmp_serde::to_vec_named(&json!({"value": ms, "ts": ts})).expect("encode")
+}
+
+/// `max_replica_lag`: replication lag above the limit, published as
+/// `replica_lag` samples (bare numbers in the limit's unit, ms), gives an
+/// audited `replica_lag` decision and holds every removal while it lasts;
+/// once the lag is back under the limit for the hold (twice the refire
+/// interval of event time), the held scale-down goes through. Replicas are
+/// counted with DescribeDBInstances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_lag_above_the_limit_holds_removals_until_it_subsides() {
+    let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
+    let rds = moto.rds();
+    nova_e2e::rds_primary(&rds, PRIMARY).await;
+    for id in names(&[1, 2, 3]) {
+        create_replica(&rds, &id).await;
+    }
+    let yaml = format!(
+        r#"
+targets:
+  db:
+    rules: [reads]
+    backend:
+      rds_replicas: {{ region: us-east-1, primary: {PRIMARY}, endpoint_url: "{}", drain_secs: 0, max_replica_lag: 1000ms }}
+horizontal_scaling_rules:
+  reads:
+    scale_up:   {{ condition: "read_queue > 100", action: "add 2 replicas", cooldown: 0, max_replicas: 5 }}
+    scale_down: {{ condition: "read_queue < 10", action: "remove 2 replicas", cooldown: 0, min_replicas: 1 }}
+"#,
+        moto.endpoint
+    );
+    let policy = Arc::new(from_yaml(&yaml, "rds.yaml").unwrap_or_else(|e| panic!("{e}")));
+    let client = nats.client().await;
+    let mut audit = AuditReader::new(&client).await;
+    let pipeline = Pipeline::start(&nats, policy).await;
+    let t0 = nova_runtime::now_ms() - 600_000;
+    let send = |metric: &'static str, payload: Vec<u8>| {
+        let client = client.clone();
+        async move { publish(&client, subjects::metrics("db", metric), payload, false).await }
+    };
+    let decision = |outcome: &'static str, rule: &'static str| {
+        move |r: &AuditRecord| {
+            r.target == "db"
+                && r.kind == AuditKind::Decision
+                && r.outcome == outcome
+                && r.rule.as_deref() == Some(rule)
+        }
+    };
+
+    send("replica_lag", replica_lag(2500.0, t0)).await;
+    let alert = audit
+        .wait_for(
+            "the replica_lag alert",
+            decision("replica_lag", "rds.max_replica_lag"),
+        )
+        .await;
+    assert!(
+        alert.reason.contains("max_replica_lag 2.5s > 1s")
+            && alert
+                .reason
+                .contains("no replica is removed while it lasts"),
+        "{}",
+        alert.reason
+    );
+
+    // A removal while the lag lasts (the next sample releases the
+    // scale-down the evaluator holds back for a later instant).
+    send("read_queue", read_queue(1.0, t0 + 1_000)).await;
+    send("replica_lag", replica_lag(2400.0, t0 + 2_000)).await;
+    let held = audit
+        .wait_for(
+            "the held scale-down",
+            decision("replica_lag", "reads.scale_down"),
+        )
+        .await;
+    assert!(
+        held.reason
+            .contains("remove 2 suppressed: replication lag of db is above its limit"),
+        "{}",
+        held.reason
+    );
+    assert_eq!(
+        nova_e2e::rds_replicas(&rds, PRIMARY).await,
+        names(&[1, 2, 3])
+    );
+
+    // The lag back under the limit, past the hold: the removal goes through.
+    send("replica_lag", replica_lag(100.0, t0 + 70_000)).await;
+    send("read_queue", read_queue(1.0, t0 + 71_000)).await;
+    send("replica_lag", replica_lag(100.0, t0 + 72_000)).await;
+    let removed = audit
+        .wait_for("the scale-down's result", is_result("succeeded"))
+        .await;
+    assert_eq!(
+        (removed.from, removed.to),
+        (Some(3), Some(1)),
+        "{removed:?}"
+    );
+    assert_eq!(nova_e2e::rds_replicas(&rds, PRIMARY).await, names(&[1]));
+    // The lag alert was audited once: the later firing only refreshed it.
+    let alerts = audit
+        .seen
+        .iter()
+        .filter(|r| decision("replica_lag", "rds.max_replica_lag")(r))
+        .count();
+    assert_eq!(alerts, 1);
+    pipeline.stop().await;
+}

@@ -337,6 +337,21 @@ impl Walker {
                 }
             }
         }
+        // A replica set's `max_replica_lag: 1000ms` tells the unit of
+        // `replica_lag` the same way.
+        if let Some(Value::Object(targets)) = top.get("targets") {
+            let lags = targets
+                .values()
+                .filter_map(|t| t.pointer("/backend/rds_replicas/max_replica_lag"))
+                .filter_map(Value::as_str);
+            for lag in lags {
+                if let Ok((_, Some(unit))) = units::parse_quantity(lag) {
+                    metric_units
+                        .entry(RdsReplicasBackend::REPLICA_LAG_METRIC.to_string())
+                        .or_insert(unit);
+                }
+            }
+        }
         let mut bindings: BTreeMap<String, Option<Binding>> =
             match top.get("horizontal_scaling_rules") {
                 Some(v) => self
@@ -738,6 +753,17 @@ impl Walker {
             }
             Some(v) => self.backend(v, &join(&path, "backend")),
         };
+        if let Some(Backend::RdsReplicas(RdsReplicasBackend {
+            max_replica_lag: Some(lag),
+            ..
+        })) = &backend
+            && let Some(rule) = self.replica_lag_rule(
+                &Value::String(lag.clone()),
+                &join(&path, "backend.rds_replicas.max_replica_lag"),
+            )
+        {
+            rules.push(rule);
+        }
         let rule_mins = rules.iter().filter_map(|r| r.min);
         let rule_maxes = rules.iter().filter_map(|r| r.max);
         let min = match map.get("min") {
@@ -1277,6 +1303,7 @@ impl Walker {
                 "instance_class",
                 "drain_secs",
                 "connection_pool",
+                "max_replica_lag",
             ],
         )?;
         let region = match m.get("region") {
@@ -1324,6 +1351,12 @@ impl Walker {
                 .connection_pool(v, &join(path, "connection_pool"))
                 .map(Some),
         };
+        let max_replica_lag = match m.get("max_replica_lag") {
+            None => Some(None),
+            Some(v) => self
+                .replica_lag_rule(v, &join(path, "max_replica_lag"))
+                .map(|_| v.as_str().map(|s| s.trim().to_string())),
+        };
         Some(Backend::RdsReplicas(RdsReplicasBackend {
             region: region?,
             primary: primary?,
@@ -1331,7 +1364,44 @@ impl Walker {
             instance_class: instance_class?,
             drain_secs: drain_secs?,
             connection_pool: connection_pool?,
+            max_replica_lag: max_replica_lag?,
         }))
+    }
+
+    /// The rule `max_replica_lag: <time>` binds: `max_replica_lag > <time>`,
+    /// holding off removals while it fires.
+    fn replica_lag_rule(&mut self, value: &Value, path: &str) -> Option<ThresholdRule> {
+        // A bare number says no unit, which the problem below names.
+        let text = match value {
+            Value::Number(n) => n.to_string(),
+            _ => self.string(value, path)?.trim().to_string(),
+        };
+        let timed = matches!(
+            units::parse_quantity(&text),
+            Ok((_, Some(Unit::Ms | Unit::Seconds)))
+        );
+        if !timed {
+            self.problem(
+                path,
+                format!("expected a time with its unit, such as 1000ms or 1s, found {text:?}"),
+            );
+            return None;
+        }
+        let metric = RdsReplicasBackend::REPLICA_LAG_METRIC;
+        let condition = parse_condition(&format!("max_{metric} > {text}"), |m| {
+            self.units.get(m).copied()
+        })
+        .map_err(|e| self.problem(path, e))
+        .ok()?;
+        Some(ThresholdRule {
+            name: RdsReplicasBackend::REPLICA_LAG_RULE.to_string(),
+            direction: Direction::None,
+            condition,
+            action: ScaleAction::HoldScaleDowns,
+            cooldown_secs: 0,
+            min: None,
+            max: None,
+        })
     }
 
     /// `connection_pool: {parameter_group, parameter?, apply_method?}`.
@@ -1876,6 +1946,40 @@ vertical_scaling_rules:
     }
 
     #[test]
+    fn max_replica_lag_binds_a_rule_that_holds_removals() {
+        let yaml = "targets:\n  db:\n    rules: [reads]\n    backend:\n      rds_replicas: {region: us-east-1, primary: orders-db, max_replica_lag: 1000ms}\nhorizontal_scaling_rules:\n  reads:\n    scale_up: {condition: \"read_queue > 100\", action: \"add 1 replica\", max_replicas: 5}\n";
+        let policy = from_yaml(yaml, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let db = &policy.targets["db"];
+        let lag = db
+            .rule(RdsReplicasBackend::REPLICA_LAG_RULE)
+            .expect("the lag rule is bound");
+        assert_eq!(
+            (&lag.direction, &lag.action, lag.condition.threshold),
+            (&Direction::None, &ScaleAction::HoldScaleDowns, 1.0)
+        );
+        assert_eq!(lag.condition.metric, "replica_lag");
+        // Published bare, replica_lag is in the limit's unit.
+        assert_eq!(policy.metric_unit("replica_lag"), Unit::Ms);
+        for (value, problem) in [
+            (
+                "1000",
+                "expected a time with its unit, such as 1000ms or 1s, found \"1000\"",
+            ),
+            ("80%", "expected a time with its unit"),
+            ("soon", "expected a time with its unit"),
+        ] {
+            let bad = yaml.replace("1000ms", value);
+            let err = from_yaml(&bad, "p.yaml").expect_err(value).to_string();
+            assert!(
+                err.contains(&format!(
+                    "targets.db.backend.rds_replicas.max_replica_lag: {problem}"
+                )),
+                "{value}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_replica_set_with_a_connection_pool_takes_a_numeric_ladder() {
         let yaml = "targets:\n  db:\n    rules: [reads, connection_pool]\n    backend:\n      rds_replicas: {region: us-east-1, primary: orders-db, connection_pool: {parameter_group: novacron-params}}\nhorizontal_scaling_rules:\n  reads:\n    scale_up: {condition: \"db_connection_usage > 90%\", action: \"add 1 replica\", max_replicas: 5}\nvertical_scaling_rules:\n  database:\n    connection_pool:\n      trigger: \"db_connection_usage > 80% for 2 minutes\"\n      action: \"raise max_connections\"\n      options: [{from: 500, to: 1000}, {from: 1000, to: 2000}]\n";
         let policy = from_yaml(yaml, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
@@ -1922,6 +2026,7 @@ vertical_scaling_rules:
                 instance_class: None,
                 drain_secs: DEFAULT_DRAIN_SECS,
                 connection_pool: None,
+                max_replica_lag: None,
             }
         );
         assert_eq!(rds.replica_id(3), "orders-db-replica-3");

@@ -474,6 +474,11 @@ pub struct RdsReplicasBackend {
     /// the target; none: the target takes no vertical rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<ConnectionPool>,
+    /// Replication lag above this (as written: `1000ms`, `1s`) holds off
+    /// removing replicas while it lasts: the loader binds the target a rule
+    /// [`RdsReplicasBackend::REPLICA_LAG_RULE`] on metric `replica_lag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replica_lag: Option<String>,
 }
 
 /// The runbook's connection pool: one parameter of the primary's DB
@@ -504,6 +509,12 @@ impl RdsReplicasBackend {
     /// The most read replicas RDS gives one primary (MySQL, MariaDB,
     /// PostgreSQL; fewer for Oracle and SQL Server).
     pub const MAX_REPLICAS: u32 = 15;
+
+    /// The metric a replica set's lag is published as (the largest over
+    /// its replicas counts).
+    pub const REPLICA_LAG_METRIC: &str = "replica_lag";
+    /// The name of the rule `max_replica_lag` binds.
+    pub const REPLICA_LAG_RULE: &str = "rds.max_replica_lag";
 
     /// The identifier of replica `n` (from 1).
     pub fn replica_id(&self, n: u32) -> String {
