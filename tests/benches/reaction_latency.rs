@@ -905,12 +905,7 @@ fn report(config: &Config, trials: &[Trial], seen: &Seen, background: &Backgroun
 /// Cluster [`CLUSTER`] on moto with one service per fleet, each running
 /// one task of one task definition.
 async fn ecs_services(moto: &MotoServer, fleets: usize) {
-    let ecs = moto.ecs().await;
-    ecs.create_cluster()
-        .cluster_name(CLUSTER)
-        .send()
-        .await
-        .expect("create cluster");
+    let ecs = moto.ecs_cluster(CLUSTER).await;
     let container = aws_sdk_ecs::types::ContainerDefinition::builder()
         .name("app")
         .image("busybox")

@@ -290,6 +290,17 @@ impl MotoServer {
         aws_sdk_rds::Client::from_conf(config)
     }
 
+    /// Creates an ECS cluster; returns the client.
+    pub async fn ecs_cluster(&self, cluster: &str) -> aws_sdk_ecs::Client {
+        let ecs = self.ecs().await;
+        ecs.create_cluster()
+            .cluster_name(cluster)
+            .send()
+            .await
+            .expect("create cluster");
+        ecs
+    }
+
     /// Creates a cluster, a task definition and a service with `desired` tasks.
     pub async fn ecs_service(
         &self,
@@ -297,12 +308,7 @@ impl MotoServer {
         service: &str,
         desired: i32,
     ) -> aws_sdk_ecs::Client {
-        let ecs = self.ecs().await;
-        ecs.create_cluster()
-            .cluster_name(cluster)
-            .send()
-            .await
-            .expect("create cluster");
+        self.ecs_cluster(cluster).await;
         self.ecs_service_in_cluster(cluster, service, desired).await
     }
 

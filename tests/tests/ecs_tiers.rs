@@ -72,12 +72,7 @@ async fn running_definition(ecs: &aws_sdk_ecs::Client) -> aws_sdk_ecs::types::Ta
 /// Service `web` with 3 tasks of the `small` tier, on Fargate with a port
 /// mapping, so the copy of everything but the sizes can be checked.
 async fn web_service(moto: &MotoServer) -> aws_sdk_ecs::Client {
-    let ecs = moto.ecs().await;
-    ecs.create_cluster()
-        .cluster_name(CLUSTER)
-        .send()
-        .await
-        .expect("create cluster");
+    let ecs = moto.ecs_cluster(CLUSTER).await;
     let container = ContainerDefinition::builder()
         .name("app")
         .image("nginx:1.27")

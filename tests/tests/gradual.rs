@@ -43,6 +43,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CLUSTER: &str = "walks";
 const SERVICE: &str = "api";
 const TARGET: &str = "api";
+/// The audit trail of a walk that fails at step 3 and rolls back to step 2.
+const ROLLED_BACK_AT_STEP_3: [&str; 9] = [
+    "executing",
+    "step",
+    "validated",
+    "step",
+    "validated",
+    "step",
+    "paused",
+    "rollback",
+    "rolled_back",
+];
 
 /// A health endpoint on a free loopback port: healthy (200) while `healthy`
 /// says so, else 503; it counts the requests it answered.
@@ -299,20 +311,7 @@ async fn a_step_that_stays_unhealthy_rolls_back_to_the_last_good_step() {
         eprintln!("  {outcome:<10} {reason}");
     }
     let outcomes: Vec<&str> = got.iter().map(|(o, _)| o.as_str()).collect();
-    assert_eq!(
-        outcomes,
-        [
-            "executing",
-            "step",
-            "validated",
-            "step",
-            "validated",
-            "step",
-            "paused",
-            "rollback",
-            "rolled_back"
-        ]
-    );
+    assert_eq!(outcomes, ROLLED_BACK_AT_STEP_3);
     let moves: Vec<(Option<u32>, Option<u32>)> = records
         .iter()
         .filter(|r| r.outcome == "step" || r.outcome == "rollback")
@@ -404,20 +403,7 @@ async fn a_metric_gate_that_stays_above_its_threshold_rolls_back_naming_the_gate
         eprintln!("  {outcome:<10} {reason}");
     }
     let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
-    assert_eq!(
-        outcomes,
-        [
-            "executing",
-            "step",
-            "validated",
-            "step",
-            "validated",
-            "step",
-            "paused",
-            "rollback",
-            "rolled_back"
-        ]
-    );
+    assert_eq!(outcomes, ROLLED_BACK_AT_STEP_3);
     for record in records.iter().filter(|r| r.outcome == "validated") {
         assert!(
             record.reason.contains("error_rate 0.2% <= 1%"),

@@ -44,6 +44,14 @@ async fn create_replica(rds: &aws_sdk_rds::Client, id: &str) {
         .expect("create replica");
 }
 
+/// The primary and its replicas 1 to 3, named as NovaCron names them.
+async fn primary_with_three_replicas(rds: &aws_sdk_rds::Client) {
+    nova_e2e::rds_primary(rds, PRIMARY).await;
+    for id in names(&[1, 2, 3]) {
+        create_replica(rds, &id).await;
+    }
+}
+
 fn policy(endpoint: &str) -> Arc<Policy> {
     // Cooldowns 0 so the scale-down follows the scale-up at once; a 1 s
     // drain so the scale-down goes through the wait.
@@ -362,10 +370,7 @@ async fn backup_days(rds: &aws_sdk_rds::Client, id: &str) -> Option<i32> {
 async fn an_operator_promotes_one_replica_once_and_a_wrong_name_fails_at_once() {
     let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
     let rds = moto.rds();
-    nova_e2e::rds_primary(&rds, PRIMARY).await;
-    for id in names(&[1, 2, 3]) {
-        create_replica(&rds, &id).await;
-    }
+    primary_with_three_replicas(&rds).await;
     let yaml = format!(
         r#"
 targets:
@@ -492,10 +497,7 @@ fn replica_lag(ms: f64, ts: i64) -> Vec<u8> {
 async fn replication_lag_above_the_limit_holds_removals_until_it_subsides() {
     let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
     let rds = moto.rds();
-    nova_e2e::rds_primary(&rds, PRIMARY).await;
-    for id in names(&[1, 2, 3]) {
-        create_replica(&rds, &id).await;
-    }
+    primary_with_three_replicas(&rds).await;
     let yaml = format!(
         r#"
 targets:
