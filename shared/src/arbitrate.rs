@@ -203,9 +203,71 @@ pub struct TargetState {
     /// lasts: removals wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_lag: Option<LagHold>,
+    /// The holds as they were before command `seq` started its own: put
+    /// back if its action fails (a failed action starts no cooldown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds_before: Option<HoldsBefore>,
     /// Fields of a newer version, kept as read and written back unchanged.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// A target's cooldowns, warm-ups and emergency hold before one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldsBefore {
+    /// The command they were taken before.
+    pub seq: u64,
+    /// [`TargetState::up_cooldown_until`].
+    pub up_cooldown_until: i64,
+    /// [`TargetState::down_cooldown_until`].
+    pub down_cooldown_until: i64,
+    /// [`TargetState::warming_until`].
+    pub warming_until: i64,
+    /// [`TargetState::resize_cooldown_until`].
+    pub resize_cooldown_until: i64,
+    /// [`TargetState::wall_holds`].
+    pub wall_holds: Holds,
+    /// [`TargetState::operator_holds`].
+    pub operator_holds: Holds,
+    /// [`TargetState::emergency_hold_until`].
+    pub emergency_hold_until: i64,
+}
+
+impl HoldsBefore {
+    /// `state`'s holds, before its next command.
+    fn of(state: &TargetState) -> Self {
+        HoldsBefore {
+            seq: state.seq + 1,
+            up_cooldown_until: state.up_cooldown_until,
+            down_cooldown_until: state.down_cooldown_until,
+            warming_until: state.warming_until,
+            resize_cooldown_until: state.resize_cooldown_until,
+            wall_holds: state.wall_holds,
+            operator_holds: state.operator_holds,
+            emergency_hold_until: state.emergency_hold_until,
+        }
+    }
+}
+
+/// `state` with the holds its last command started lifted, when the
+/// capacity record says that command's action failed; `None` otherwise.
+fn lift_failed_holds(state: &TargetState, record: Option<&CapacityRecord>) -> Option<TargetState> {
+    let before = state.holds_before.as_ref()?;
+    let failed = record.is_some_and(|r| r.failed_seq >= state.seq);
+    if !failed || before.seq != state.seq || state.seq == 0 {
+        return None;
+    }
+    Some(TargetState {
+        up_cooldown_until: before.up_cooldown_until,
+        down_cooldown_until: before.down_cooldown_until,
+        warming_until: before.warming_until,
+        resize_cooldown_until: before.resize_cooldown_until,
+        wall_holds: before.wall_holds,
+        operator_holds: before.operator_holds,
+        emergency_hold_until: before.emergency_hold_until,
+        holds_before: None,
+        ..state.clone()
+    })
 }
 
 /// Removals held off by replication lag: until the lag rule's last firing
@@ -582,6 +644,10 @@ pub fn decide_at<'a>(
     trigger: &Trigger,
     now_ms: i64,
 ) -> Verdict {
+    let observed = observed.into();
+    // A failed action started no cooldown: decide as if it had not run.
+    let lifted = lift_failed_holds(state, observed.record);
+    let state = lifted.as_ref().unwrap_or(state);
     let by_rule = trigger.source == TriggerSource::Rule;
     if by_rule
         && trigger.ts < state.last_rule_action_ts
@@ -1076,6 +1142,7 @@ fn decide_in_order<'a>(
             _ => {}
         }
     }
+    next.holds_before = Some(HoldsBefore::of(state));
     next.seq = state.seq + 1;
     next.desired = Some(desired);
     let reason = format!(
@@ -1369,6 +1436,7 @@ fn resize(
     // Replacement instances warm up like added ones; scale-downs wait for them.
     let warmup_ms = secs_to_ms(target.warmup_secs);
     next.warming_until = next.warming_until.max(ts.saturating_add(warmup_ms));
+    next.holds_before = Some(HoldsBefore::of(state));
     next.seq = state.seq + 1;
     next.desired = Some(current);
     next.tier = Some(to.clone());
@@ -2036,6 +2104,75 @@ horizontal_scaling_rules:
                 assert_eq!((command.from, command.desired), (current, current - 1));
             }
         }
+    }
+
+    #[test]
+    fn a_failed_action_starts_no_cooldown() {
+        let policy = from_yaml(POLICY, "p.yaml").unwrap();
+        let target = &policy.targets["w"];
+        let settings = ArbiterSettings::for_target(target, 30);
+        let first = decide(
+            target,
+            settings,
+            &TargetState::default(),
+            Some(&capacity(5, 0)),
+            &trigger(1000, &["cpu.scale_up"]),
+        );
+        assert_eq!(first.decision.outcome, Outcome::Scale);
+        let state = first.state.expect("a state");
+        // The actuator settled command 1: applied (the backend has 7) or
+        // failed (the backend still has 5).
+        let applied = capacity(7, 1);
+        let failed = CapacityRecord {
+            failed_seq: 1,
+            ..capacity(5, 1)
+        };
+        let cases = [
+            ("applied", &applied, Outcome::Cooldown, None),
+            ("failed", &failed, Outcome::Scale, Some(7)),
+        ];
+        for (name, record, outcome, to) in cases {
+            let v = decide(
+                target,
+                settings,
+                &state,
+                Some(record),
+                &trigger(1010, &["cpu.scale_up"]),
+            );
+            assert_eq!(v.decision.outcome, outcome, "{name}: {}", v.decision.reason);
+            assert_eq!(
+                v.command.map(|c| (c.from, c.desired)),
+                to.map(|to| (5, to)),
+                "{name}"
+            );
+        }
+        // A failure of an older command lifts nothing.
+        let second = decide(
+            target,
+            settings,
+            &state,
+            Some(&failed),
+            &trigger(1010, &["cpu.scale_up"]),
+        )
+        .state
+        .expect("a state");
+        let older = CapacityRecord {
+            failed_seq: 1,
+            ..capacity(7, 2)
+        };
+        let v = decide(
+            target,
+            settings,
+            &second,
+            Some(&older),
+            &trigger(1020, &["cpu.scale_up"]),
+        );
+        assert_eq!(
+            v.decision.outcome,
+            Outcome::Cooldown,
+            "{}",
+            v.decision.reason
+        );
     }
 
     #[test]

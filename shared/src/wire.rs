@@ -696,6 +696,10 @@ pub struct CapacityRecord {
     /// between steps for it. A high-water mark, like `claimed_seq`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub wanted_seq: u64,
+    /// Highest command sequence whose action failed (settled without
+    /// taking effect; 0: none): the arbiter lifts the cooldowns it started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_seq: u64,
     /// Fields of a newer version, kept as read and written back unchanged.
     #[serde(flatten)]
     #[cfg_attr(feature = "schema", schemars(skip))]

@@ -32,8 +32,10 @@ use nova_e2e::{AuditReader, MotoServer, NatsServer, WAIT, control, stream_messag
 use nova_runtime::nats::{ACTUATOR_CONSUMER, AUDIT_STREAM, COMMANDS_STREAM, RESULTS_STREAM};
 use nova_runtime::shutdown::{self, ShutdownTrigger};
 use nova_shared::policy::from_yaml;
+use nova_shared::subjects;
 use nova_shared::wire::{
-    ActionResult, AuditKind, AuditRecord, ControlRequest, ResultStatus, ScaleRequest, Stage,
+    ActionResult, AuditKind, AuditRecord, ControlRequest, Direction, ResultStatus, RuleFiring,
+    ScaleAction, ScaleRequest, Stage, Trigger, TriggerSource, Version,
 };
 
 const CLUSTER: &str = "faults";
@@ -160,6 +162,11 @@ struct World {
 /// `backend` on moto behind the proxy, and an arbiter and an actuator
 /// (call timeout [`CALL_TIMEOUT`], [`MAX_ATTEMPTS`] attempts) for it.
 async fn world(backend: Backend) -> World {
+    world_with(backend, |yaml| yaml).await
+}
+
+/// [`world`] with its policy's text edited by `edit`.
+async fn world_with(backend: Backend, edit: impl Fn(String) -> String) -> World {
     let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
     match backend {
         Backend::Ecs => {
@@ -168,7 +175,7 @@ async fn world(backend: Backend) -> World {
         Backend::Rds => nova_e2e::rds_primary(&moto.rds(), PRIMARY).await,
     }
     let proxy = CountingProxy::start(&moto.endpoint).await;
-    let yaml = backend.policy_yaml(&proxy.endpoint);
+    let yaml = edit(backend.policy_yaml(&proxy.endpoint));
     let policy = Arc::new(from_yaml(&yaml, "faults.yaml").unwrap_or_else(|e| panic!("{e}")));
     // The default actuator ack wait (60 s) is far above three call
     // timeouts, so no command is handed out again while in hand.
@@ -407,6 +414,66 @@ async fn an_invalid_ecs_request_fails_at_once_without_a_retry() {
         );
         w.stop().await;
     }
+}
+
+/// A rule trigger of `api`'s scale-up at event time `ts`, as the evaluator
+/// sends it.
+async fn grow_api(client: &async_nats::Client, ts: i64) {
+    let trigger = Trigger {
+        v: Version::CURRENT,
+        id: format!("grow-{ts}"),
+        ts,
+        target: "api".into(),
+        source: TriggerSource::Rule,
+        firings: vec![RuleFiring {
+            rule: "grow.scale_up".into(),
+            direction: Direction::Up,
+            action: ScaleAction::Add(1),
+            observed: Some(20.0),
+            threshold: Some(10.0),
+            condition: "queue_depth > 10".into(),
+            held_secs: 0,
+            reason: "queue_depth 20 > 10".into(),
+        }],
+        policy_revision: None,
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    nova_runtime::publish::publish_once(&js, subjects::triggers("api"), &trigger.id, &trigger)
+        .await
+        .expect("publish trigger");
+}
+
+/// A failed action starts no cooldown: a rule's scale-up refused by ECS
+/// (not retried) leaves the rule's 300 s cooldown unstarted, so the rule's
+/// next firing, 10 s later, acts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_action_starts_no_cooldown() {
+    let mut w = world_with(Backend::Ecs, |yaml| {
+        yaml.replace("cooldown: 0", "cooldown: 300")
+    })
+    .await;
+    w.proxy.refuse("UpdateService", "ClientException", 1);
+    let t0 = nova_runtime::now_ms() - 60_000;
+    grow_api(&w.client, t0).await;
+    let failed = w.result().await;
+    assert_eq!(failed.outcome, "failed", "{}", failed.reason);
+
+    grow_api(&w.client, t0 + 10_000).await;
+    let decision = w
+        .audit
+        .wait_for("the second decision", |r| {
+            r.kind == AuditKind::Decision && r.decision_id != failed.decision_id
+        })
+        .await;
+    assert_eq!(decision.outcome, "scale", "{}", decision.reason);
+    let applied = w.result().await;
+    assert_eq!(
+        (applied.outcome.as_str(), applied.to),
+        ("succeeded", Some(3))
+    );
+    let ecs = w.moto.ecs().await;
+    assert_eq!(nova_e2e::ecs_desired(&ecs, CLUSTER, SERVICE).await, 3);
+    w.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -885,6 +885,7 @@ impl Actuator {
                 ),
             ),
         };
+        let failed = status == ResultStatus::Failed;
         self.release(command, |r| {
             let base = match &observed {
                 Ok(obs) => observed_record(Some(r), &command.target, kind, obs.clone()),
@@ -892,6 +893,11 @@ impl Actuator {
             };
             CapacityRecord {
                 applied_seq: r.applied_seq.max(command.seq),
+                failed_seq: if failed {
+                    r.failed_seq.max(command.seq)
+                } else {
+                    r.failed_seq
+                },
                 plan: None,
                 ..base
             }
@@ -1075,6 +1081,7 @@ impl Actuator {
                     };
                     CapacityRecord {
                         applied_seq: r.applied_seq.max(command.seq),
+                        failed_seq: r.failed_seq.max(command.seq),
                         error: Some(stored.clone()),
                         plan: None,
                         ..base
