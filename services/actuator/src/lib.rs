@@ -942,7 +942,11 @@ impl Actuator {
                 return Ok(Step::Done);
             }
             Claim::Wait { holder, until_ms } => {
-                if holder < command.seq && record.wanted_seq < command.seq {
+                // A newer version's record is not written back by this one.
+                if holder < command.seq
+                    && record.wanted_seq < command.seq
+                    && record.v.is_understood()
+                {
                     // An older command holds the target (a gradual walk,
                     // perhaps): say that this one waits, so the walk stops
                     // at its next step instead of running to its end.
