@@ -806,9 +806,14 @@ fn decide_in_order<'a>(
             .as_ref()
             .is_none_or(|held| !held.holds(clock, ts, now_ms));
         let reading = lag.reason.split(" (rule ").next().unwrap_or(&lag.reason);
+        // A firing decided late (after a newer one) does not shorten it.
+        let (ts_before, wall_before) = state
+            .replica_lag
+            .as_ref()
+            .map_or((0, 0), |held| (held.until_ts, held.until_wall));
         next.replica_lag = Some(LagHold {
-            until_ts: ts.saturating_add(settings.replica_lag_hold_ms),
-            until_wall: now_ms.saturating_add(settings.replica_lag_hold_ms),
+            until_ts: ts_before.max(ts.saturating_add(settings.replica_lag_hold_ms)),
+            until_wall: wall_before.max(now_ms.saturating_add(settings.replica_lag_hold_ms)),
             reading: reading.to_string(),
         });
         if trigger
