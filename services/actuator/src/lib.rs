@@ -14,6 +14,8 @@
 //!   parameter of its DB parameter group (`max_connections`), through
 //!   DescribeDBParameters / ModifyDBParameterGroup.
 //! - [`sim`]: the simulated fleet and its load generator.
+//! - `walk`: a gradual walk's steps, validations and rollback, through the
+//!   backend; [`health`]: its HTTP health check.
 //!
 //! On start, and every `observe_every`, the actuator reads each target's
 //! capacity from its backend into KV `nova_capacity`, which the arbiter uses
