@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the non-Rust tools the project needs (nats-server, moto, and the
-# Python client libraries) into .venv at the repository root. Idempotent:
-# a second run with nothing to change takes a second.
+# Python client libraries) into .venv at the repository root, and Debian's
+# (with --checkers) promtool and amtool where missing. Idempotent: a second run with nothing
+# to change takes a second.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -35,6 +36,25 @@ if [ ! -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
   echo "setup-tools: installing $(grep -cv '^\s*\(#\|$\)' "$requirements") packages into $venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
   cp "$requirements" "$stamp"
+fi
+
+# With --checkers (the tests): promtool and amtool, for the deploy/ checks
+# (scripts/check-deploy.sh), from Debian's prometheus and
+# prometheus-alertmanager packages (as root, or through sudo).
+checkers=false
+[ "${1:-}" = "--checkers" ] && checkers=true
+if $checkers && { ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; }; then
+  as_root=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && as_root="sudo"
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "setup-tools: installing Debian's prometheus and prometheus-alertmanager"
+    $as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq --no-install-recommends \
+      prometheus prometheus-alertmanager >/dev/null
+  else
+    echo "setup-tools: promtool and amtool are required (Debian: apt-get install prometheus prometheus-alertmanager)" >&2
+    exit 1
+  fi
 fi
 
 "$venv/bin/nats-server" --version >/dev/null
