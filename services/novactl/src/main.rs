@@ -163,6 +163,12 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish,
+    /// powershell): e.g. `novactl completions bash > /etc/bash_completion.d/novactl`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Replay a load trace through NovaCron's decision code and the HPA
     /// algorithm against simulated fleets; print the elasticity metrics.
     Backtest(Box<backtest::BacktestArgs>),
@@ -371,6 +377,15 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
             command: PolicyCommand::Diff { old, new },
         } => return policy_diff(&old, &new, output),
         Command::Backtest(args) => return backtest::run(*args, output == Output::Json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "novactl",
+                &mut std::io::stdout(),
+            );
+        }
         control @ (Command::Status { .. }
         | Command::Pause(_)
         | Command::Resume(_)
