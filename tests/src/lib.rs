@@ -683,6 +683,35 @@ pub async fn stream_first<T: serde::de::DeserializeOwned>(
     out
 }
 
+/// The trigger the tests' `grow` rule sends (`grow.scale_up`: `queue_depth
+/// > 10`, add 1), as an evaluator would, for `target` at event time `ts`.
+pub fn grow_trigger(
+    target: &str,
+    id: String,
+    ts: i64,
+    reason: String,
+) -> nova_shared::wire::Trigger {
+    use nova_shared::wire::{Direction, RuleFiring, ScaleAction, Trigger, TriggerSource, Version};
+    Trigger {
+        v: Version::CURRENT,
+        id,
+        ts,
+        target: target.to_string(),
+        source: TriggerSource::Rule,
+        firings: vec![RuleFiring {
+            rule: "grow.scale_up".into(),
+            direction: Direction::Up,
+            action: ScaleAction::Add(1),
+            observed: Some(20.0),
+            threshold: Some(10.0),
+            condition: "queue_depth > 10".into(),
+            held_secs: 0,
+            reason,
+        }],
+        policy_revision: None,
+    }
+}
+
 /// Sends `request` on `nova.ctl.arbiter` (the verb in the request) and
 /// returns the arbiter's reply.
 pub async fn control(

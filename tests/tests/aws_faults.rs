@@ -34,8 +34,7 @@ use nova_runtime::shutdown::{self, ShutdownTrigger};
 use nova_shared::policy::from_yaml;
 use nova_shared::subjects;
 use nova_shared::wire::{
-    ActionResult, AuditKind, AuditRecord, ControlRequest, Direction, ResultStatus, RuleFiring,
-    ScaleAction, ScaleRequest, Stage, Trigger, TriggerSource, Version,
+    ActionResult, AuditKind, AuditRecord, ControlRequest, ResultStatus, ScaleRequest, Stage,
 };
 
 const CLUSTER: &str = "faults";
@@ -419,24 +418,12 @@ async fn an_invalid_ecs_request_fails_at_once_without_a_retry() {
 /// A rule trigger of `api`'s scale-up at event time `ts`, as the evaluator
 /// sends it.
 async fn grow_api(client: &async_nats::Client, ts: i64) {
-    let trigger = Trigger {
-        v: Version::CURRENT,
-        id: format!("grow-{ts}"),
+    let trigger = nova_e2e::grow_trigger(
+        "api",
+        format!("grow-{ts}"),
         ts,
-        target: "api".into(),
-        source: TriggerSource::Rule,
-        firings: vec![RuleFiring {
-            rule: "grow.scale_up".into(),
-            direction: Direction::Up,
-            action: ScaleAction::Add(1),
-            observed: Some(20.0),
-            threshold: Some(10.0),
-            condition: "queue_depth > 10".into(),
-            held_secs: 0,
-            reason: "queue_depth 20 > 10".into(),
-        }],
-        policy_revision: None,
-    };
+        "queue_depth 20 > 10".into(),
+    );
     let js = async_nats::jetstream::new(client.clone());
     nova_runtime::publish::publish_once(&js, subjects::triggers("api"), &trigger.id, &trigger)
         .await

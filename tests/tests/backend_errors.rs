@@ -16,9 +16,7 @@ use nova_runtime::nats::{ACTUATOR_CONSUMER, COMMANDS_STREAM};
 use nova_runtime::publish;
 use nova_shared::policy::from_yaml;
 use nova_shared::subjects;
-use nova_shared::wire::{
-    AuditKind, AuditRecord, Direction, RuleFiring, ScaleAction, Trigger, TriggerSource,
-};
+use nova_shared::wire::{AuditKind, AuditRecord};
 
 const CLUSTER: &str = "errors";
 
@@ -59,24 +57,12 @@ async fn world() -> World {
 impl World {
     /// Asks for one more instance of `api`, as a rule would.
     async fn grow(&self) {
-        let trigger = Trigger {
-            v: nova_shared::wire::Version::CURRENT,
-            id: "grow-api".into(),
-            ts: nova_runtime::now_ms(),
-            target: "api".into(),
-            source: TriggerSource::Rule,
-            firings: vec![RuleFiring {
-                rule: "grow.scale_up".into(),
-                direction: Direction::Up,
-                action: ScaleAction::Add(1),
-                observed: Some(20.0),
-                threshold: Some(10.0),
-                condition: "queue_depth > 10".into(),
-                held_secs: 0,
-                reason: "queue_depth 20 > 10".into(),
-            }],
-            policy_revision: None,
-        };
+        let trigger = nova_e2e::grow_trigger(
+            "api",
+            "grow-api".into(),
+            nova_runtime::now_ms(),
+            "queue_depth 20 > 10".into(),
+        );
         let js = async_nats::jetstream::new(self.client.clone());
         publish::publish_once(&js, subjects::triggers("api"), &trigger.id, &trigger)
             .await

@@ -22,8 +22,8 @@ use nova_runtime::publish;
 use nova_shared::policy::from_yaml;
 use nova_shared::subjects;
 use nova_shared::wire::{
-    ActionResult, AuditKind, AuditRecord, Command, ControlRequest, Direction, ResultStatus,
-    RuleFiring, ScaleAction, ScaleRequest, Stage, Trigger, TriggerSource,
+    ActionResult, AuditKind, AuditRecord, Command, ControlRequest, ResultStatus, ScaleRequest,
+    Stage, Trigger,
 };
 
 const CLUSTER: &str = "replicas";
@@ -47,24 +47,12 @@ fn policy_file(endpoint: &str, targets: usize) -> tempfile::NamedTempFile {
 }
 
 fn grow(target: &str, round: u32, t0: i64) -> Trigger {
-    Trigger {
-        v: nova_shared::wire::Version::CURRENT,
-        id: format!("burst-{target}-{round}"),
-        ts: t0 + i64::from(round) * 1000,
-        target: target.to_string(),
-        source: TriggerSource::Rule,
-        firings: vec![RuleFiring {
-            rule: "grow.scale_up".into(),
-            direction: Direction::Up,
-            action: ScaleAction::Add(1),
-            observed: Some(20.0),
-            threshold: Some(10.0),
-            condition: "queue_depth > 10".into(),
-            held_secs: 0,
-            reason: format!("burst round {round}"),
-        }],
-        policy_revision: None,
-    }
+    nova_e2e::grow_trigger(
+        target,
+        format!("burst-{target}-{round}"),
+        t0 + i64::from(round) * 1000,
+        format!("burst round {round}"),
+    )
 }
 
 const ACTUATOR_FLAGS: [&str; 2] = ["--call-timeout-secs", "2"];
