@@ -237,6 +237,10 @@ async fn serve(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            // A stop goes first: with a redelivered trigger always ready, a
+            // fair choice could take another one (a capacity read of up to
+            // 10 s) before it, again and again.
+            biased;
             _ = &mut shutdown => break,
             message = messages.next() => arbiter.handle(message).await,
         }
