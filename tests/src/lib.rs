@@ -36,6 +36,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+pub mod aws_target;
 pub mod cluster;
 pub mod corpus;
 pub mod process;

@@ -27,6 +27,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nova_e2e::aws_target::{AwsTarget, CLUSTER, PRIMARY, SERVICE};
 use nova_e2e::proxy::{Call, CountingProxy};
 use nova_e2e::{AuditReader, MotoServer, NatsServer, WAIT, control, stream_messages, within};
 use nova_runtime::nats::{ACTUATOR_CONSUMER, AUDIT_STREAM, COMMANDS_STREAM, RESULTS_STREAM};
@@ -36,10 +37,6 @@ use nova_shared::subjects;
 use nova_shared::wire::{
     ActionResult, AuditKind, AuditRecord, ControlRequest, ResultStatus, ScaleRequest, Stage,
 };
-
-const CLUSTER: &str = "faults";
-const SERVICE: &str = "svc";
-const PRIMARY: &str = "orders-db";
 
 /// The actuator's time limit per AWS call. Above what the SDK's own retries
 /// can take inside one call (its standard strategy makes 3 tries, waiting a
@@ -126,28 +123,6 @@ fn ladder(throttled: &'static str, fault: (u16, &'static str)) -> [Rung; 3] {
     ]
 }
 
-/// The backend of the one target of a test.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    /// ECS service `svc` with 2 tasks, as target `api`.
-    Ecs,
-    /// RDS primary `orders-db` without replicas, as target `db`.
-    Rds,
-}
-
-impl Backend {
-    fn policy_yaml(self, endpoint: &str) -> String {
-        match self {
-            Backend::Ecs => format!(
-                "targets:\n  api:\n    rules: [grow]\n    max: 10\n    backend:\n      ecs: {{ region: us-east-1, cluster: {CLUSTER}, service: {SERVICE}, endpoint_url: \"{endpoint}\" }}\nhorizontal_scaling_rules:\n  grow:\n    scale_up: {{ condition: \"queue_depth > 10\", action: \"add 1 instance\", cooldown: 0 }}\n"
-            ),
-            Backend::Rds => format!(
-                "targets:\n  db:\n    rules: [grow]\n    max: 5\n    backend:\n      rds_replicas: {{ region: us-east-1, primary: {PRIMARY}, endpoint_url: \"{endpoint}\", drain_secs: 0 }}\nhorizontal_scaling_rules:\n  grow:\n    scale_up: {{ condition: \"read_queue > 100\", action: \"add 1 replica\", cooldown: 0 }}\n"
-            ),
-        }
-    }
-}
-
 struct World {
     _nats: NatsServer,
     moto: MotoServer,
@@ -160,19 +135,14 @@ struct World {
 
 /// `backend` on moto behind the proxy, and an arbiter and an actuator
 /// (call timeout [`CALL_TIMEOUT`], [`MAX_ATTEMPTS`] attempts) for it.
-async fn world(backend: Backend) -> World {
+async fn world(backend: AwsTarget) -> World {
     world_with(backend, |yaml| yaml).await
 }
 
 /// [`world`] with its policy's text edited by `edit`.
-async fn world_with(backend: Backend, edit: impl Fn(String) -> String) -> World {
+async fn world_with(backend: AwsTarget, edit: impl Fn(String) -> String) -> World {
     let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
-    match backend {
-        Backend::Ecs => {
-            moto.ecs_service(CLUSTER, SERVICE, 2).await;
-        }
-        Backend::Rds => nova_e2e::rds_primary(&moto.rds(), PRIMARY).await,
-    }
+    backend.create(&moto).await;
     let proxy = CountingProxy::start(&moto.endpoint).await;
     let yaml = edit(backend.policy_yaml(&proxy.endpoint));
     let policy = Arc::new(from_yaml(&yaml, "faults.yaml").unwrap_or_else(|e| panic!("{e}")));
@@ -319,7 +289,7 @@ fn refused(calls: &[Call]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ecs_change_through_throttling_5xx_and_a_late_answer_reaches_the_backend_once() {
-    let mut w = world(Backend::Ecs).await;
+    let mut w = world(AwsTarget::Ecs).await;
     let rungs = ladder("ThrottlingException", (500, "InternalFailure"));
     for rung in &rungs {
         rung.script(&w.proxy, "UpdateService");
@@ -330,7 +300,9 @@ async fn an_ecs_change_through_throttling_5xx_and_a_late_answer_reaches_the_back
     assert_eq!(result.outcome, "succeeded", "{}", result.reason);
     let response = result.backend_response.as_deref().unwrap_or_default();
     assert!(
-        response.contains("UpdateService faults/svc not sent: desiredCount already 5 -> 5"),
+        response.contains(&format!(
+            "UpdateService {CLUSTER}/{SERVICE} not sent: desiredCount already 5 -> 5"
+        )),
         "the fourth attempt found the late call's change made: {response}"
     );
 
@@ -389,7 +361,7 @@ async fn an_invalid_ecs_request_fails_at_once_without_a_retry() {
         ("InvalidParameterException", "invalid request"),
     ];
     for (code, kind) in cases {
-        let mut w = world(Backend::Ecs).await;
+        let mut w = world(AwsTarget::Ecs).await;
         // As many as the actuator would ever ask: a retry would show up as a
         // second refused call.
         w.proxy.refuse("UpdateService", code, usize::MAX);
@@ -435,7 +407,7 @@ async fn grow_api(client: &async_nats::Client, ts: i64) {
 /// next firing, 10 s later, acts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_action_starts_no_cooldown() {
-    let mut w = world_with(Backend::Ecs, |yaml| {
+    let mut w = world_with(AwsTarget::Ecs, |yaml| {
         yaml.replace("cooldown: 0", "cooldown: 300")
     })
     .await;
@@ -465,7 +437,7 @@ async fn a_failed_action_starts_no_cooldown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rds_replica_set_through_throttling_5xx_and_a_late_answer_gets_each_replica_once() {
-    let mut w = world(Backend::Rds).await;
+    let mut w = world(AwsTarget::Rds).await;
     let rungs = ladder("Throttling", (503, "ServiceUnavailable"));
     for rung in &rungs {
         rung.script(&w.proxy, "CreateDBInstanceReadReplica");

@@ -28,6 +28,7 @@
 
 use std::time::Duration;
 
+use nova_e2e::aws_target::{AwsTarget, CLUSTER, PRIMARY, SERVICE};
 use nova_e2e::process::ServiceProcess;
 use nova_e2e::proxy::{Call, CountingProxy};
 use nova_e2e::{
@@ -38,10 +39,6 @@ use nova_shared::policy::from_yaml;
 use nova_shared::wire::{
     ActionResult, AuditKind, AuditRecord, ControlRequest, ResultStatus, ScaleRequest, Stage,
 };
-
-const CLUSTER: &str = "crash";
-const SERVICE: &str = "svc";
-const PRIMARY: &str = "orders-db";
 
 /// A 2 s call timeout: the killed actuator's SDK would give up on the held
 /// call after that, so the kill comes well within it.
@@ -59,47 +56,19 @@ const MOTO_ENV: [(&str, &str); 3] = [
     ("AWS_REGION", "us-east-1"),
 ];
 
-/// The backend of the one target of a test.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    /// ECS service `svc` with 2 tasks, as target `api`, scaled to 5.
-    Ecs,
-    /// RDS primary `orders-db` without replicas, as target `db`, scaled to 2.
-    Rds,
+/// The call that changes `backend`'s capacity: the one held.
+fn change(backend: AwsTarget) -> &'static str {
+    match backend {
+        AwsTarget::Ecs => "UpdateService",
+        AwsTarget::Rds => "CreateDBInstanceReadReplica",
+    }
 }
 
-impl Backend {
-    fn target(self) -> &'static str {
-        match self {
-            Backend::Ecs => "api",
-            Backend::Rds => "db",
-        }
-    }
-
-    /// The call that changes capacity: the one held.
-    fn change(self) -> &'static str {
-        match self {
-            Backend::Ecs => "UpdateService",
-            Backend::Rds => "CreateDBInstanceReadReplica",
-        }
-    }
-
-    fn desired(self) -> u32 {
-        match self {
-            Backend::Ecs => 5,
-            Backend::Rds => 2,
-        }
-    }
-
-    fn policy_yaml(self, endpoint: &str) -> String {
-        match self {
-            Backend::Ecs => format!(
-                "targets:\n  api:\n    rules: [grow]\n    max: 10\n    backend:\n      ecs: {{ region: us-east-1, cluster: {CLUSTER}, service: {SERVICE}, endpoint_url: \"{endpoint}\" }}\nhorizontal_scaling_rules:\n  grow:\n    scale_up: {{ condition: \"queue_depth > 10\", action: \"add 1 instance\", cooldown: 0 }}\n"
-            ),
-            Backend::Rds => format!(
-                "targets:\n  db:\n    rules: [grow]\n    max: 5\n    backend:\n      rds_replicas: {{ region: us-east-1, primary: {PRIMARY}, endpoint_url: \"{endpoint}\", drain_secs: 0 }}\nhorizontal_scaling_rules:\n  grow:\n    scale_up: {{ condition: \"read_queue > 100\", action: \"add 1 replica\", cooldown: 0 }}\n"
-            ),
-        }
+/// The capacity each test scales `backend` to.
+fn desired(backend: AwsTarget) -> u32 {
+    match backend {
+        AwsTarget::Ecs => 5,
+        AwsTarget::Rds => 2,
     }
 }
 
@@ -111,19 +80,14 @@ struct Stack {
     proxy: CountingProxy,
     client: async_nats::Client,
     policy: tempfile::NamedTempFile,
-    backend: Backend,
+    backend: AwsTarget,
     _arbiter: ServiceProcess,
 }
 
 impl Stack {
-    async fn start(backend: Backend) -> Stack {
+    async fn start(backend: AwsTarget) -> Stack {
         let (nats, moto) = tokio::join!(NatsServer::start(), MotoServer::start());
-        match backend {
-            Backend::Ecs => {
-                moto.ecs_service(CLUSTER, SERVICE, 2).await;
-            }
-            Backend::Rds => nova_e2e::rds_primary(&moto.rds(), PRIMARY).await,
-        }
+        backend.create(&moto).await;
         let proxy = CountingProxy::start(&moto.endpoint).await;
         let yaml = backend.policy_yaml(&proxy.endpoint);
         from_yaml(&yaml, "crash.yaml").unwrap_or_else(|e| panic!("{e}"));
@@ -165,7 +129,7 @@ impl Stack {
     async fn scale(&self) {
         let request = ControlRequest::Scale(ScaleRequest {
             target: self.backend.target().into(),
-            desired: self.backend.desired(),
+            desired: desired(self.backend),
             reason: Some("crash test".into()),
             force: false,
         });
@@ -228,9 +192,9 @@ struct Crashed {
 /// Scales `backend`'s target through the arbiter process, holds the
 /// actuator's capacity-changing call at the proxy, SIGKILLs the actuator
 /// once moto answered it, starts a new actuator and waits for the result.
-async fn kill_the_actuator_after_its_call(backend: Backend) -> Crashed {
+async fn kill_the_actuator_after_its_call(backend: AwsTarget) -> Crashed {
     let stack = Stack::start(backend).await;
-    let operation = backend.change();
+    let operation = change(backend);
     stack.proxy.hold(operation);
     let mut first = stack.actuator().await;
     stack.scale().await;
@@ -277,7 +241,7 @@ async fn settled_deliveries(client: &async_nats::Client) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ecs_change_made_before_the_actuator_died_is_not_sent_again() {
-    let crashed = kill_the_actuator_after_its_call(Backend::Ecs).await;
+    let crashed = kill_the_actuator_after_its_call(AwsTarget::Ecs).await;
     assert_eq!(crashed.held.body["desiredCount"], 5, "{:?}", crashed.held);
     let calls = crashed.stack.proxy.calls("UpdateService");
     assert_eq!(calls.len(), 1, "one UpdateService reached moto: {calls:?}");
@@ -291,9 +255,9 @@ async fn an_ecs_change_made_before_the_actuator_died_is_not_sent_again() {
     let (result, _) = crashed.settled.the_result();
     assert_eq!(result.status, ResultStatus::Succeeded, "{result:?}");
     assert!(
-        result
-            .response
-            .starts_with("UpdateService crash/svc not sent: desiredCount already 5 -> 5"),
+        result.response.starts_with(&format!(
+            "UpdateService {CLUSTER}/{SERVICE} not sent: desiredCount already 5 -> 5"
+        )),
         "{}",
         result.response
     );
@@ -313,7 +277,7 @@ async fn an_ecs_change_made_before_the_actuator_died_is_not_sent_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rds_replica_made_before_the_actuator_died_is_not_made_again() {
-    let crashed = kill_the_actuator_after_its_call(Backend::Rds).await;
+    let crashed = kill_the_actuator_after_its_call(AwsTarget::Rds).await;
     let want = [
         format!("{PRIMARY}-replica-1"),
         format!("{PRIMARY}-replica-2"),
@@ -366,7 +330,7 @@ async fn an_rds_replica_made_before_the_actuator_died_is_not_made_again() {
 /// desiredCount 5.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_whose_every_attempt_was_killed_reports_what_the_backend_has() {
-    let stack = Stack::start(Backend::Ecs).await;
+    let stack = Stack::start(AwsTarget::Ecs).await;
     stack.proxy.hold("UpdateService");
     let mut actuator = stack.actuator().await;
     stack.scale().await;
