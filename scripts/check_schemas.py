@@ -447,6 +447,14 @@ CASES = [
     ("policy", "unknown evaluation key", policy(top_extra={"evaluation": {"stale": 5}}), False),
     ("policy", "empty rule group", policy(top_extra={"horizontal_scaling_rules": {"g": {}}}), False),
     # gradual scaling (runbook section 2)
+    ("policy", "queue_depth, one consumer", policy(target_extra={"queue_depth": {"stream": "JOBS", "consumer": "workers"}}), True),
+    ("policy", "queue_depth, a list", policy(target_extra={"queue_depth": [
+        {"stream": "A", "consumer": "a", "poll_every": "5s"},
+        {"stream": "B", "consumer": "b", "server_url": "nats://u:p@q:4222", "poll_every": 30}]}), True),
+    ("policy", "queue_depth without consumer", policy(target_extra={"queue_depth": {"stream": "JOBS"}}), False),
+    ("policy", "queue_depth, a dotted stream", policy(target_extra={"queue_depth": {"stream": "a.b", "consumer": "c"}}), False),
+    ("policy", "queue_depth, an unknown key", policy(target_extra={"queue_depth": {"stream": "A", "consumer": "a", "every": 3}}), False),
+    ("policy", "queue_depth, an http url", policy(target_extra={"queue_depth": {"stream": "A", "consumer": "a", "server_url": "http://x"}}), False),
     ("policy", "gradual, step only", policy(target_extra={"gradual": {"step": 2}}), True),
     ("policy", "gradual, every field", policy(target_extra={"gradual": {"step": 2, "delay_secs": "30s",
         "health_check": {"url": "https://api.example/health", "expect_status": 204, "timeout_secs": 3},

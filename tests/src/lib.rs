@@ -12,6 +12,7 @@
 //!   calls reaching the backend, in order.
 //! - [`cluster`]: three nats-servers in one cluster, killed, restarted and
 //!   paused on demand, for broker fault tests.
+//! - [`http`]: GETs of the services' probes and Prometheus's query API.
 //! - [`corpus`]: the committed hostile inputs (`tests/corpus/hostile/`).
 //! - [`control`]: one typed control request to the arbiter, answered in time.
 //! - [`within`]: every wait has a deadline.
@@ -39,6 +40,7 @@ use tokio::task::JoinHandle;
 pub mod aws_target;
 pub mod cluster;
 pub mod corpus;
+pub mod http;
 pub mod process;
 pub mod proxy;
 
@@ -214,6 +216,34 @@ impl NatsServer {
             _store: store,
             url: format!("nats://{address}"),
         }
+    }
+
+    /// Kills the server (SIGKILL), as a crash; [`NatsServer::restart`]
+    /// brings it back on the same port and store.
+    pub async fn kill(&mut self) {
+        let _ = self._child.start_kill();
+        let _ = self._child.wait().await;
+    }
+
+    /// Starts the server again on its port and store, after [`NatsServer::kill`].
+    pub async fn restart(&mut self) {
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .expect("url has a port")
+            .to_string();
+        let mut command = Command::new(tool("nats-server", "NOVA_NATS_SERVER"));
+        command
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
+            .arg(self._store.path());
+        let (child, _) = spawn_until(
+            command,
+            "nats-server",
+            "Listening for client connections on",
+        )
+        .await;
+        self._child = child;
     }
 
     /// A connected client, with the streams, buckets and consumers

@@ -1196,6 +1196,10 @@ impl Actuator {
         record.threshold = threshold;
         self.auditor.record(&record).await?;
         metrics::counter!(names::COMMANDS, "status" => status.label()).increment(1);
+        // From the decision's time to now: what an operator waits for.
+        #[allow(clippy::cast_precision_loss)] // a latency in ms fits f64 exactly
+        let seconds = (nova_runtime::now_ms() - command.ts).max(0) as f64 / 1000.0;
+        metrics::histogram!(names::ACTION_SECONDS, "status" => status.label()).record(seconds);
         tracing::info!(
             target = command.target,
             seq = command.seq,

@@ -20,7 +20,7 @@ use nova_runtime::telemetry::names;
 use nova_shared::codec;
 use nova_shared::subjects;
 use nova_shared::wire::ErrorReply;
-use nova_shared::wire::{AuditQuery, AuditRecord, Stage};
+use nova_shared::wire::{AuditKind, AuditQuery, AuditRecord, Outcome, ResultStatus, Stage};
 
 /// The control subject of audit queries.
 pub const QUERY_VERB: &str = "audit";
@@ -101,6 +101,7 @@ async fn serve(
                     match nova_runtime::decode::<AuditRecord>(&message.payload, message.headers.as_ref()) {
                         Ok(record) => {
                             metrics::counter!(names::AUDIT_RECORDS, "stage" => record.stage.label(), "outcome" => record.outcome.clone()).increment(1);
+                            figures(&record);
                             if kept.len() == config.keep {
                                 kept.pop_front();
                             }
@@ -121,6 +122,28 @@ async fn serve(
     let _ = queries.unsubscribe().await;
     tracing::info!("audit stopped");
     Ok(())
+}
+
+/// The per-target figures (gauges by `target`; targets are policy names,
+/// so the label is bounded): records seen, the capacity of the newest
+/// succeeded result, the time of the newest scaling decision.
+fn figures(record: &AuditRecord) {
+    let target = record.target.clone();
+    metrics::counter!(names::AUDIT_TARGET_RECORDS, "target" => target.clone()).increment(1);
+    match record.kind {
+        AuditKind::Result if record.outcome == ResultStatus::Succeeded.as_str() => {
+            if let Some(to) = record.to {
+                metrics::gauge!(names::AUDIT_TARGET_CAPACITY, "target" => target)
+                    .set(f64::from(to));
+            }
+        }
+        AuditKind::Decision if record.outcome == Outcome::Scale.as_str() => {
+            #[allow(clippy::cast_precision_loss)] // unix ms fit f64 exactly until year 287396
+            let seconds = record.ts as f64 / 1000.0;
+            metrics::gauge!(names::AUDIT_TARGET_LAST_SCALE, "target" => target).set(seconds);
+        }
+        _ => {}
+    }
 }
 
 async fn answer(

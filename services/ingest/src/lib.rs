@@ -10,6 +10,11 @@
 //!
 //! A reloaded policy (new targets, metric units, sample age limits) applies
 //! from the next message.
+//!
+//! [`lag`] polls the JetStream consumers that targets' `queue_depth:`
+//! blocks name and publishes their lag as `queue_depth` samples.
+
+pub mod lag;
 
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
@@ -67,6 +72,7 @@ async fn serve(
     let js = nova_runtime::nats::jetstream(&client);
     let dead = DeadLetters::new(js, Stage::Ingest);
     let _ping = setup::ping(&client, Stage::Ingest).await?;
+    let _lag = lag::spawn(config.policy.clone(), client.clone());
     let mut live = config.policy;
     let mut policy = live.current().policy;
     tokio::pin!(shutdown);

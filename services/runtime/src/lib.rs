@@ -1,7 +1,7 @@
 //! What every NovaCron service shares at run time, on top of `nova-shared`:
 //! the NATS side of the wire contract.
 //!
-//! - [`ping`]: `nova.ctl.ping.<stage>`, answered once a service is listening.
+//! - [`ping`]: `nova.ctl.ping.<stage>`, answered once a service is listening; readiness; `$SRV` registration.
 //! - [`nats`]: connecting; the names of streams, buckets and consumers.
 //! - [`provision`]: the JetStream topology, applied by `novactl provision`, checked by services.
 //! - [`setup`]: opening consumers, buckets and subscriptions; [`setup::SetupError`].
@@ -10,7 +10,8 @@
 //! - [`kv`]: typed compare-and-set on KV entries, its errors classified.
 //! - [`error`]: `Error<Kind>`, errors whose kind says whether to retry.
 //! - [`retry`]: back-off between attempts.
-//! - [`telemetry`]: metric names, the Prometheus exporter, tracing set-up.
+//! - [`telemetry`]: metric names, the Prometheus recorder, tracing set-up.
+//! - [`http`]: the per-service listener: `/metrics`, `/healthz`, `/readyz`.
 //! - [`reload`]: the policy in force ([`reload::LivePolicy`]), reloaded on SIGHUP and on a change of its file.
 //! - [`shutdown`]: a cloneable shutdown signal for `run(config, client, shutdown)`.
 //! - [`cli`]: the flags every service binary takes.
@@ -18,6 +19,7 @@
 pub mod cli;
 pub mod dead;
 pub mod error;
+pub mod http;
 pub mod kv;
 pub mod nats;
 pub mod ping;

@@ -34,8 +34,32 @@ pub const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
 /// may list several servers of a cluster, comma-separated; the client picks
 /// one and fails over to the others.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
+    connect_with(url, name, None).await
+}
+
+/// A NATS user and password, e.g. from a Kubernetes Secret.
+#[derive(Debug, Clone)]
+pub struct UserPassword {
+    /// The user.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+/// [`connect`] as `user`, when given.
+pub async fn connect_with(
+    url: &str,
+    name: &str,
+    user: Option<UserPassword>,
+) -> Result<async_nats::Client, ConnectError> {
     let servers = servers(url)?;
-    let client = async_nats::ConnectOptions::new()
+    let options = match user {
+        Some(UserPassword { user, password }) => {
+            async_nats::ConnectOptions::with_user_and_password(user, password)
+        }
+        None => async_nats::ConnectOptions::new(),
+    };
+    let client = options
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))

@@ -8,6 +8,7 @@
 mod emergency;
 mod gradual;
 mod kinds;
+mod queue_depth;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -137,6 +138,7 @@ const TARGET_KEYS: &[&str] = &[
     "emergency_floor",
     "baseline",
     "gradual",
+    "queue_depth",
 ];
 /// A rule's floor and ceiling, as the runbook spells them for each noun.
 const MIN_KEYS: &[&str] = &["min_instances", "min_workers", "min_replicas", "min"];
@@ -841,6 +843,10 @@ impl Walker {
                 gradual.map(Some)
             }
         };
+        let queue_depth = match map.get("queue_depth") {
+            None => Some(Vec::new()),
+            Some(v) => self.queue_depth(v, &join(&path, "queue_depth")),
+        };
         if !ladders.is_empty()
             && let Some(backend) = &backend
         {
@@ -896,6 +902,7 @@ impl Walker {
             flapping: flapping?,
             fallback: fallback?,
             gradual: gradual?,
+            queue_depth: queue_depth?,
         })
     }
 

@@ -158,6 +158,39 @@ pub struct Target {
     /// ([`crate::gradual`]); none: every change in one call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradual: Option<crate::gradual::Gradual>,
+    /// JetStream consumers whose lag ingest publishes as this target's
+    /// `queue_depth` samples; none: no polling.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queue_depth: Vec<QueueDepthSource>,
+}
+
+/// Seconds between two reads of a consumer's lag, unless `poll_every` says.
+pub const DEFAULT_LAG_POLL_SECS: u64 = 10;
+
+/// One JetStream consumer whose lag (pending plus ack-pending messages) is
+/// a target's `queue_depth`, as KEDA's NATS JetStream scaler reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepthSource {
+    /// The stream.
+    pub stream: String,
+    /// The durable consumer on it.
+    pub consumer: String,
+    /// Another NATS server (or cluster, comma-separated) to read it on,
+    /// with `user:password@` in it when it needs them (the user decides the
+    /// account); none: the services' own connection (and account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    /// Seconds between two reads.
+    pub poll_every_secs: u64,
+}
+
+impl QueueDepthSource {
+    /// The `instance` of its samples, `<stream>/<consumer>`: the same in
+    /// every ingest replica, so replicas' readings of one consumer fill one
+    /// slot of the evaluator's window (latest value wins) and never add up.
+    pub fn instance(&self) -> String {
+        format!("{}/{}", self.stream, self.consumer)
+    }
 }
 
 /// The top-level `emergency:` settings, as every target gets them.
