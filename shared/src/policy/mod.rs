@@ -158,6 +158,10 @@ pub struct Target {
     /// ([`crate::gradual`]); none: every change in one call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradual: Option<crate::gradual::Gradual>,
+    /// The `alert_rules` that scale this target (Alertmanager alerts, through
+    /// ingest's webhook bridge), in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert_rules: Vec<crate::alert::AlertRule>,
 }
 
 /// The top-level `emergency:` settings, as every target gets them.
@@ -275,8 +279,21 @@ impl Target {
         self.tracking.iter().find(|r| r.name == name)
     }
 
+    /// The alert rule with this name, if it scales this target.
+    pub fn alert_rule(&self, name: &str) -> Option<&crate::alert::AlertRule> {
+        self.alert_rules.iter().find(|r| r.name == name)
+    }
+
     /// What the arbiter needs of the rule `name`, whatever its kind.
     pub fn limits(&self, name: &str) -> RuleLimits<'_> {
+        if let Some(rule) = self.alert_rule(name) {
+            return RuleLimits {
+                cooldown_secs: rule.cooldown_secs,
+                min: rule.min,
+                max: rule.max,
+                behavior: None,
+            };
+        }
         if let Some(rule) = self.rule(name) {
             return RuleLimits {
                 cooldown_secs: rule.cooldown_secs,
