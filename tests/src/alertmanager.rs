@@ -171,6 +171,27 @@ impl Alertmanager {
         am
     }
 
+    /// Waits until its cluster has `peers` members and has settled (its v2
+    /// status says `ready`): before that it holds notifications back, and
+    /// one that settles after its peer sent finds the peer's entry and
+    /// sends nothing.
+    pub async fn wait_cluster(&self, peers: usize) {
+        let status = format!("{}/api/v2/status", self.url);
+        within(&format!("a settled cluster of {peers}"), WAIT, async {
+            loop {
+                if let Ok(answer) = http("GET", &status, &[], Vec::new()).await
+                    && let Ok(doc) = serde_json::from_str::<serde_json::Value>(&answer.body)
+                    && doc["cluster"]["status"] == "ready"
+                    && doc["cluster"]["peers"].as_array().map(Vec::len) == Some(peers)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    }
+
     /// Posts alerts (a JSON array) to its v2 API.
     pub async fn post_alerts(&self, alerts: &serde_json::Value) {
         let answer = http(

@@ -291,6 +291,7 @@ async fn an_ha_pair_delivers_one_alert_twice_and_it_is_one_trigger() {
     let first = Alertmanager::start(&config, Some(&[])).await;
     let peer = first.cluster.clone().expect("cluster address");
     let second = Alertmanager::start(&config, Some(&[peer])).await;
+    tokio::join!(first.wait_cluster(2), second.wait_cluster(2));
     let started = nova_runtime::now_ms() - 5_000;
     let alerts = json!([alert("api", started, None)]);
     tokio::join!(first.post_alerts(&alerts), second.post_alerts(&alerts));
