@@ -39,13 +39,14 @@ if [ ! -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
 fi
 
 # With --checkers (the tests): promtool and amtool, for the deploy/ checks
-# (scripts/check-deploy.sh), and the prometheus server itself, for
-# tests/tests/prometheus.rs, from Debian's prometheus and
-# prometheus-alertmanager packages (as root, or through sudo).
+# (scripts/check-deploy.sh), and the Prometheus and Alertmanager servers
+# themselves, for tests/tests/prometheus.rs and the webhook bridge's
+# end-to-end test (tests/tests/alertmanager.rs), from Debian's prometheus
+# and prometheus-alertmanager packages (as root, or through sudo).
 checkers=false
 [ "${1:-}" = "--checkers" ] && checkers=true
 if $checkers && { ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1 \
-  || ! command -v prometheus >/dev/null 2>&1; }; then
+  || ! command -v prometheus >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; }; then
   as_root=""
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && as_root="sudo"
   if command -v apt-get >/dev/null 2>&1; then

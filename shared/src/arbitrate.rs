@@ -11,14 +11,18 @@
 //! |-------------------------------------------------------|--------------------|
 //! | trigger id already decided                            | `duplicate`        |
 //! | a rule trigger older than the last rule-caused action | `superseded`       |
+//! | an alert resolved: its rule's hold ends               | `no_change`        |
+//! | an alert fires whose rule only holds: the hold starts | `no_change`        |
 //! | capacity never observed and never commanded           | `unknown_capacity` |
 //! | any up firing: the one asking for most capacity wins  |                    |
 //! |   scale-up paused by an operator                      | `paused`           |
+//! |   scale-up paused by another firing alert (`pause`)   | `paused`           |
 //! |   up cooldown running                                 | `cooldown`         |
 //! |   current >= max (rule max and target max)            | `at_max`           |
 //! |   otherwise                                           | `scale` (clamped)  |
 //! | only down firings: the one removing least wins        |                    |
 //! |   scale-down paused by an operator                    | `paused`           |
+//! |   scale-down held by another firing alert (`hold_scale_downs`, `pause`) | `paused` |
 //! |   a rule's up firing was seen within the up-signal hold (rule triggers only) | `overridden` |
 //! |   down cooldown, or the last scale-up's cooldown, running | `cooldown`     |
 //! |   the last scale-up's capacity is still warming up    | `warming_up`       |
@@ -34,7 +38,7 @@
 //! | trigger from | decided at | its cooldowns and warm-up |
 //! |---|---|---|
 //! | a rule (`rule`) | its `ts`, the event time of its sample | the rules' own, on event time; and those of operator and fallback actions, on the wall clock (`now_ms`) |
-//! | an operator (`operator`) or a silent source (`fallback`) | the arbiter's wall clock `now_ms` | every action's (rule, operator, fallback), on the wall clock |
+//! | an operator (`operator`), a silent source (`fallback`) or an alert (`alert`) | the arbiter's wall clock `now_ms` | every action's (rule, operator, fallback, alert), on the wall clock |
 //!
 //! Every action stamps its holds on both: a rule's at its event time (for
 //! rules) and at `now_ms` (for operators); an operator's or fallback's at
@@ -95,7 +99,9 @@
 //! reverse direction more than `flapping.max_reversals` times.
 
 use crate::units::secs_to_ms;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::alert::WhileFiring;
 
 use serde::{Deserialize, Serialize};
 
@@ -104,8 +110,8 @@ use crate::ids;
 use crate::policy::{FlapSettings, Target, TierMove};
 use crate::tracking::{self, ScaleEvent};
 use crate::wire::{
-    CapacityRecord, Command, Decision, Direction, Extra, Outcome, RuleFiring, ScaleAction, Trigger,
-    TriggerSource, Version,
+    AlertStatus, CapacityRecord, Command, Decision, Direction, Extra, Outcome, RuleFiring,
+    ScaleAction, Trigger, TriggerSource, Version,
 };
 
 /// How many recent trigger ids a target remembers for de-duplication.
@@ -207,9 +213,33 @@ pub struct TargetState {
     /// back if its action fails (a failed action starts no cooldown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holds_before: Option<HoldsBefore>,
+    /// What firing alerts hold (`alert_rules[].while_firing`), by
+    /// [`alert_hold_key`] (rule and fingerprint), until the same alert is
+    /// resolved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alert_holds: BTreeMap<String, AlertHold>,
     /// Fields of a newer version, kept as read and written back unchanged.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// A hold a firing alert started: scale-downs, or all scaling, wait until
+/// the alert is resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertHold {
+    /// `hold_scale_downs` or `pause`.
+    pub while_firing: WhileFiring,
+    /// The rule.
+    pub rule: String,
+    /// The alert's name.
+    pub alertname: String,
+    /// Wall-clock ms when the arbiter took it.
+    pub since_ms: i64,
+}
+
+/// The key of an alert's hold in [`TargetState::alert_holds`].
+pub fn alert_hold_key(rule: &str, fingerprint: &str) -> String {
+    format!("{rule}/{fingerprint}")
 }
 
 /// A target's cooldowns, warm-ups and emergency hold before one command.
@@ -340,9 +370,12 @@ impl Clock {
             TriggerSource::Rule => Clock::Event,
             // A source of a newer version: its event time is not known to
             // mean what a rule's does, so the arbiter's own clock decides.
-            TriggerSource::Operator | TriggerSource::Fallback | TriggerSource::Unknown(_) => {
-                Clock::Wall
-            }
+            // An alert's notification time is Alertmanager's, not the
+            // samples': alerts are decided on the arbiter's clock.
+            TriggerSource::Operator
+            | TriggerSource::Fallback
+            | TriggerSource::Alert
+            | TriggerSource::Unknown(_) => Clock::Wall,
         }
     }
 }
@@ -790,6 +823,16 @@ fn decide_in_order<'a>(
     while next.recent_triggers.len() > RECENT_TRIGGERS {
         next.recent_triggers.pop_front();
     }
+    if let Some((outcome, reason)) = alert_holds(target, &mut next, trigger, now_ms) {
+        return verdict(
+            outcome,
+            trigger.firings.first(),
+            None,
+            None,
+            reason,
+            Some(next),
+        );
+    }
     if let Some(up) = ups.first().filter(|_| clock == Clock::Event) {
         next.last_up_signal = Some(ts);
         next.last_up_rule = Some(up.rule.clone());
@@ -953,6 +996,8 @@ fn decide_in_order<'a>(
                 Outcome::Paused,
                 format!("scale-up of {name} is paused by an operator"),
             ))
+        } else if let Some(why) = alert_blocks(state, trigger, Direction::Up) {
+            Some((Outcome::Paused, why))
         } else {
             holds.running(state, Direction::Up)
         };
@@ -980,6 +1025,8 @@ fn decide_in_order<'a>(
                 Outcome::Paused,
                 format!("scale-down of {name} is paused by an operator"),
             ))
+        } else if let Some(why) = alert_blocks(state, trigger, Direction::Down) {
+            Some((Outcome::Paused, why))
         } else if let Some(held) = next
             .replica_lag
             .as_ref()
@@ -1194,6 +1241,100 @@ fn decide_in_order<'a>(
     v.command = Some(command);
     v.flapping = flapping;
     remember(v)
+}
+
+/// The alert rows of the table, for a trigger of source `alert`: a firing
+/// alert whose rule holds something while it fires starts its hold in
+/// `next`; a resolved one ends it. `Some` when that is all the trigger
+/// does (a resolved alert; a firing one whose rule has no action).
+fn alert_holds(
+    target: &Target,
+    next: &mut TargetState,
+    trigger: &Trigger,
+    now_ms: i64,
+) -> Option<(Outcome, String)> {
+    let alert = trigger.alert.as_ref()?;
+    if trigger.source != TriggerSource::Alert {
+        return None;
+    }
+    let firing = trigger.firings.first()?;
+    let rule = target.alert_rule(&firing.rule)?;
+    let key = alert_hold_key(&rule.name, &alert.fingerprint);
+    let name = &target.name;
+    let what = match rule.while_firing {
+        WhileFiring::None => None,
+        WhileFiring::HoldScaleDowns => Some("scale-downs"),
+        WhileFiring::Pause => Some("scaling"),
+    };
+    let lead = &firing.reason;
+    match alert.status {
+        AlertStatus::Firing => {
+            if let Some(what) = what {
+                next.alert_holds.entry(key).or_insert(AlertHold {
+                    while_firing: rule.while_firing,
+                    rule: rule.name.clone(),
+                    alertname: alert.alertname.clone(),
+                    since_ms: now_ms,
+                });
+                if rule.action.is_none() {
+                    return Some((
+                        Outcome::NoChange,
+                        format!("{lead}; {name} holds {what} until the alert is resolved"),
+                    ));
+                }
+            }
+            None
+        }
+        _ => {
+            let ended = next.alert_holds.remove(&key);
+            let reason = match (ended, what) {
+                (Some(_), Some(what)) => {
+                    format!("{lead}; {name} no longer holds {what} for this alert")
+                }
+                (None, Some(what)) => format!(
+                    "{lead}; {name} held no {what} for this alert (its firing was not seen)"
+                ),
+                (_, None) => format!("{lead}; the rule holds nothing, so nothing ends"),
+            };
+            Some((Outcome::NoChange, reason))
+        }
+    }
+}
+
+/// Why a firing alert's hold stops a firing in `direction`: `pause` holds
+/// both, `hold_scale_downs` the downs. An alert's own trigger is not held
+/// by its own hold.
+fn alert_blocks(state: &TargetState, trigger: &Trigger, direction: Direction) -> Option<String> {
+    let own = trigger
+        .alert
+        .as_ref()
+        .filter(|_| trigger.source == TriggerSource::Alert)
+        .and_then(|a| {
+            trigger
+                .firings
+                .first()
+                .map(|f| alert_hold_key(&f.rule, &a.fingerprint))
+        });
+    state
+        .alert_holds
+        .iter()
+        .filter(|(key, _)| Some(*key) != own.as_ref())
+        .map(|(_, hold)| hold)
+        .find(|hold| hold.while_firing == WhileFiring::Pause || direction == Direction::Down)
+        .map(|hold| {
+            let what = if direction == Direction::Up {
+                "scale-up"
+            } else {
+                "scale-down"
+            };
+            format!(
+                "{what} of {} waits while alert {} fires (rule {}, {})",
+                trigger.target,
+                hold.alertname,
+                hold.rule,
+                hold.while_firing.as_str()
+            )
+        })
 }
 
 /// The moments a trigger is decided at: its event time, and the arbiter's
@@ -1564,6 +1705,9 @@ mod clock_tests;
 mod kinds_tests;
 
 #[cfg(test)]
+mod alert_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::from_yaml;
@@ -1609,6 +1753,7 @@ horizontal_scaling_rules:
             source: TriggerSource::Rule,
             firings: rules.iter().map(|r| firing(r)).collect(),
             policy_revision: None,
+            alert: None,
         }
     }
 
@@ -2003,6 +2148,7 @@ horizontal_scaling_rules:
                 reason: format!("operator: set to {n}"),
             }],
             policy_revision: None,
+            alert: None,
         };
         let cases = [
             (9, Outcome::Scale, Some(9), Direction::Up),
@@ -2065,6 +2211,7 @@ horizontal_scaling_rules:
                 reason: "operator asked to promote w-replica-3".into(),
             }],
             policy_revision: None,
+            alert: None,
         };
         // A scale-down's cooldown and a pause do not stop a promote (it is
         // forced); the target's min does.
@@ -2203,8 +2350,7 @@ horizontal_scaling_rules:
                 held_secs: 0,
                 reason: "max_replica_lag 2.5s > 1s (rule rds.max_replica_lag: \"max_replica_lag > 1000ms\")".into(),
             }],
-            policy_revision: None,
-        }
+            policy_revision: None, alert: None, }
         };
         let operator_down = Trigger {
             source: TriggerSource::Operator,
@@ -2619,6 +2765,7 @@ mod tests_support {
                 reason: "max_queue_depth 1500 > 1000".into(),
             }],
             policy_revision: None,
+            alert: None,
         };
         (policy, trigger)
     }

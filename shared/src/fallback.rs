@@ -115,6 +115,7 @@ impl SilenceWatch {
                     reason,
                 }],
                 policy_revision: None,
+                alert: None,
             });
         }
         due.sort_by(|a, b| a.target.cmp(&b.target));

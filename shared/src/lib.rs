@@ -13,12 +13,14 @@
 //! - [`evaluate`]: event-time rule evaluation ("condition for duration").
 //! - [`fallback`]: falling back to a set capacity when a metric source goes silent.
 //! - [`tracking`]: target tracking, the HPA algorithm (tolerance, stabilization, rate limits).
+//! - [`alert`]: Alertmanager webhook payloads, `alert_rules` matchers, alerts routed to triggers.
 //! - [`arbitrate`]: cooldowns, bounds and conflict resolution into an absolute desired capacity.
 //! - [`emergency`]: what `novactl emergency up|down|reset` asks of a target, or why not.
 //! - [`gradual`]: gradual scaling: steps, gate verdicts, the pause-then-rollback walk.
 //! - [`lease`]: the per-target lease that keeps actuator replicas in decision order.
 //! - `schema` (feature `schema`): the JSON Schemas in `schemas/`, generated from the wire types.
 
+pub mod alert;
 pub mod arbitrate;
 pub mod codec;
 pub mod emergency;

@@ -491,6 +491,7 @@ fn trigger() -> SchemaFile {
         source: TriggerSource::Rule,
         firings,
         policy_revision: None,
+        alert: None,
     };
     let tracking = RuleFiring {
         condition: "avg_cpu at 60%".into(),

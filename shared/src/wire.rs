@@ -406,7 +406,35 @@ open_enum! {
         Operator = "operator",
         /// The target's metric source went silent and the policy has a fallback.
         Fallback = "fallback",
+        /// An Alertmanager alert matched one of the policy's `alert_rules`
+        /// (ingest's webhook bridge); its [`Trigger::alert`] says which.
+        Alert = "alert",
     }
+}
+
+open_enum! {
+    /// An alert's status in an Alertmanager notification.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub enum AlertStatus {
+        /// The alert fires.
+        Firing = "firing",
+        /// The alert has stopped firing.
+        Resolved = "resolved",
+    }
+}
+
+/// The alert behind a trigger of source `alert`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct AlertRef {
+    /// `firing` or `resolved`.
+    pub status: AlertStatus,
+    /// Its `alertname` label.
+    pub alertname: String,
+    /// Alertmanager's fingerprint of its labels.
+    pub fingerprint: String,
+    /// When it started firing, RFC 3339 as Alertmanager wrote it.
+    pub starts_at: String,
 }
 
 /// One rule that fired, with what it saw.
@@ -458,6 +486,10 @@ pub struct Trigger {
     /// revisions, and from operator and outside triggers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_revision: Option<String>,
+    /// The alert a trigger of source `alert` comes from: a resolved one ends
+    /// what its firing started (`alert_rules[].while_firing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertRef>,
 }
 
 open_enum! {

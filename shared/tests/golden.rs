@@ -218,6 +218,7 @@ fn trigger(id: &str, source: TriggerSource, firings: Vec<RuleFiring>) -> Trigger
         source,
         firings,
         policy_revision: None,
+        alert: None,
     }
 }
 

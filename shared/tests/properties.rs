@@ -81,6 +81,7 @@ fn trigger(policy: &Policy, n: usize, ts: i64, rules: &[usize]) -> Trigger {
         source: TriggerSource::Rule,
         firings,
         policy_revision: None,
+        alert: None,
     }
 }
 
@@ -156,7 +157,7 @@ proptest! {
         let mut ts = 0;
         for (n, (gap, firings)) in steps.into_iter().enumerate() {
             ts += gap * 1000;
-            let trigger = Trigger { v: nova_shared::wire::Version::CURRENT, id: format!("t-{n}"), ts, target: "m".into(), source: TriggerSource::Rule, firings, policy_revision: None };
+            let trigger = Trigger { v: nova_shared::wire::Version::CURRENT, id: format!("t-{n}"), ts, target: "m".into(), source: TriggerSource::Rule, firings, policy_revision: None, alert: None, };
             let verdict = decide(target, settings, &state, Some(&observed), &trigger);
             prop_assert!(!verdict.decision.reason.is_empty());
             if let Some(command) = &verdict.command {
@@ -199,8 +200,7 @@ proptest! {
                     held_secs: 0,
                     reason: String::new(),
                 }],
-                policy_revision: None,
-            };
+                policy_revision: None, alert: None, };
             let verdict = decide(target, settings, &state, Some(&observed), &trigger);
             if let Some(command) = &verdict.command {
                 prop_assert!((2..=60).contains(&command.desired), "{command:?}");

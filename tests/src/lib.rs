@@ -15,6 +15,8 @@
 //! - [`http`]: GETs of the services' probes and Prometheus's query API.
 //! - [`corpus`]: the committed hostile inputs (`tests/corpus/hostile/`).
 //! - [`control`]: one typed control request to the arbiter, answered in time.
+//! - [`alertmanager`]: the real Alertmanager, alone or in a cluster, and
+//!   an HTTP client for its API and for ingest's webhook bridge.
 //! - [`within`]: every wait has a deadline.
 //!
 //! Tools are found through `NOVA_NATS_SERVER` / `NOVA_MOTO_SERVER`, then the
@@ -37,6 +39,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+pub mod alertmanager;
 pub mod aws_target;
 pub mod cluster;
 pub mod corpus;
@@ -191,8 +194,8 @@ pub(crate) async fn spawn_until(
 
 /// A JetStream-enabled nats-server on a free loopback port, killed on drop.
 pub struct NatsServer {
-    _child: Child,
-    _store: tempfile::TempDir,
+    child: Option<Child>,
+    store: tempfile::TempDir,
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
 }
@@ -212,38 +215,37 @@ impl NatsServer {
         )
         .await;
         NatsServer {
-            _child: child,
-            _store: store,
+            child: Some(child),
+            store,
             url: format!("nats://{address}"),
         }
     }
 
-    /// Kills the server (SIGKILL), as a crash; [`NatsServer::restart`]
-    /// brings it back on the same port and store.
-    pub async fn kill(&mut self) {
-        let _ = self._child.start_kill();
-        let _ = self._child.wait().await;
+    /// Kills the server (SIGKILL) and waits until it is gone; its store stays.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            within("nats-server to exit", WAIT, child.wait())
+                .await
+                .expect("nats-server exits");
+        }
     }
 
-    /// Starts the server again on its port and store, after [`NatsServer::kill`].
+    /// Starts the server again on its port with its store, as it was.
     pub async fn restart(&mut self) {
-        let port = self
-            .url
-            .rsplit(':')
-            .next()
-            .expect("url has a port")
-            .to_string();
+        assert!(self.child.is_none(), "nats-server is running");
+        let port = self.url.rsplit(':').next().expect("a port").to_string();
         let mut command = Command::new(tool("nats-server", "NOVA_NATS_SERVER"));
         command
             .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
-            .arg(self._store.path());
+            .arg(self.store.path());
         let (child, _) = spawn_until(
             command,
             "nats-server",
             "Listening for client connections on",
         )
         .await;
-        self._child = child;
+        self.child = Some(child);
     }
 
     /// A connected client, with the streams, buckets and consumers
@@ -740,6 +742,7 @@ pub fn grow_trigger(
             reason,
         }],
         policy_revision: None,
+        alert: None,
     }
 }
 
@@ -790,7 +793,7 @@ pub async fn stream_messages<T: serde::de::DeserializeOwned>(
 impl NatsServer {
     /// The server's process id (for benchmarks that account its CPU time).
     pub fn pid(&self) -> Option<u32> {
-        self._child.id()
+        self.child.as_ref().and_then(Child::id)
     }
 }
 

@@ -149,6 +149,7 @@ async fn a_decision_whose_command_stream_is_gone_is_retried_not_dead_lettered() 
             reason: "queue_depth 500 > 100".into(),
         }],
         policy_revision: None,
+        alert: None,
     };
     publish::publish_once(&js, subjects::triggers("web"), &trigger.id, &trigger)
         .await

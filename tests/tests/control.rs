@@ -106,6 +106,7 @@ async fn control_requests_are_answered_while_a_trigger_waits_on_a_silent_actuato
             reason: "max_queue_depth 1500 > 1000".into(),
         }],
         policy_revision: None,
+        alert: None,
     };
     nova_runtime::publish::publish_once(&js, subjects::triggers("slow"), &trigger.id, &trigger)
         .await

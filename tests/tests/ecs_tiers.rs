@@ -119,6 +119,7 @@ async fn fire(client: &async_nats::Client, n: u32) {
             reason: "avg_cpu 93% > 85% for 1 minute".into(),
         }],
         policy_revision: None,
+        alert: None,
     };
     let js = async_nats::jetstream::new(client.clone());
     publish::publish_once(&js, subjects::triggers("web"), &trigger.id, &trigger)

@@ -302,7 +302,7 @@ async fn prometheus_scrapes_every_service_and_reads_a_scaling_action_back() {
     assert_eq!(lag[0]["metric"]["target"], "web");
 
     // NATS down: not ready, still alive; back: ready again.
-    nats.kill().await;
+    nats.stop().await;
     for service in &services {
         let reason = service.readyz_becomes(503).await;
         assert!(reason.contains("NATS disconnected"), "{reason}");

@@ -124,6 +124,7 @@ async fn fire(client: &async_nats::Client, target: &str, rule: &str, action: Sca
             reason: format!("{rule} fired"),
         }],
         policy_revision: None,
+        alert: None,
     };
     let js = async_nats::jetstream::new(client.clone());
     publish::publish_once(&js, subjects::triggers(target), &trigger.id, &trigger)

@@ -103,6 +103,7 @@ fn foreign_trigger(id: &str, rule: &str, revision: &str) -> Trigger {
             reason: "a rule of another policy".into(),
         }],
         policy_revision: Some(revision.into()),
+        alert: None,
     }
 }
 

@@ -99,6 +99,7 @@ fn grow(target: &str, id: &str) -> Trigger {
             reason: "queue_depth 500 > 100".into(),
         }],
         policy_revision: None,
+        alert: None,
     }
 }
 

@@ -613,6 +613,7 @@ impl Arbiter {
             // Another replica, on another revision, may take it: it defers
             // a target its policy lacks instead of refusing it.
             policy_revision: Some(revision.to_string()),
+            alert: None,
         };
         publish::publish_once(
             &self.js,

@@ -13,8 +13,13 @@
 //!
 //! [`lag`] polls the JetStream consumers that targets' `queue_depth:`
 //! blocks name and publishes their lag as `queue_depth` samples.
+//!
+//! With [`Config::webhook`] set, ingest also serves the Alertmanager webhook
+//! bridge ([`webhook`]): alerts in, triggers of source `alert` out, on a
+//! listener of its own.
 
 pub mod lag;
+pub mod webhook;
 
 use futures_util::StreamExt;
 use nova_runtime::dead::DeadLetters;
@@ -27,6 +32,17 @@ use nova_shared::policy::Policy;
 use nova_shared::subjects;
 use nova_shared::wire::Stage;
 
+/// Ingest could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Its subscription or dead-letter outlet could not be set up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The webhook listener could not start or failed.
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
+}
+
 /// Ingest settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -34,6 +50,8 @@ pub struct Config {
     pub policy: LivePolicy,
     /// Queue group shared by ingest replicas.
     pub queue_group: String,
+    /// The Alertmanager webhook listener; none: no webhook.
+    pub webhook: Option<webhook::WebhookConfig>,
 }
 
 impl Config {
@@ -42,6 +60,7 @@ impl Config {
         Config {
             policy: policy.into(),
             queue_group: "nova-ingest".into(),
+            webhook: None,
         }
     }
 }
@@ -52,7 +71,7 @@ pub async fn run(
     config: Config,
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), SetupError> {
+) -> Result<(), IngestError> {
     // Instrumented, not entered: a span guard held across awaits would
     // mark whatever else its thread runs as the ingest's.
     tracing::Instrument::instrument(
@@ -66,19 +85,41 @@ async fn serve(
     config: Config,
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), SetupError> {
+) -> Result<(), IngestError> {
+    // The webhook binds first: a taken port fails the start, not later.
+    let bridge = match config.webhook.clone() {
+        Some(webhook) => Some(webhook::Bridge::bind(webhook).await?),
+        None => None,
+    };
     let mut subscription =
         setup::subscribe(&client, subjects::METRICS_ALL, Some(&config.queue_group)).await?;
     let js = nova_runtime::nats::jetstream(&client);
     let dead = DeadLetters::new(js, Stage::Ingest);
     let _ping = setup::ping(&client, Stage::Ingest).await?;
     let _lag = lag::spawn(config.policy.clone(), client.clone());
+    let (stop_webhook, webhook_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut served = bridge.map(|bridge| {
+        let stopped = async move {
+            let _ = webhook_stopped.await;
+        };
+        tokio::spawn(bridge.serve(config.policy.clone(), client.clone(), stopped))
+    });
     let mut live = config.policy;
     let mut policy = live.current().policy;
     tokio::pin!(shutdown);
+    let mut failed = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            ended = async { served.as_mut().expect("guarded").await }, if served.is_some() => {
+                served = None;
+                failed = Some(match ended {
+                    Ok(Err(error)) => error,
+                    Ok(Ok(())) => webhook::WebhookError::Serve(std::io::Error::other("the webhook server stopped")),
+                    Err(join) => webhook::WebhookError::Serve(std::io::Error::other(join.to_string())),
+                });
+                break;
+            }
             next = live.changed() => policy = next.policy,
             message = subscription.next() => match message {
                 Some(message) => handle(&policy, &client, &dead, message).await,
@@ -87,9 +128,20 @@ async fn serve(
         }
     }
     let _ = subscription.unsubscribe().await;
+    // The webhook finishes its requests in hand: each answers once its
+    // publishes are acked or given up.
+    let _ = stop_webhook.send(());
+    if let Some(served) = served
+        && let Ok(Err(error)) = served.await
+    {
+        failed.get_or_insert(error);
+    }
     let _ = client.flush().await;
     tracing::info!("ingest stopped");
-    Ok(())
+    match failed {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
 }
 
 async fn handle(

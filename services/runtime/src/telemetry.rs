@@ -12,6 +12,11 @@ pub mod names {
     /// Messages given up after retrying a broker error for as long as they
     /// were relevant, by `stage`.
     pub const GIVEN_UP: &str = "nova_given_up_total";
+    /// Requests to ingest's Alertmanager webhook, by `outcome` (accepted,
+    /// unauthorized, too_large, bad_payload, unavailable).
+    pub const WEBHOOK_REQUESTS: &str = "nova_webhook_requests_total";
+    /// Alerts the webhook received, by `outcome` (matched, unmatched).
+    pub const WEBHOOK_ALERTS: &str = "nova_webhook_alerts_total";
     /// Samples ingest accepted or rejected, by `outcome`.
     pub const INGEST_SAMPLES: &str = "nova_ingest_samples_total";
     /// Messages sent to a dead-letter subject, by `stage`.

@@ -98,6 +98,7 @@ fn trigger(from: Asks, now_secs: i64, id: String) -> Trigger {
             reason: String::new(),
         }],
         policy_revision: None,
+        alert: None,
     }
 }
 

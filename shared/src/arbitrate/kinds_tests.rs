@@ -80,6 +80,7 @@ fn run(
         source: TriggerSource::Rule,
         firings,
         policy_revision: None,
+        alert: None,
     };
     decide(
         target,

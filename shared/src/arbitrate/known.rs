@@ -42,13 +42,17 @@ pub fn check_known<'p>(
     let missing = match policy.targets.get(&trigger.target) {
         None => format!("no target {:?}", trigger.target),
         Some(target) => {
-            let unknown = (trigger.source == TriggerSource::Rule)
-                .then(|| {
-                    trigger.firings.iter().find(|f| {
-                        target.rule(&f.rule).is_none() && target.tracking_rule(&f.rule).is_none()
-                    })
-                })
-                .flatten();
+            let unknown = match trigger.source {
+                TriggerSource::Rule => trigger.firings.iter().find(|f| {
+                    target.rule(&f.rule).is_none() && target.tracking_rule(&f.rule).is_none()
+                }),
+                // An alert's rule is one of the target's `alert_rules`.
+                TriggerSource::Alert => trigger
+                    .firings
+                    .iter()
+                    .find(|f| target.alert_rule(&f.rule).is_none()),
+                _ => None,
+            };
             match unknown {
                 None => return Ok(target),
                 Some(firing) => format!("no rule {:?} for target {:?}", firing.rule, target.name),

@@ -160,6 +160,7 @@ fn push(out: &mut Vec<Trigger>, target: &str, ts: i64, vertical: bool, firings: 
             source: TriggerSource::Rule,
             firings,
             policy_revision: None,
+            alert: None,
         }),
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! - [`kinds`]: the target tracking and vertical rule sections.
 
+mod alerts;
 mod emergency;
 mod gradual;
 mod kinds;
@@ -124,6 +125,7 @@ const TOP_KEYS: &[&str] = &[
     "evaluation",
     "emergency",
     "groups",
+    "alert_rules",
 ];
 const TARGET_KEYS: &[&str] = &[
     "rules",
@@ -420,6 +422,25 @@ impl Walker {
             _ => Vec::new(),
         };
         let groups = self.groups(top.get("groups"), &names);
+        if let Some(v) = top.get("alert_rules") {
+            for (target, rules) in self.alert_rules(v, &names) {
+                // A rule name is unique across its kinds: the arbiter finds
+                // a firing's rule by name.
+                for rule in &rules {
+                    if let Some(t) = targets.get(&target)
+                        && (t.rule(&rule.name).is_some() || t.tracking_rule(&rule.name).is_some())
+                    {
+                        self.problem(
+                            &join("alert_rules", &rule.name),
+                            format!("target {target} already binds a rule of this name; rule names must be unique"),
+                        );
+                    }
+                }
+                if let Some(t) = targets.get_mut(&target) {
+                    t.alert_rules = rules;
+                }
+            }
+        }
         Some(Policy {
             targets,
             metric_units,
@@ -903,6 +924,7 @@ impl Walker {
             fallback: fallback?,
             gradual: gradual?,
             queue_depth: queue_depth?,
+            alert_rules: Vec::new(),
         })
     }
 

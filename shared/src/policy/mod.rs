@@ -162,6 +162,10 @@ pub struct Target {
     /// `queue_depth` samples; none: no polling.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queue_depth: Vec<QueueDepthSource>,
+    /// The `alert_rules` that scale this target (Alertmanager alerts, through
+    /// ingest's webhook bridge), in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert_rules: Vec<crate::alert::AlertRule>,
 }
 
 /// Seconds between two reads of a consumer's lag, unless `poll_every` says.
@@ -308,8 +312,21 @@ impl Target {
         self.tracking.iter().find(|r| r.name == name)
     }
 
+    /// The alert rule with this name, if it scales this target.
+    pub fn alert_rule(&self, name: &str) -> Option<&crate::alert::AlertRule> {
+        self.alert_rules.iter().find(|r| r.name == name)
+    }
+
     /// What the arbiter needs of the rule `name`, whatever its kind.
     pub fn limits(&self, name: &str) -> RuleLimits<'_> {
+        if let Some(rule) = self.alert_rule(name) {
+            return RuleLimits {
+                cooldown_secs: rule.cooldown_secs,
+                min: rule.min,
+                max: rule.max,
+                behavior: None,
+            };
+        }
         if let Some(rule) = self.rule(name) {
             return RuleLimits {
                 cooldown_secs: rule.cooldown_secs,

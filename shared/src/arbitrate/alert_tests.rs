@@ -1,0 +1,250 @@
+//! Table tests of the alert rows: a trigger of source `alert` acts with its
+//! rule's cooldown and bounds, on the wall clock; its rule's `while_firing`
+//! hold starts with the firing alert and ends with the resolved one.
+
+use super::*;
+use crate::alert::{self, AlertRule};
+use crate::policy::{Policy, from_yaml};
+
+const POLICY: &str = r#"
+targets:
+  w: { rules: [q], max: 10, backend: { sim: { initial: 5 } } }
+horizontal_scaling_rules:
+  q:
+    scale_up: { condition: "queue_depth > 100", action: "add 1 instance", cooldown: 0 }
+    scale_down: { condition: "queue_depth < 1", action: "remove 1 instance", cooldown: 0 }
+alert_rules:
+  hold:
+    target: w
+    alertname: Latency
+    action: add 2 instances
+    cooldown: 60
+    max: 8
+    while_firing: hold_scale_downs
+  pause:
+    target: w
+    alertname: Incident
+    while_firing: pause
+  plain:
+    target: w
+    alertname: Disk
+    action: set to 9 instances
+"#;
+
+fn policy() -> Policy {
+    from_yaml(POLICY, "p.yaml").expect("policy")
+}
+
+fn rule<'p>(policy: &'p Policy, name: &str) -> &'p AlertRule {
+    policy.targets["w"].alert_rule(name).expect("rule")
+}
+
+/// The trigger ingest makes of `rule`'s alert in `status`, at `now`.
+fn alert_trigger(policy: &Policy, name: &str, status: &str, now: i64) -> Trigger {
+    let r = rule(policy, name);
+    let body = format!(
+        r#"{{"version":"4","alerts":[{{"status":"{status}","labels":{{"alertname":"{}"}},"startsAt":"s","fingerprint":"fp-{name}"}}]}}"#,
+        r.alertname
+    );
+    let webhook = alert::parse_webhook(body.as_bytes()).expect("payload");
+    let routed = alert::route(std::slice::from_ref(r), &webhook, "rev", now);
+    routed.triggers.into_iter().next().expect("a trigger")
+}
+
+fn rule_trigger(id: &str, down: bool, ts: i64) -> Trigger {
+    let (rule, direction, action) = if down {
+        ("q.scale_down", Direction::Down, ScaleAction::Remove(1))
+    } else {
+        ("q.scale_up", Direction::Up, ScaleAction::Add(1))
+    };
+    Trigger {
+        v: Version::CURRENT,
+        id: id.into(),
+        ts,
+        target: "w".into(),
+        source: TriggerSource::Rule,
+        firings: vec![RuleFiring {
+            rule: rule.into(),
+            direction,
+            action,
+            observed: None,
+            threshold: None,
+            condition: String::new(),
+            held_secs: 0,
+            reason: rule.into(),
+        }],
+        policy_revision: None,
+        alert: None,
+    }
+}
+
+/// Decides `triggers` in turn from capacity 5, each at its own wall
+/// clock; returns each outcome and its `to`.
+fn run(policy: &Policy, triggers: &[(Trigger, i64)]) -> Vec<(String, Option<u32>, String)> {
+    let target = &policy.targets["w"];
+    let settings = ArbiterSettings::for_target(target, 30);
+    let mut state = TargetState::default();
+    let record = super::tests_support::capacity(5, 0);
+    let mut out = Vec::new();
+    for (trigger, now) in triggers {
+        let verdict = decide_at(target, settings, &state, Some(&record), trigger, *now);
+        out.push((
+            verdict.decision.outcome.as_str().to_string(),
+            verdict.decision.to,
+            verdict.decision.reason.clone(),
+        ));
+        if let Some(next) = verdict.state {
+            state = next;
+        }
+    }
+    out
+}
+
+/// A case: its name, the triggers with their wall clocks, and each
+/// expected outcome, `to` and a part of the reason.
+type Case<'a> = (
+    &'a str,
+    Vec<(Trigger, i64)>,
+    Vec<(&'a str, Option<u32>, &'a str)>,
+);
+
+#[test]
+fn table_of_alert_rows() {
+    let p = policy();
+    let t = 1_000_000;
+    let cases: Vec<Case> = vec![
+        (
+            "a firing alert acts, clamped at its rule's max",
+            vec![(alert_trigger(&p, "hold", "firing", t), t)],
+            vec![("scale", Some(7), "add 2")],
+        ),
+        (
+            "a set-to alert resolves its direction against the capacity; max 10 applies",
+            vec![(alert_trigger(&p, "plain", "firing", t), t)],
+            vec![("scale", Some(9), "set to 9")],
+        ),
+        (
+            "its cooldown is the rule's, on the wall clock",
+            vec![
+                (alert_trigger(&p, "hold", "firing", t), t),
+                (alert_trigger(&p, "plain", "firing", t), t + 1_000),
+            ],
+            vec![
+                ("scale", Some(7), ""),
+                ("cooldown", Some(7), "cooling down"),
+            ],
+        ),
+        (
+            "a firing hold_scale_downs holds rule scale-downs, not scale-ups",
+            vec![
+                (alert_trigger(&p, "hold", "firing", t), t),
+                (rule_trigger("d1", true, t + 120_000), t + 120_000),
+                (rule_trigger("u1", false, t + 121_000), t + 121_000),
+            ],
+            vec![
+                ("scale", Some(7), ""),
+                (
+                    "paused",
+                    Some(7),
+                    "waits while alert Latency fires (rule hold, hold_scale_downs)",
+                ),
+                ("scale", Some(8), ""),
+            ],
+        ),
+        (
+            "the resolved alert ends the hold",
+            vec![
+                (alert_trigger(&p, "hold", "firing", t), t),
+                (alert_trigger(&p, "hold", "resolved", t + 1_000), t + 1_000),
+                (rule_trigger("d1", true, t + 120_000), t + 120_000),
+            ],
+            vec![
+                ("scale", Some(7), ""),
+                (
+                    "no_change",
+                    None,
+                    "w no longer holds scale-downs for this alert",
+                ),
+                ("scale", Some(6), ""),
+            ],
+        ),
+        (
+            "a pause without an action starts, pauses both directions, and ends",
+            vec![
+                (alert_trigger(&p, "pause", "firing", t), t),
+                (rule_trigger("u1", false, t + 1_000), t + 1_000),
+                (rule_trigger("d1", true, t + 2_000), t + 2_000),
+                (alert_trigger(&p, "pause", "resolved", t + 3_000), t + 3_000),
+                (rule_trigger("u2", false, t + 4_000), t + 4_000),
+            ],
+            vec![
+                (
+                    "no_change",
+                    None,
+                    "w holds scaling until the alert is resolved",
+                ),
+                (
+                    "paused",
+                    Some(5),
+                    "scale-up of w waits while alert Incident fires",
+                ),
+                (
+                    "paused",
+                    Some(5),
+                    "scale-down of w waits while alert Incident fires",
+                ),
+                ("no_change", None, "w no longer holds scaling"),
+                ("scale", Some(6), ""),
+            ],
+        ),
+        (
+            "a resolved alert whose rule holds nothing ends nothing",
+            vec![(alert_trigger(&p, "plain", "resolved", t), t)],
+            vec![("no_change", None, "the rule holds nothing")],
+        ),
+        (
+            "a resolved alert whose firing was not seen",
+            vec![(alert_trigger(&p, "hold", "resolved", t), t)],
+            vec![("no_change", None, "held no scale-downs for this alert")],
+        ),
+        (
+            "the same notification twice is decided once",
+            vec![
+                (alert_trigger(&p, "hold", "firing", t), t),
+                (alert_trigger(&p, "hold", "firing", t + 5_000), t + 5_000),
+            ],
+            vec![
+                ("scale", Some(7), ""),
+                ("duplicate", None, "already decided"),
+            ],
+        ),
+    ];
+    for (name, triggers, expected) in cases {
+        let got = run(&p, &triggers);
+        assert_eq!(got.len(), expected.len(), "{name}");
+        for (i, ((outcome, to, reason), (want, want_to, part))) in
+            got.iter().zip(&expected).enumerate()
+        {
+            assert_eq!(
+                (outcome.as_str(), *to),
+                (*want, *want_to),
+                "{name}, step {i}: {reason}"
+            );
+            assert!(reason.contains(part), "{name}, step {i}: {reason}");
+        }
+    }
+}
+
+#[test]
+fn an_alert_trigger_names_a_known_alert_rule_or_is_refused() {
+    let p = policy();
+    let ours = crate::policy::revision(&p);
+    let mut trigger = alert_trigger(&p, "hold", "firing", 0);
+    trigger.policy_revision = Some(ours.clone());
+    assert!(check_known(&p, &ours, &trigger).is_ok());
+    trigger.firings[0].rule = "q.scale_up".into();
+    assert!(matches!(
+        check_known(&p, &ours, &trigger),
+        Err(Unknown::Reject(_))
+    ));
+}
