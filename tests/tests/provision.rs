@@ -25,6 +25,7 @@ use nova_shared::wire::Stage;
 /// What `novactl provision` printed, and whether it succeeded.
 struct Run {
     ok: bool,
+    code: Option<i32>,
     stdout: Vec<String>,
     stderr: String,
 }
@@ -47,6 +48,7 @@ async fn novactl_provision(url: &str, extra: &[&str]) -> Run {
     .expect("novactl runs");
     Run {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
@@ -251,10 +253,10 @@ async fn an_ack_wait_shorter_than_the_actuators_calls_fails_it_in_one_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn provision_without_nats_is_one_line_and_exit_code_1() {
+async fn provision_without_nats_is_one_line_and_exit_code_3() {
     // Port 1 on loopback: nothing listens, the connection is refused at once.
     let run = novactl_provision("nats://127.0.0.1:1", &[]).await;
-    assert!(!run.ok);
+    assert_eq!(run.code, Some(3), "NATS unreachable");
     assert!(run.stdout.is_empty(), "{:?}", run.stdout);
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{}", run.stderr);

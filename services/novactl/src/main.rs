@@ -874,7 +874,7 @@ fn validate_text(
 
 /// `novactl provision`: applies the topology and prints the report, one
 /// line per object (or one JSON document). Connects once, without waiting,
-/// so an unreachable NATS is one line and exit code 1.
+/// so an unreachable NATS is one line and exit code 3.
 async fn provision(url: &str, args: &ProvisionArgs, output: Output) -> anyhow::Result<()> {
     nova_runtime::telemetry::init_tracing_at("warn");
     let client = nova_runtime::nats::connect_now(url, "novactl-provision").await?;
