@@ -34,10 +34,18 @@ async def main(url: str, since: str, target: str, follow: bool) -> None:
     sub = await js.subscribe(f"nova.audit.*.{target}", stream="NOVA_AUDIT",
                              ordered_consumer=True, config=config)
     pending = (await sub.consumer_info()).num_pending
-    while follow or pending > 0:
-        msg = await sub.next_msg(timeout=None)
+    # The first delivery can race the consumer's info: give it a moment
+    # before taking "nothing pending" for an empty range.
+    timeout = None if follow or pending > 0 else 2
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=timeout)
+        except nats.errors.TimeoutError:
+            break
         print(line(msgpack.unpackb(msg.data)), flush=True)
-        pending = msg.metadata.num_pending
+        if not follow and msg.metadata.num_pending == 0:
+            break
+        timeout = None
     await nc.close()
 
 
