@@ -17,11 +17,13 @@
 //! - [`arbitrate`]: cooldowns, bounds and conflict resolution into an absolute desired capacity.
 //! - [`emergency`]: what `novactl emergency up|down|reset` asks of a target, or why not.
 //! - [`gradual`]: gradual scaling: steps, gate verdicts, the pause-then-rollback walk.
+//! - [`audit_stats`]: the runbook's section 8 figures (actions, success rate, flapping, time at max, velocity) from audit records.
 //! - [`lease`]: the per-target lease that keeps actuator replicas in decision order.
 //! - `schema` (feature `schema`): the JSON Schemas in `schemas/`, generated from the wire types.
 
 pub mod alert;
 pub mod arbitrate;
+pub mod audit_stats;
 pub mod codec;
 pub mod emergency;
 pub mod evaluate;

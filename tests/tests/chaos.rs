@@ -268,6 +268,7 @@ async fn nothing_is_lost_while_the_cluster_fails_over() {
         stream_replicas: 3,
         arbiter_ack_wait: Duration::from_secs(5),
         actuator_ack_wait: Duration::from_secs(6),
+        ..Default::default()
     };
     nova_e2e::provision(&client, &settings, WAIT * 3).await;
 

@@ -10,18 +10,22 @@
 //! - A setting a service relies on that differs (a bucket with direct
 //!   gets, an actuator consumer's ack wait shorter than its calls) fails
 //!   the service with one line; provisioning puts it back.
+//! - `NOVA_AUDIT`'s retention and replicas are the operator's
+//!   (`--audit-max-age`, `--audit-replicas`): a second run updates the
+//!   existing stream, and the server's config says so.
 
 use std::time::Duration;
 
 use nova_e2e::process::{ServiceProcess, binary};
 use nova_e2e::{NatsServer, WAIT, connect, wait_ready, within, workspace_root};
-use nova_runtime::nats::{ARBITER_CONSUMER, CAPACITY_BUCKET, TRIGGERS_STREAM};
+use nova_runtime::nats::{ARBITER_CONSUMER, AUDIT_STREAM, CAPACITY_BUCKET, TRIGGERS_STREAM};
 use nova_runtime::provision::PROVISION_PATIENCE;
 use nova_shared::wire::Stage;
 
 /// What `novactl provision` printed, and whether it succeeded.
 struct Run {
     ok: bool,
+    code: Option<i32>,
     stdout: Vec<String>,
     stderr: String,
 }
@@ -36,12 +40,15 @@ async fn novactl_provision(url: &str, extra: &[&str]) -> Run {
             .env_remove("NOVA_STREAM_REPLICAS")
             .env_remove("NOVA_ARBITER_ACK_WAIT_SECS")
             .env_remove("NOVA_ACTUATOR_ACK_WAIT_SECS")
+            .env_remove("NOVA_AUDIT_MAX_AGE")
+            .env_remove("NOVA_AUDIT_REPLICAS")
             .output(),
     )
     .await
     .expect("novactl runs");
     Run {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
@@ -246,10 +253,10 @@ async fn an_ack_wait_shorter_than_the_actuators_calls_fails_it_in_one_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn provision_without_nats_is_one_line_and_exit_code_1() {
+async fn provision_without_nats_is_one_line_and_exit_code_3() {
     // Port 1 on loopback: nothing listens, the connection is refused at once.
     let run = novactl_provision("nats://127.0.0.1:1", &[]).await;
-    assert!(!run.ok);
+    assert_eq!(run.code, Some(3), "NATS unreachable");
     assert!(run.stdout.is_empty(), "{:?}", run.stdout);
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{}", run.stderr);
@@ -258,4 +265,83 @@ async fn provision_without_nats_is_one_line_and_exit_code_1() {
         "{}",
         run.stderr
     );
+}
+
+/// What the server holds as stream `NOVA_AUDIT`'s config.
+async fn audit_config(client: &async_nats::Client) -> async_nats::jetstream::stream::Config {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream(AUDIT_STREAM).await.expect("audit stream");
+    stream.info().await.expect("stream info").config.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_streams_retention_and_replicas_are_set_and_updated_by_provision() {
+    let nats = NatsServer::start().await;
+    let client = connect(&nats.url, "test").await;
+    let first = novactl_provision(&nats.url, &[]).await;
+    assert!(first.ok, "{}", first.stderr);
+    let config = audit_config(&client).await;
+    assert_eq!(
+        config.max_age,
+        Duration::from_secs(30 * 86_400),
+        "the default"
+    );
+    assert_eq!(config.num_replicas, 1);
+
+    let second = novactl_provision(
+        &nats.url,
+        &["--audit-max-age", "12h", "--audit-replicas", "1"],
+    )
+    .await;
+    assert!(second.ok, "{}", second.stderr);
+    assert!(
+        second
+            .stdout
+            .contains(&"stream NOVA_AUDIT: updated: max_age 30d -> 12h".to_string()),
+        "{:?}",
+        second.stdout
+    );
+    assert!(
+        second
+            .stdout
+            .contains(&"stream NOVA_TRIGGERS: unchanged".to_string()),
+        "only the audit stream changes: {:?}",
+        second.stdout
+    );
+    assert_eq!(
+        audit_config(&client).await.max_age,
+        Duration::from_secs(12 * 3600)
+    );
+
+    // The same through the environment, and back to a week.
+    let out = within(
+        "novactl provision",
+        WAIT * 2,
+        tokio::process::Command::new(binary("novactl"))
+            .args(["provision", "--nats-url", &nats.url])
+            .env("NOVA_AUDIT_MAX_AGE", "7d")
+            .output(),
+    )
+    .await
+    .expect("novactl runs");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        audit_config(&client).await.max_age,
+        Duration::from_secs(7 * 86_400)
+    );
+
+    // A bad duration: one line, nothing touched.
+    let bad = novactl_provision(&nats.url, &["--audit-max-age", "soon"]).await;
+    assert!(!bad.ok);
+    assert!(
+        bad.stderr.contains("\"soon\" is not a duration") && bad.stderr.contains("30d"),
+        "{}",
+        bad.stderr
+    );
+    // Three replicas on one server: refused with the server's reason and the hint.
+    let three = novactl_provision(&nats.url, &["--audit-replicas", "3"]).await;
+    assert!(!three.ok, "{:?}", three.stdout);
+    assert_eq!(three.stderr.trim().lines().count(), 1, "{}", three.stderr);
+    assert!(three.stderr.contains("replicas"), "{}", three.stderr);
+    assert_eq!(audit_config(&client).await.num_replicas, 1);
 }

@@ -5,8 +5,11 @@
 //! service reads the stream with an ordered consumer, checks each record
 //! against the wire contract (a malformed one goes to `nova.dead.audit`),
 //! counts records per stage and outcome, keeps the newest in memory, and
-//! answers `nova.ctl.audit` queries (see `AuditQuery`). Replicas each read
-//! the whole stream and answer in a queue group.
+//! answers `nova.ctl.audit` queries (see `AuditQuery`) and
+//! `nova.ctl.audit.stats` requests (the runbook's section 8 figures over the
+//! records it keeps, [`nova_shared::audit_stats`]). Replicas each read the
+//! whole stream and answer in a queue group. Every request gets a reply: a
+//! bad one gets `{error}`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use nova_runtime::dead::DeadLetters;
 use nova_runtime::nats::AUDIT_STREAM;
 use nova_runtime::setup::{self, SetupError};
 use nova_runtime::telemetry::names;
+use nova_shared::audit_stats::{self, StatsRequest};
 use nova_shared::codec;
 use nova_shared::subjects;
 use nova_shared::wire::ErrorReply;
@@ -90,6 +94,12 @@ async fn serve(
     })?;
     let mut queries =
         setup::subscribe(&client, &subjects::control(QUERY_VERB), Some("nova-audit")).await?;
+    let mut stats = setup::subscribe(
+        &client,
+        &subjects::control(audit_stats::STATS_VERB),
+        Some("nova-audit"),
+    )
+    .await?;
     let _ping = setup::ping(&client, Stage::Audit).await?;
     let mut kept: VecDeque<AuditRecord> = VecDeque::with_capacity(config.keep.min(10_000));
     tokio::pin!(shutdown);
@@ -117,9 +127,14 @@ async fn serve(
                 Some(request) => answer(&client, &dead, &kept, request).await,
                 None => break,
             },
+            request = stats.next() => match request {
+                Some(request) => answer_stats(&client, &dead, &kept, request).await,
+                None => break,
+            },
         }
     }
     let _ = queries.unsubscribe().await;
+    let _ = stats.unsubscribe().await;
     tracing::info!("audit stopped");
     Ok(())
 }
@@ -196,6 +211,71 @@ async fn answer(
         }
         Err(error) => tracing::error!(%error, "cannot encode audit answer"),
     }
+}
+
+/// Answers one `nova.ctl.audit.stats` request: [`audit_stats::AuditStats`]
+/// over the kept records, or `{error}` for a request that cannot be read
+/// (also dead-lettered).
+async fn answer_stats(
+    client: &async_nats::Client,
+    dead: &DeadLetters,
+    kept: &VecDeque<AuditRecord>,
+    request: async_nats::Message,
+) {
+    let Some(reply) = request.reply.clone() else {
+        dead.send(
+            &request.subject,
+            "audit stats request without a reply subject",
+            &request.payload,
+        )
+        .await;
+        return;
+    };
+    let payload = match stats_reply(kept, &request, nova_runtime::now_ms()) {
+        Ok(stats) => codec::encode(&stats),
+        Err(reason) => {
+            dead.send(&request.subject, reason.clone(), &request.payload)
+                .await;
+            codec::encode(&ErrorReply { error: reason })
+        }
+    };
+    match payload {
+        Ok(payload) => {
+            if let Err(error) = client.publish(reply, payload.into()).await {
+                tracing::warn!(%error, "cannot answer audit stats");
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot encode audit stats"),
+    }
+}
+
+/// The figures a stats request asks for, at `now_ms`, or why it cannot be read.
+pub fn stats_reply(
+    kept: &VecDeque<AuditRecord>,
+    request: &async_nats::Message,
+    now_ms: i64,
+) -> Result<audit_stats::AuditStats, String> {
+    let asked: StatsRequest = if request.payload.is_empty() {
+        StatsRequest::default()
+    } else {
+        nova_runtime::decode(&request.payload, request.headers.as_ref()).map_err(|error| {
+            format!(
+                "not an audit stats request: {}",
+                codec::excerpt(&error.to_string(), 300)
+            )
+        })?
+    };
+    let span = audit_stats::resolve(&asked, now_ms)
+        .map_err(|why| format!("not an audit stats request: {why}"))?;
+    let records: Vec<AuditRecord> = kept.iter().cloned().collect();
+    Ok(audit_stats::compute(
+        &records,
+        span,
+        asked.target.as_deref(),
+        asked
+            .flap_window_secs
+            .unwrap_or(audit_stats::DEFAULT_FLAP_WINDOW_SECS),
+    ))
 }
 
 /// The newest `limit` records matching the query, oldest first.

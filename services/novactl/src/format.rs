@@ -1,16 +1,165 @@
-//! One audit record as one line an operator can read.
+//! What novactl prints for people: one audit record as one line, a
+//! target's status as two, and the `--output table` tables (comfy-table,
+//! without its terminal features: a table is the same on a pipe).
 
+use comfy_table::Table;
+use nova_shared::audit_stats::AuditStats;
 use nova_shared::evaluate::human_secs;
 use nova_shared::wire::{AuditRecord, TargetStatus};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// `2026-11-29T00:10:00.123Z arbiter    web  scale       <reason>`.
-pub fn line(record: &AuditRecord) -> String {
-    let when = OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.ts) * 1_000_000)
+/// Unix ms as RFC 3339 (`2026-11-29T00:10:00.123Z`).
+pub fn when(ts: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| record.ts.to_string());
+        .unwrap_or_else(|| ts.to_string())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_style(comfy_table::presets::ASCII_MARKDOWN);
+    table.set_header(header.to_vec());
+    table
+}
+
+/// Audit records as a table: time, stage, target, kind, outcome, reason.
+pub fn records_table(records: &[AuditRecord]) -> String {
+    let mut t = table(&["time", "stage", "target", "kind", "outcome", "reason"]);
+    for r in records {
+        t.add_row(vec![
+            when(r.ts),
+            r.stage.as_str().to_string(),
+            r.target.clone(),
+            r.kind.as_str().to_string(),
+            r.outcome.clone(),
+            r.reason.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// The section 8 figures, one row per target.
+pub fn stats_table(stats: &AuditStats) -> String {
+    let mut t = table(&[
+        "target",
+        "actions",
+        "ok",
+        "failed",
+        "success",
+        "up",
+        "down",
+        "moved",
+        "velocity/h",
+        "flapping",
+        "max",
+        "at max",
+        "not taken",
+    ]);
+    for s in &stats.targets {
+        let not_taken: Vec<String> = s
+            .not_taken
+            .iter()
+            .map(|(o, n)| format!("{o} {n}"))
+            .collect();
+        t.add_row(vec![
+            s.target.clone(),
+            s.actions.to_string(),
+            s.successes.to_string(),
+            s.failures.to_string(),
+            format!("{:.0}%", s.success_rate * 100.0),
+            s.scale_ups.to_string(),
+            s.scale_downs.to_string(),
+            s.capacity_moved.to_string(),
+            format!("{:.1}", s.scaling_velocity_per_hour),
+            format!(
+                "{} ({} reversals, {} noted)",
+                s.flapping_episodes, s.reversals, s.flapping_notes
+            ),
+            s.max.map_or("?".into(), |m| m.to_string()),
+            human_secs(s.time_at_max_secs.round() as u64),
+            not_taken.join(", "),
+        ]);
+    }
+    t.to_string()
+}
+
+/// Targets' status as a table.
+pub fn status_table(statuses: &[TargetStatus], now_ms: i64) -> String {
+    let mut t = table(&[
+        "target",
+        "capacity",
+        "min",
+        "max",
+        "state",
+        "cooldown up",
+        "cooldown down",
+        "last",
+    ]);
+    let left = |until: i64| {
+        let left = until.saturating_sub(now_ms);
+        if left > 0 {
+            human_secs(u64::try_from(left / 1000).unwrap_or(0))
+        } else {
+            "-".into()
+        }
+    };
+    for s in statuses {
+        let state = match (s.paused_up, s.paused_down) {
+            (true, true) => "paused",
+            (true, false) => "scale-up paused",
+            (false, true) => "scale-down paused",
+            (false, false) => "active",
+        };
+        t.add_row(vec![
+            s.target.clone(),
+            s.capacity
+                .as_ref()
+                .map_or("unknown".into(), |c| c.desired.to_string()),
+            s.min.to_string(),
+            s.max.to_string(),
+            format!("{state}{}", if s.dry_run { ", dry run" } else { "" }),
+            left(s.wall_up_cooldown_until),
+            left(s.wall_down_cooldown_until),
+            s.last_decision.clone().unwrap_or_default(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// One target of a valid policy, as `policy validate --output table` lists it.
+pub struct TargetRow<'a> {
+    /// The target.
+    pub name: &'a str,
+    /// Its backend's kind.
+    pub backend: &'a str,
+    /// Its bounds.
+    pub min: u32,
+    /// Its bounds.
+    pub max: u32,
+    /// Its rules' names.
+    pub rules: Vec<&'a str>,
+}
+
+/// A valid policy's targets as a table.
+pub fn targets_table(rows: &[TargetRow<'_>]) -> String {
+    let mut t = table(&["target", "backend", "min", "max", "rules"]);
+    for row in rows {
+        t.add_row(vec![
+            row.name.to_string(),
+            row.backend.to_string(),
+            row.min.to_string(),
+            row.max.to_string(),
+            row.rules.join(", "),
+        ]);
+    }
+    t.to_string()
+}
+
+/// `2026-11-29T00:10:00.123Z arbiter    web  scale       <reason>`.
+pub fn line(record: &AuditRecord) -> String {
+    let when = when(record.ts);
     format!(
         "{when} {stage:<9} {target:<10} {outcome:<16} {reason}",
         stage = record.stage.as_str(),

@@ -6,12 +6,15 @@
 //! - `provision`: create or update the streams, buckets and consumers
 //!   ([`nova_runtime::provision`]), one line per object.
 //! - `audit tail`: read the audit stream.
+//! - `audit query`, `audit stats`, `explain`: filter it, the runbook's
+//!   section 8 figures from it, one decision's chain ([`audit`]).
 //! - `policy validate`: check a policy file and list every problem.
 //! - `policy diff OLD NEW`: what a change of policy file will do, one line per change.
 //! - `status`, `pause`, `resume`, `scale`: the arbiter's control verbs, typed
 //!   requests on `nova.ctl.arbiter`.
 //! - `backtest`: replay a load trace through NovaCron and the HPA reference ([`backtest`]).
 
+mod audit;
 mod backtest;
 mod format;
 
@@ -40,8 +43,8 @@ use nova_shared::wire::{
 #[derive(Parser)]
 #[command(version, about = "NovaCron autoscaler control")]
 struct Cli {
-    /// How to print: sentences for people, or JSON for programs (one
-    /// document per reply; one line per record where records stream).
+    /// How to print: sentences for people, a table, or JSON for programs
+    /// (one document per reply; one line per record where records stream).
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
     #[command(subcommand)]
@@ -53,6 +56,8 @@ struct Cli {
 enum Output {
     /// Sentences and aligned columns.
     Text,
+    /// A table (Markdown-style columns), where what is printed is a list.
+    Table,
     /// JSON with the wire field names.
     Json,
 }
@@ -162,6 +167,22 @@ enum Command {
         /// Who asks and why, for the audit record.
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Explain a decision (the newest about TARGET, or --decision ID) from
+    /// the audit stream: the chain from samples to trigger, decision,
+    /// command and result, or why nothing was done, as sentences.
+    Explain {
+        /// NATS server URL.
+        #[arg(long, env = "NOVA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// The target.
+        target: String,
+        /// The decision's id (`decision_id` of its records), or an audit record's id.
+        #[arg(long)]
+        decision: Option<String>,
+        /// How far back to look: RFC 3339 or a duration back from now.
+        #[arg(long, default_value = "1d")]
+        since: String,
     },
     /// Print a completion script for SHELL (bash, zsh, fish, elvish,
     /// powershell): e.g. `novactl completions bash > /etc/bash_completion.d/novactl`.
@@ -311,6 +332,54 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The records matching every filter given, oldest first.
+    Query {
+        /// NATS server URL.
+        #[arg(long, env = "NOVA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Only records about this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only records of this stage (ingest, evaluator, arbiter, actuator, audit).
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only records with this outcome (`scale`, `cooldown`, `succeeded`, ...).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// From this time: RFC 3339 (2026-12-01T10:00:00Z) or a duration
+        /// back from now (2h, 30m, 1d). Default: the whole stream.
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time, the same forms (default: now, or on with --follow).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many of the newest matching records.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Then keep printing new matching records until Ctrl-C.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Per target: actions, success rate, failures, flapping episodes, time
+    /// at max and scaling velocity (the runbook's section 8 figures).
+    Stats {
+        /// NATS server URL.
+        #[arg(long, env = "NOVA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Start of the range: RFC 3339 or a duration back from now.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// End of the range, the same forms.
+        #[arg(long, default_value = "now")]
+        until: String,
+        /// Two actions in opposite directions closer than this are a
+        /// reversal (the policy default of `flapping.window_secs`).
+        #[arg(long, default_value = "30m")]
+        flap_window: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -331,17 +400,49 @@ enum PolicyCommand {
     },
 }
 
-/// One line for an error, and exit code 1: an operator's terminal gets what
-/// is wrong and what to do, not a chain of wrappers.
+/// Exit codes (README, "Exit codes"): 0 done; 1 failed (a refused request,
+/// an invalid policy, any other error); 2 bad command line or argument
+/// value (clap's usage errors exit 2, and `policy diff` a bad file);
+/// 3 NATS cannot be reached; 4 not found (no such target or decision in
+/// the audit stream).
+const EXIT_BAD_INPUT: u8 = 2;
+const EXIT_UNREACHABLE: u8 = 3;
+const EXIT_NOT_FOUND: u8 = 4;
+
+/// The exit code of an error.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    use nova_runtime::nats::ConnectError;
+    if let Some(failure) = error.downcast_ref::<audit::Failure>() {
+        return ExitCode::from(match failure {
+            audit::Failure::BadInput(_) => EXIT_BAD_INPUT,
+            audit::Failure::NotFound(_) => EXIT_NOT_FOUND,
+        });
+    }
+    match error.downcast_ref::<ConnectError>() {
+        Some(ConnectError::Url { .. }) => ExitCode::from(EXIT_BAD_INPUT),
+        Some(_) => ExitCode::from(EXIT_UNREACHABLE),
+        None => ExitCode::FAILURE,
+    }
+}
+
+/// One line for an error, and its exit code: an operator's terminal gets
+/// what is wrong and what to do, not a chain of wrappers.
 #[tokio::main]
 async fn main() -> ExitCode {
     match run_cli().await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("novactl: {error}");
-            ExitCode::FAILURE
+            exit_code(&error)
         }
     }
+}
+
+/// Connects for a command that reads, without waiting (one line and exit
+/// code 3 when NATS cannot be reached).
+async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    nova_runtime::telemetry::init_tracing_at("warn");
+    Ok(nova_runtime::nats::connect_now(url, name).await?)
 }
 
 async fn run_cli() -> anyhow::Result<ExitCode> {
@@ -368,7 +469,79 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
                 },
         } => {
             let json = json || output == Output::Json;
+            if let Some(target) = &target {
+                audit::check_target(target)?;
+            }
             tail(&nats_url, target.as_deref(), last, follow, json).await?
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Query {
+                    nats_url,
+                    target,
+                    stage,
+                    outcome,
+                    since,
+                    until,
+                    limit,
+                    follow,
+                },
+        } => {
+            let now = time::OffsetDateTime::now_utc();
+            if let Some(target) = &target {
+                audit::check_target(target)?;
+            }
+            let filter = audit::Filter {
+                target,
+                stage: stage.as_deref().map(audit::parse_stage).transpose()?,
+                outcome,
+                since: since
+                    .map(|t| audit::parse_time("--since", &t, now))
+                    .transpose()?,
+                until: until
+                    .map(|t| audit::parse_time("--until", &t, now))
+                    .transpose()?,
+            };
+            let client = connect(&nats_url, "novactl-audit-query").await?;
+            audit::query(&client, filter, Some(limit), follow, output).await?;
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Stats {
+                    nats_url,
+                    target,
+                    since,
+                    until,
+                    flap_window,
+                },
+        } => {
+            let now = time::OffsetDateTime::now_utc();
+            if let Some(target) = &target {
+                audit::check_target(target)?;
+            }
+            let since = audit::parse_time("--since", &since, now)?;
+            let until = audit::parse_time("--until", &until, now)?;
+            if since > until {
+                return Err(audit::Failure::BadInput(
+                    "--since is after --until: give a start before the end".into(),
+                )
+                .into());
+            }
+            let flap = nova_runtime::provision::parse_duration(&flap_window)
+                .map_err(|why| audit::Failure::BadInput(format!("--flap-window {why}")))?;
+            let client = connect(&nats_url, "novactl-audit-stats").await?;
+            audit::stats(&client, target, since, until, flap.as_secs(), output).await?;
+        }
+        Command::Explain {
+            nats_url,
+            target,
+            decision,
+            since,
+        } => {
+            audit::check_target(&target)?;
+            let since = audit::parse_time("--since", &since, time::OffsetDateTime::now_utc())?;
+            let client = connect(&nats_url, "novactl-explain").await?;
+            audit::explain(&client, &target, decision.as_deref(), since, output).await?;
         }
         Command::Policy {
             command: PolicyCommand::Validate { file },
@@ -427,6 +600,14 @@ async fn control_command(
     let reply: ControlReply = codec::decode(&answer.payload, Encoding::MsgPack)?;
     if output == Output::Json {
         print_json(&reply)?;
+    } else if output == Output::Table && !reply.targets.is_empty() {
+        if verb != "status" || !reply.ok {
+            println!("{}", reply.message);
+        }
+        println!(
+            "{}",
+            format::status_table(&reply.targets, nova_runtime::now_ms())
+        );
     } else {
         if verb != "status" || !reply.ok {
             println!("{}", reply.message);
@@ -597,6 +778,33 @@ fn validate(file: &std::path::Path, output: Output) -> anyhow::Result<ExitCode> 
         print_json(&report)?;
         return Ok(code);
     }
+    if output == Output::Table
+        && let Ok(policy) = &loaded
+    {
+        println!(
+            "{}: ok (revision {})",
+            file.display(),
+            policy::revision(policy)
+        );
+        let rows: Vec<format::TargetRow<'_>> = policy
+            .targets
+            .values()
+            .map(|t| format::TargetRow {
+                name: &t.name,
+                backend: t.backend.kind(),
+                min: t.min,
+                max: t.max,
+                rules: t
+                    .rules
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .chain(t.tracking.iter().map(|r| r.name.as_str()))
+                    .collect(),
+            })
+            .collect();
+        println!("{}", format::targets_table(&rows));
+        return Ok(code);
+    }
     Ok(validate_text(file, loaded))
 }
 
@@ -666,7 +874,7 @@ fn validate_text(
 
 /// `novactl provision`: applies the topology and prints the report, one
 /// line per object (or one JSON document). Connects once, without waiting,
-/// so an unreachable NATS is one line and exit code 1.
+/// so an unreachable NATS is one line and exit code 3.
 async fn provision(url: &str, args: &ProvisionArgs, output: Output) -> anyhow::Result<()> {
     nova_runtime::telemetry::init_tracing_at("warn");
     let client = nova_runtime::nats::connect_now(url, "novactl-provision").await?;

@@ -48,7 +48,14 @@ pub struct Settings {
     /// at least three times its backend call timeout (see
     /// `nova-actuator --call-timeout-secs`), and checks it at start.
     pub actuator_ack_wait: Duration,
+    /// How long stream `NOVA_AUDIT` keeps a record (30 days by default).
+    pub audit_max_age: Duration,
+    /// Replicas of stream `NOVA_AUDIT`; `None`: `stream_replicas`.
+    pub audit_replicas: Option<usize>,
 }
+
+/// How long stream `NOVA_AUDIT` keeps records unless told otherwise.
+pub const AUDIT_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -56,7 +63,22 @@ impl Default for Settings {
             stream_replicas: 1,
             arbiter_ack_wait: Duration::from_secs(30),
             actuator_ack_wait: Duration::from_secs(60),
+            audit_max_age: AUDIT_MAX_AGE,
+            audit_replicas: None,
         }
+    }
+}
+
+/// A duration as an operator writes it (`30d`, `12h`, `90m`, `1h 30m`):
+/// humantime's grammar, the one `--since 2h` takes in novactl. One line
+/// naming what is wrong otherwise.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(format!("{text:?} is zero: give a positive duration")),
+        Ok(d) => Ok(d),
+        Err(error) => Err(format!(
+            "{text:?} is not a duration ({error}): write e.g. 30d, 12h or 90m"
+        )),
     }
 }
 
@@ -76,6 +98,14 @@ pub struct ProvisionArgs {
     /// --call-timeout-secs (20 s by default).
     #[arg(long, env = "NOVA_ACTUATOR_ACK_WAIT_SECS", default_value_t = 60)]
     pub actuator_ack_wait_secs: u64,
+    /// How long stream NOVA_AUDIT keeps a record (`30d`, `12h`, `90m`);
+    /// an existing stream is updated to it.
+    #[arg(long, env = "NOVA_AUDIT_MAX_AGE", default_value = "30d", value_parser = parse_duration)]
+    pub audit_max_age: Duration,
+    /// Replicas of stream NOVA_AUDIT (default: --stream-replicas); on a
+    /// cluster, an existing stream is updated to it.
+    #[arg(long, env = "NOVA_AUDIT_REPLICAS")]
+    pub audit_replicas: Option<usize>,
 }
 
 impl ProvisionArgs {
@@ -85,6 +115,8 @@ impl ProvisionArgs {
             stream_replicas: self.stream_replicas.max(1),
             arbiter_ack_wait: Duration::from_secs(self.arbiter_ack_wait_secs.max(1)),
             actuator_ack_wait: Duration::from_secs(self.actuator_ack_wait_secs.max(1)),
+            audit_max_age: self.audit_max_age,
+            audit_replicas: self.audit_replicas.map(|r| r.max(1)),
         }
     }
 }
@@ -142,14 +174,25 @@ pub fn topology(settings: &Settings) -> Topology {
         (TRIGGERS_STREAM, s::TRIGGERS_ALL, day),
         (COMMANDS_STREAM, s::COMMANDS_ALL, 7 * day),
         (RESULTS_STREAM, s::RESULTS_ALL, 7 * day),
-        (AUDIT_STREAM, s::AUDIT_ALL, 30 * day),
+        (AUDIT_STREAM, s::AUDIT_ALL, AUDIT_MAX_AGE),
         (DEAD_STREAM, s::DEAD_ALL, 7 * day),
     ]
     .into_iter()
-    .map(|(name, subjects, max_age)| StreamSpec {
-        object: format!("stream {name}"),
-        config: stream_config(name, subjects, max_age, replicas),
-        bucket: false,
+    .map(|(name, subjects, max_age)| {
+        // The audit stream's retention and replicas are the operator's.
+        let (max_age, replicas) = if name == AUDIT_STREAM {
+            (
+                settings.audit_max_age,
+                settings.audit_replicas.unwrap_or(replicas),
+            )
+        } else {
+            (max_age, replicas)
+        };
+        StreamSpec {
+            object: format!("stream {name}"),
+            config: stream_config(name, subjects, max_age, replicas),
+            bucket: false,
+        }
     })
     .collect();
     streams.extend(
@@ -630,7 +673,7 @@ async fn api<T: serde::de::DeserializeOwned>(
             ]
             .contains(&code);
             let hint = if code == jetstream::ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED {
-                "; a single server takes --stream-replicas 1"
+                "; a single server takes --stream-replicas 1 (and --audit-replicas 1)"
             } else {
                 ""
             };
