@@ -918,6 +918,29 @@ impl AuditRecord {
             extra: Extra::new(),
         }
     }
+
+    /// The `fired` record of one of `trigger`'s firings, as the stage that
+    /// made the trigger (the evaluator, or ingest for an alert) writes it;
+    /// its id is derived from the trigger's and the rule's, so a
+    /// republished trigger writes the same record.
+    pub fn fired(stage: Stage, trigger: &Trigger, firing: &RuleFiring) -> Self {
+        let id = crate::ids::derive("a", &[trigger.id.as_bytes(), firing.rule.as_bytes()]);
+        let mut record = AuditRecord::new(
+            id,
+            trigger.ts,
+            stage,
+            &trigger.target,
+            AuditKind::Trigger,
+            "fired",
+            firing.reason.clone(),
+        );
+        record.rule = Some(firing.rule.clone());
+        record.observed = firing.observed;
+        record.threshold = firing.threshold;
+        record.trigger_id = Some(trigger.id.clone());
+        record.policy_revision = trigger.policy_revision.clone();
+        record
+    }
 }
 
 /// A message a stage could not use, on `nova.dead.<stage>`, kept in stream `NOVA_DEAD`.

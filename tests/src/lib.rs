@@ -803,3 +803,31 @@ impl MotoServer {
         self._child.id()
     }
 }
+
+/// Stream `JOBS` (subjects `jobs.>`) with its durable pull consumer
+/// `workers` (explicit acks): the backlog a target's `queue_depth:` block
+/// names in the consumer-lag tests.
+pub async fn jobs_stream(
+    js: &jetstream::Context,
+) -> (
+    jetstream::stream::Stream,
+    jetstream::consumer::Consumer<pull::Config>,
+) {
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: "JOBS".into(),
+            subjects: vec!["jobs.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream JOBS");
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("workers".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("durable consumer workers");
+    (stream, consumer)
+}

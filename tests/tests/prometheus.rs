@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream;
 use nova_e2e::http::{encode, free_port, get};
 use nova_e2e::process::ServiceProcess;
 use nova_e2e::{NatsServer, STAGES, WAIT, tool, wait_ready, within};
@@ -144,21 +144,7 @@ async fn prometheus_scrapes_every_service_and_reads_a_scaling_action_back() {
     let mut nats = NatsServer::start().await;
     let client = nats.client().await;
     let js = jetstream::new(client.clone());
-    let stream = js
-        .create_stream(jetstream::stream::Config {
-            name: "JOBS".into(),
-            subjects: vec!["jobs.>".into()],
-            ..Default::default()
-        })
-        .await
-        .expect("stream JOBS");
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some("workers".into()),
-            ..Default::default()
-        })
-        .await
-        .expect("consumer workers");
+    nova_e2e::jobs_stream(&js).await;
     from_yaml(POLICY, "prometheus.yaml").expect("the test policy is valid");
     let policy = tempfile::NamedTempFile::new().expect("policy file");
     std::fs::write(policy.path(), POLICY).expect("write policy");

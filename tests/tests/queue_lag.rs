@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
+use async_nats::jetstream;
 use futures_util::StreamExt;
 use nova_e2e::{AuditReader, NatsServer, Pipeline, WAIT, within};
 use nova_shared::policy::from_yaml;
@@ -50,22 +50,7 @@ async fn a_growing_then_draining_consumer_scales_its_target_up_then_down() {
     let nats = NatsServer::start().await;
     let client = nats.client().await;
     let js = jetstream::new(client.clone());
-    let stream = js
-        .create_stream(jetstream::stream::Config {
-            name: "JOBS".into(),
-            subjects: vec!["jobs.>".into()],
-            ..Default::default()
-        })
-        .await
-        .expect("stream JOBS");
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("workers".into()),
-            ack_policy: AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .expect("durable consumer workers");
+    let (stream, consumer) = nova_e2e::jobs_stream(&js).await;
     let mut audit = AuditReader::new(&client).await;
     let policy = Arc::new(from_yaml(POLICY, "queue_lag.yaml").expect("policy"));
     let pipeline = Pipeline::start(&nats, policy).await;

@@ -124,11 +124,11 @@ async fn serve(
                 None => break,
             },
             request = queries.next() => match request {
-                Some(request) => answer(&client, &dead, &kept, request).await,
+                Some(request) => respond(&client, &dead, request, "audit query", |r| query_reply(&kept, r)).await,
                 None => break,
             },
             request = stats.next() => match request {
-                Some(request) => answer_stats(&client, &dead, &kept, request).await,
+                Some(request) => respond(&client, &dead, request, "audit stats request", |r| stats_reply(&kept, r, nova_runtime::now_ms())).await,
                 None => break,
             },
         }
@@ -161,78 +161,28 @@ fn figures(record: &AuditRecord) {
     }
 }
 
-async fn answer(
+/// Answers one control request with what `compute` makes of it, or with
+/// `{error}` (the request also dead-lettered) when it cannot be read, so
+/// every request gets an answer; one without a reply subject is
+/// dead-lettered. `what` names the request in logs and dead letters.
+async fn respond<T: serde::Serialize>(
     client: &async_nats::Client,
     dead: &DeadLetters,
-    kept: &VecDeque<AuditRecord>,
     request: async_nats::Message,
+    what: &str,
+    compute: impl FnOnce(&async_nats::Message) -> Result<T, String>,
 ) {
     let Some(reply) = request.reply.clone() else {
         dead.send(
             &request.subject,
-            "audit query without a reply subject",
+            format!("{what} without a reply subject"),
             &request.payload,
         )
         .await;
         return;
     };
-    let query: AuditQuery = if request.payload.is_empty() {
-        AuditQuery::default()
-    } else {
-        match nova_runtime::decode(&request.payload, request.headers.as_ref()) {
-            Ok(query) => query,
-            Err(error) => {
-                let reason = format!(
-                    "not an audit query: {}",
-                    codec::excerpt(&error.to_string(), 300)
-                );
-                dead.send(&request.subject, reason.clone(), &request.payload)
-                    .await;
-                // Every request gets an answer: a map with the error, where
-                // a good query gets a list of records.
-                match codec::encode(&ErrorReply { error: reason }) {
-                    Ok(payload) => {
-                        if let Err(error) = client.publish(reply, payload.into()).await {
-                            tracing::warn!(%error, "cannot answer audit query");
-                        }
-                    }
-                    Err(error) => tracing::error!(%error, "cannot encode audit error"),
-                }
-                return;
-            }
-        }
-    };
-    let matches = select(kept, &query);
-    match codec::encode(&matches) {
-        Ok(payload) => {
-            if let Err(error) = client.publish(reply, payload.into()).await {
-                tracing::warn!(%error, "cannot answer audit query");
-            }
-        }
-        Err(error) => tracing::error!(%error, "cannot encode audit answer"),
-    }
-}
-
-/// Answers one `nova.ctl.audit.stats` request: [`audit_stats::AuditStats`]
-/// over the kept records, or `{error}` for a request that cannot be read
-/// (also dead-lettered).
-async fn answer_stats(
-    client: &async_nats::Client,
-    dead: &DeadLetters,
-    kept: &VecDeque<AuditRecord>,
-    request: async_nats::Message,
-) {
-    let Some(reply) = request.reply.clone() else {
-        dead.send(
-            &request.subject,
-            "audit stats request without a reply subject",
-            &request.payload,
-        )
-        .await;
-        return;
-    };
-    let payload = match stats_reply(kept, &request, nova_runtime::now_ms()) {
-        Ok(stats) => codec::encode(&stats),
+    let payload = match compute(&request) {
+        Ok(answer) => codec::encode(&answer),
         Err(reason) => {
             dead.send(&request.subject, reason.clone(), &request.payload)
                 .await;
@@ -242,11 +192,29 @@ async fn answer_stats(
     match payload {
         Ok(payload) => {
             if let Err(error) = client.publish(reply, payload.into()).await {
-                tracing::warn!(%error, "cannot answer audit stats");
+                tracing::warn!(%error, "cannot answer an {what}");
             }
         }
-        Err(error) => tracing::error!(%error, "cannot encode audit stats"),
+        Err(error) => tracing::error!(%error, "cannot encode the answer to an {what}"),
     }
+}
+
+/// The kept records an `nova.ctl.audit` query selects, or why it cannot be read.
+fn query_reply(
+    kept: &VecDeque<AuditRecord>,
+    request: &async_nats::Message,
+) -> Result<Vec<AuditRecord>, String> {
+    let query: AuditQuery = if request.payload.is_empty() {
+        AuditQuery::default()
+    } else {
+        nova_runtime::decode(&request.payload, request.headers.as_ref()).map_err(|error| {
+            format!(
+                "not an audit query: {}",
+                codec::excerpt(&error.to_string(), 300)
+            )
+        })?
+    };
+    Ok(select(kept, &query))
 }
 
 /// The figures a stats request asks for, at `now_ms`, or why it cannot be read.

@@ -25,9 +25,8 @@ use std::time::Duration;
 use nova_runtime::publish::{self, Auditor, PublishError};
 use nova_runtime::retry::Backoff;
 use nova_runtime::telemetry::names;
-use nova_shared::ids;
 use nova_shared::subjects;
-use nova_shared::wire::{AuditKind, AuditRecord, Stage, Trigger};
+use nova_shared::wire::{AuditRecord, Stage, Trigger};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -163,21 +162,7 @@ async fn emit(
     .map_err(EmitError::Trigger)?;
     metrics::counter!(names::TRIGGERS, "target" => trigger.target.clone()).increment(1);
     for firing in &trigger.firings {
-        let id = ids::derive("a", &[trigger.id.as_bytes(), firing.rule.as_bytes()]);
-        let mut record = AuditRecord::new(
-            id,
-            trigger.ts,
-            Stage::Evaluator,
-            &trigger.target,
-            AuditKind::Trigger,
-            "fired",
-            firing.reason.clone(),
-        );
-        record.rule = Some(firing.rule.clone());
-        record.observed = firing.observed;
-        record.threshold = firing.threshold;
-        record.trigger_id = Some(trigger.id.clone());
-        record.policy_revision = trigger.policy_revision.clone();
+        let record = AuditRecord::fired(Stage::Evaluator, trigger, firing);
         auditor.record(&record).await.map_err(EmitError::Audit)?;
     }
     Ok(())

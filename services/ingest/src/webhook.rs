@@ -41,9 +41,8 @@ use nova_runtime::reload::LivePolicy;
 use nova_runtime::retry::Backoff;
 use nova_runtime::telemetry::names;
 use nova_shared::alert::{self, AlertRule};
-use nova_shared::ids;
 use nova_shared::subjects;
-use nova_shared::wire::{AuditKind, AuditRecord, Stage, Trigger};
+use nova_shared::wire::{AuditRecord, Stage, Trigger};
 use thiserror::Error;
 
 /// The path Alertmanager posts to.
@@ -424,19 +423,7 @@ async fn emit(shared: &Shared, trigger: &Trigger) -> Result<(), PublishError> {
         metrics::counter!(names::TRIGGERS, "target" => trigger.target.clone()).increment(1);
     }
     for firing in &trigger.firings {
-        let id = ids::derive("a", &[trigger.id.as_bytes(), firing.rule.as_bytes()]);
-        let mut record = AuditRecord::new(
-            id,
-            trigger.ts,
-            Stage::Ingest,
-            &trigger.target,
-            AuditKind::Trigger,
-            "fired",
-            firing.reason.clone(),
-        );
-        record.rule = Some(firing.rule.clone());
-        record.trigger_id = Some(trigger.id.clone());
-        record.policy_revision = trigger.policy_revision.clone();
+        let record = AuditRecord::fired(Stage::Ingest, trigger, firing);
         retried(|| shared.auditor.record(&record)).await?;
     }
     Ok(())

@@ -749,12 +749,7 @@ fn validate(file: &std::path::Path, output: Output) -> anyhow::Result<ExitCode> 
                         backend: t.backend.kind(),
                         min: t.min,
                         max: t.max,
-                        rules: t
-                            .rules
-                            .iter()
-                            .map(|r| r.name.as_str())
-                            .chain(t.tracking.iter().map(|r| r.name.as_str()))
-                            .collect(),
+                        rules: rule_names(t),
                     })
                     .collect();
             }
@@ -794,18 +789,23 @@ fn validate(file: &std::path::Path, output: Output) -> anyhow::Result<ExitCode> 
                 backend: t.backend.kind(),
                 min: t.min,
                 max: t.max,
-                rules: t
-                    .rules
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .chain(t.tracking.iter().map(|r| r.name.as_str()))
-                    .collect(),
+                rules: rule_names(t),
             })
             .collect();
         println!("{}", format::targets_table(&rows));
         return Ok(code);
     }
     Ok(validate_text(file, loaded))
+}
+
+/// A target's threshold and tracking rules, by name, in the policy's order.
+fn rule_names(target: &policy::Target) -> Vec<&str> {
+    target
+        .rules
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(target.tracking.iter().map(|r| r.name.as_str()))
+        .collect()
 }
 
 fn validate_text(
