@@ -26,7 +26,9 @@ use serde_json::json;
 
 /// `web` at 2 on the sim backend; the alert `HighLatency` of the web or api
 /// service (not of severity info) adds 2 and holds scale-downs while it
-/// fires; `q.scale_down` is the rule a test sends scale-downs of.
+/// fires; `HighErrors` asks what `novactl emergency up` would (double),
+/// under its rule's max of 3; `q.scale_down` is the rule a test sends
+/// scale-downs of.
 const POLICY: &str = r#"
 targets:
   web:
@@ -44,6 +46,11 @@ alert_rules:
     action: add 2 instances
     cooldown: 0
     while_firing: hold_scale_downs
+  surge:
+    target: web
+    alertname: HighErrors
+    action: emergency up
+    max_instances: 3
 "#;
 
 const TOKEN: &str = "am-t0ken";
@@ -276,6 +283,62 @@ async fn an_alert_fires_repeats_and_resolves_through_a_real_alertmanager() {
     assert_eq!(statuses, [AlertStatus::Firing, AlertStatus::Resolved]);
     let dead: Vec<DeadLetter> = stream_messages(&w.client, DEAD_STREAM).await;
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+    w.pipeline.stop().await;
+}
+
+/// An alert rule's `emergency up`: the arbiter doubles the capacity it
+/// reads (2 -> 4), clamped at the rule's max of 3, not forced past it; the
+/// reason says it was the alert's emergency up.
+#[tokio::test]
+async fn an_alert_asks_emergency_up_and_the_arbiter_decides_it_within_bounds() {
+    let mut w = world().await;
+    let served = bridge(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20).await;
+    let am = Alertmanager::start(&alertmanager::config(&served.url, Some(TOKEN), "2s"), None).await;
+    am.post_alerts(&json!([{
+        "labels": { "alertname": "HighErrors", "service": "web" },
+        "startsAt": rfc3339(nova_runtime::now_ms() - 5_000),
+    }]))
+    .await;
+    let fired = w
+        .audit
+        .wait_for("the alert's trigger", |r| {
+            r.stage == Stage::Ingest && r.kind == AuditKind::Trigger && r.outcome == "fired"
+        })
+        .await;
+    assert_eq!(fired.rule.as_deref(), Some("surge"));
+    let id = fired.trigger_id.clone().expect("trigger id");
+    let decided = w
+        .audit
+        .wait_for("the emergency up's decision", decision_of(&id))
+        .await;
+    assert_eq!(
+        (decided.outcome.as_str(), decided.from, decided.to),
+        ("scale", Some(2), Some(3)),
+        "{}",
+        decided.reason
+    );
+    assert!(
+        decided
+            .reason
+            .contains("alert HighErrors firing (service=\"web\"; fingerprint"),
+        "{}",
+        decided.reason
+    );
+    assert!(
+        decided
+            .reason
+            .contains("rule surge asks emergency up: double, 2 -> 4"),
+        "{}",
+        decided.reason
+    );
+    wait_capacity(&w.client, "web", 3).await;
+    let triggers = alert_triggers(&w.client).await;
+    assert_eq!(triggers.len(), 1, "{triggers:?}");
+    assert_eq!(
+        triggers[0].firings[0].action,
+        ScaleAction::EmergencyUp { by: None, to: None },
+        "the trigger carries the ask; the arbiter resolves it"
+    );
     w.pipeline.stop().await;
 }
 

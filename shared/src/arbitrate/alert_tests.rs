@@ -29,6 +29,24 @@ alert_rules:
     target: w
     alertname: Disk
     action: set to 9 instances
+  surge:
+    target: w
+    alertname: HighErrors
+    action: emergency up
+    cooldown: 60
+  surge_by:
+    target: w
+    alertname: Errors
+    action: emergency up by 3
+    max: 7
+  surge_to:
+    target: w
+    alertname: Saturation
+    action: emergency up to 20
+  surge_low:
+    target: w
+    alertname: Low
+    action: emergency up to 4
 "#;
 
 fn policy() -> Policy {
@@ -206,6 +224,64 @@ fn table_of_alert_rows() {
             "a resolved alert whose firing was not seen",
             vec![(alert_trigger(&p, "hold", "resolved", t), t)],
             vec![("no_change", None, "held no scale-downs for this alert")],
+        ),
+        (
+            "an emergency up doubles the capacity, on the arbiter's read of it",
+            vec![(alert_trigger(&p, "surge", "firing", t), t)],
+            vec![(
+                "scale",
+                Some(10),
+                "alert HighErrors firing (; fingerprint fp-surge, since s): rule surge asks emergency up: double, 5 -> 10",
+            )],
+        ),
+        (
+            "an emergency up by N is clamped at its rule's max",
+            vec![(alert_trigger(&p, "surge_by", "firing", t), t)],
+            vec![("scale", Some(7), "asks emergency up by 3: add 3, 5 -> 8")],
+        ),
+        (
+            "an emergency up to N is not forced past the target's max",
+            vec![(alert_trigger(&p, "surge_to", "firing", t), t)],
+            vec![("scale", Some(10), "asks emergency up to 20: to 20, 5 -> 20")],
+        ),
+        (
+            "an emergency up to N not above the capacity asks no change, never a scale-down",
+            vec![(alert_trigger(&p, "surge_low", "firing", t), t)],
+            vec![("no_change", Some(5), "--to 4 is not above w's capacity 5")],
+        ),
+        (
+            "an emergency up meets the cooldown it started and then the rule's max",
+            vec![
+                (alert_trigger(&p, "surge", "firing", t), t),
+                (
+                    alert_trigger(&p, "surge_by", "firing", t + 1_000),
+                    t + 1_000,
+                ),
+                (
+                    alert_trigger(&p, "surge_to", "firing", t + 61_000),
+                    t + 61_000,
+                ),
+            ],
+            vec![
+                ("scale", Some(10), "double, 5 -> 10"),
+                ("cooldown", Some(10), "cooling down"),
+                ("at_max", Some(10), "already at its maximum of 10"),
+            ],
+        ),
+        (
+            "an emergency up is paused by another alert's pause, not forced past it",
+            vec![
+                (alert_trigger(&p, "pause", "firing", t), t),
+                (alert_trigger(&p, "surge", "firing", t + 1_000), t + 1_000),
+            ],
+            vec![
+                ("no_change", None, "holds scaling"),
+                (
+                    "paused",
+                    Some(5),
+                    "scale-up of w waits while alert Incident fires",
+                ),
+            ],
         ),
         (
             "the same notification twice is decided once",
