@@ -326,6 +326,8 @@ CASES = [
     ("policy", "alert rule emergency up", policy(top_extra={"alert_rules": {"surge": {"target": "web", "alertname": "HighErrors", "action": "emergency up"}}}), True),
     ("policy", "alert rule emergency up to 12", policy(top_extra={"alert_rules": {"surge": {"target": "web", "alertname": "HighErrors", "action": "emergency up to 12"}}}), True),
     ("policy", "alert rule emergency up by 0", policy(top_extra={"alert_rules": {"surge": {"target": "web", "alertname": "HighErrors", "action": "emergency up by 0"}}}), False),
+    ("policy", "alert rule vertical step", policy(top_extra={"alert_rules": {"bigger": {"target": "web", "alertname": "SlowQueries", "action": "upgrade to the next tier"}}}), True),
+    ("policy", "alert rule upgraded, not a verb", policy(top_extra={"alert_rules": {"bigger": {"target": "web", "alertname": "SlowQueries", "action": "upgraded"}}}), False),
     ("policy", "alert rule emergency down", policy(top_extra={"alert_rules": {"surge": {"target": "web", "alertname": "HighErrors", "action": "emergency down"}}}), False),
     ("trigger", "vertical firing going down", with_(TRIGGER, firings=[with_(VERTICAL, direction="down")]), False),
     ("trigger", "vertical and horizontal firings together", with_(TRIGGER, firings=[VERTICAL, TRIGGER["firings"][0]]), False),

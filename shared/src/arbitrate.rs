@@ -86,14 +86,17 @@
 //! the move against the changes of the last period before the bounds apply.
 //!
 //! Vertical firings (`upgrade to the next tier`) come in triggers of their
-//! own and are decided by their own table (rule triggers, event time); the
-//! first bound rule wins when several fire at once:
+//! own and are decided by their own table (rule triggers on event time; an
+//! alert rule's vertical step, along the target's one ladder, on the wall
+//! clock with the alert rule's cooldown); the first bound rule wins when
+//! several fire at once:
 //!
 //! | situation                                             | outcome            |
 //! |-------------------------------------------------------|--------------------|
 //! | trigger id already decided                            | `duplicate`        |
 //! | the tier is not known yet                             | `unknown_capacity` |
 //! | scale-up (which a resize is) paused by an operator    | `paused`           |
+//! | scale-up paused by another firing alert (`pause`)     | `paused`           |
 //! | the last resize is cooling down                       | `cooldown`         |
 //! | the tier is the top of the rule's ladder              | `at_top_tier`      |
 //! | the tier is on no step of the ladder                  | `no_change`        |
@@ -1586,6 +1589,9 @@ fn resize(
             format!("scale-up of {name} is paused by an operator"),
             next,
         );
+    }
+    if let Some(why) = alert_blocks(state, trigger, Direction::Up) {
+        return blocked(Outcome::Paused, why, next);
     }
     if ts < state.resize_cooldown_until {
         let left = remaining(state.resize_cooldown_until, ts);

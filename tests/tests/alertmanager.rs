@@ -27,7 +27,8 @@ use serde_json::json;
 /// `web` at 2 on the sim backend; the alert `HighLatency` of the web or api
 /// service (not of severity info) adds 2 and holds scale-downs while it
 /// fires; `HighErrors` asks what `novactl emergency up` would (double),
-/// under its rule's max of 3; `q.scale_down` is the rule a test sends
+/// under its rule's max of 3; `SlowQueries` moves `db` one step up its
+/// tier ladder; `q.scale_down` is the rule a test sends
 /// scale-downs of.
 const POLICY: &str = r#"
 targets:
@@ -35,6 +36,10 @@ targets:
     rules: [q]
     max: 20
     backend: { sim: { initial: 2 } }
+  db:
+    rules: [cpu]
+    max: 4
+    backend: { sim: { initial: 2, tier: c5.large } }
 horizontal_scaling_rules:
   q:
     scale_down: { condition: "queue_depth < 1 for 1 minute", action: "remove 1 instance", cooldown: 0 }
@@ -51,6 +56,16 @@ alert_rules:
     alertname: HighErrors
     action: emergency up
     max_instances: 3
+  bigger:
+    target: db
+    alertname: SlowQueries
+    action: upgrade to the next tier
+vertical_scaling_rules:
+  resize:
+    cpu:
+      trigger: "cpu_credits < 20 for 5 minutes"
+      action: "upgrade to next CPU-optimized tier"
+      options: [{from: c5.large, to: c5.xlarge}]
 "#;
 
 const TOKEN: &str = "am-t0ken";
@@ -339,6 +354,54 @@ async fn an_alert_asks_emergency_up_and_the_arbiter_decides_it_within_bounds() {
         ScaleAction::EmergencyUp { by: None, to: None },
         "the trigger carries the ask; the arbiter resolves it"
     );
+    w.pipeline.stop().await;
+}
+
+/// An alert rule's vertical step: `db` moves up its ladder, same count.
+#[tokio::test]
+async fn an_alert_moves_a_target_one_step_up_its_tier_ladder() {
+    let mut w = world().await;
+    let served = bridge(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20).await;
+    let am = Alertmanager::start(&alertmanager::config(&served.url, Some(TOKEN), "2s"), None).await;
+    am.post_alerts(&json!([{
+        "labels": { "alertname": "SlowQueries" },
+        "startsAt": rfc3339(nova_runtime::now_ms() - 5_000),
+    }]))
+    .await;
+    let fired = w
+        .audit
+        .wait_for("the alert's trigger", |r| {
+            r.stage == Stage::Ingest && r.kind == AuditKind::Trigger && r.outcome == "fired"
+        })
+        .await;
+    let id = fired.trigger_id.clone().expect("trigger id");
+    let decided = w
+        .audit
+        .wait_for("the vertical step's decision", decision_of(&id))
+        .await;
+    assert_eq!(decided.outcome, "scale", "{}", decided.reason);
+    assert!(
+        decided.reason.contains(
+            "rule bigger asks to upgrade to the next tier; resizing db from c5.large to c5.xlarge (2 instances)"
+        ),
+        "{}",
+        decided.reason
+    );
+    let js = async_nats::jetstream::new(w.client.clone());
+    let store = js.get_key_value(CAPACITY_BUCKET).await.expect("bucket");
+    let mut watch = store.watch_with_history("db").await.expect("watch");
+    within("db at c5.xlarge", WAIT, async {
+        while let Some(entry) = watch.next().await {
+            let record: CapacityRecord =
+                codec::decode(&entry.expect("entry").value, codec::Encoding::MsgPack)
+                    .expect("capacity record");
+            if record.tier.as_deref() == Some("c5.xlarge") && record.desired == 2 {
+                return;
+            }
+        }
+        panic!("the capacity watch ended");
+    })
+    .await;
     w.pipeline.stop().await;
 }
 

@@ -141,7 +141,9 @@ impl Walker {
             return None;
         }
         let direction = match &action {
-            Some(ScaleAction::Add(_) | ScaleAction::EmergencyUp { .. }) => Direction::Up,
+            Some(ScaleAction::Add(_) | ScaleAction::EmergencyUp { .. } | ScaleAction::NextTier) => {
+                Direction::Up
+            }
             Some(ScaleAction::Remove(_)) => Direction::Down,
             _ => Direction::None,
         };
@@ -160,9 +162,11 @@ impl Walker {
     }
 }
 
-/// An alert rule's action: the horizontal rules' wording, or `emergency
-/// up` (`by N`, `to N`), which the arbiter resolves from the target's
-/// capacity as `novactl emergency up` would.
+/// An alert rule's action: the horizontal rules' wording, `emergency up`
+/// (`by N`, `to N`), which the arbiter resolves from the target's capacity
+/// as `novactl emergency up` would, or a vertical step in the vertical
+/// rules' wording (`upgrade to the next tier`, `raise max_connections`):
+/// one step up the target's tier ladder.
 fn parse_alert_action(text: &str) -> Result<ScaleAction, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let number = |n: &str| {
@@ -181,10 +185,15 @@ fn parse_alert_action(text: &str) -> Result<ScaleAction, String> {
             by: None,
             to: Some(number(n)?),
         }),
+        [verb, ..] if ["upgrade", "raise"].contains(&verb.to_ascii_lowercase().as_str()) => {
+            Ok(ScaleAction::NextTier)
+        }
         ["emergency", ..] => Err(format!(
             "expected `emergency up`, `emergency up by <n>` or `emergency up to <n>`, found {text:?}"
         )),
-        _ => parse_action(text).map_err(|e| format!("{e}, or `emergency up [by <n> | to <n>]`")),
+        _ => parse_action(text).map_err(|e| {
+            format!("{e}, or `emergency up [by <n> | to <n>]`, or `upgrade to the next tier`")
+        }),
     }
 }
 
