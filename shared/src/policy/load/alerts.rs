@@ -270,6 +270,8 @@ horizontal_scaling_rules:
                     to: Some(12),
                 },
             ),
+            ("upgrade to the next tier", NextTier),
+            ("Raise max_connections", NextTier),
         ];
         for (text, want) in ok {
             assert_eq!(super::parse_alert_action(text).as_ref(), Ok(want), "{text}");
