@@ -433,6 +433,9 @@ fn trigger(rule: &AlertRule, alert: &Alert, revision: &str, now_ms: i64) -> Trig
             rule.name,
             rule.while_firing.as_str()
         ),
+        (_, Some(action @ ScaleAction::EmergencyUp { .. })) => {
+            format!("{seen}: rule {} asks {}", rule.name, action.describe())
+        }
         (_, Some(action)) => format!("{seen}: rule {} asks to {}", rule.name, action.describe()),
         (_, None) => format!(
             "{seen}: rule {} holds {} while it fires",

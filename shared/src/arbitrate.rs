@@ -14,6 +14,7 @@
 //! | an alert resolved: its rule's hold ends               | `no_change`        |
 //! | an alert fires whose rule only holds: the hold starts | `no_change`        |
 //! | capacity never observed and never commanded           | `unknown_capacity` |
+//! | an alert's `emergency up`: resolved to the `set to N` of `novactl emergency up` (`emergency_up`) |  |
 //! | any up firing: the one asking for most capacity wins  |                    |
 //! |   scale-up paused by an operator                      | `paused`           |
 //! |   scale-up paused by another firing alert (`pause`)   | `paused`           |
@@ -31,6 +32,14 @@
 //! | the chosen capacity equals the current one            | `no_change`        |
 //! | a tracking rule's rate limits allow no change now     | `rate_limited`     |
 //! | the target is in dry-run mode                         | `dry_run`          |
+//!
+//! An alert rule's `emergency up` (`by N`, `to N`) asks, once the capacity
+//! is known, what the operator's `novactl emergency up` would
+//! ([`crate::emergency::ask`]: `to N`, else capacity + N, else double), as
+//! a scale-up; unlike the operator's it is not forced: pauses, its rule's
+//! cooldown and both bounds apply, and a `to N` not above the capacity asks
+//! for no change, never a scale-down. Its reason says how
+//! (`rule surge asks emergency up: double, 4 -> 8`).
 //!
 //! **One clock per input.** Each trigger is decided on the clock of its
 //! source ([`Clock`]), and every hold is read on the clock it was stamped on:
@@ -77,14 +86,17 @@
 //! the move against the changes of the last period before the bounds apply.
 //!
 //! Vertical firings (`upgrade to the next tier`) come in triggers of their
-//! own and are decided by their own table (rule triggers, event time); the
-//! first bound rule wins when several fire at once:
+//! own and are decided by their own table (rule triggers on event time; an
+//! alert rule's vertical step, along the target's one ladder, on the wall
+//! clock with the alert rule's cooldown); the first bound rule wins when
+//! several fire at once:
 //!
 //! | situation                                             | outcome            |
 //! |-------------------------------------------------------|--------------------|
 //! | trigger id already decided                            | `duplicate`        |
 //! | the tier is not known yet                             | `unknown_capacity` |
 //! | scale-up (which a resize is) paused by an operator    | `paused`           |
+//! | scale-up paused by another firing alert (`pause`)     | `paused`           |
 //! | the last resize is cooling down                       | `cooldown`         |
 //! | the tier is the top of the rule's ladder              | `at_top_tier`      |
 //! | the tier is on no step of the ladder                  | `no_change`        |
@@ -110,8 +122,8 @@ use crate::ids;
 use crate::policy::{FlapSettings, Target, TierMove};
 use crate::tracking::{self, ScaleEvent};
 use crate::wire::{
-    AlertStatus, CapacityRecord, Command, Decision, Direction, Extra, Outcome, RuleFiring,
-    ScaleAction, Trigger, TriggerSource, Version,
+    AlertStatus, CapacityRecord, Command, Decision, Direction, EmergencyOp, Extra, Outcome,
+    RuleFiring, ScaleAction, Trigger, TriggerSource, Version,
 };
 
 /// How many recent trigger ids a target remembers for de-duplication.
@@ -944,6 +956,7 @@ fn decide_in_order<'a>(
                 },
                 ..f.clone()
             },
+            ScaleAction::EmergencyUp { by, to } => emergency_up(target, state, f, current, by, to),
             _ => f.clone(),
         })
         .collect();
@@ -1243,6 +1256,46 @@ fn decide_in_order<'a>(
     remember(v)
 }
 
+/// An alert rule's `emergency up`, resolved now: the capacity the
+/// operator's `novactl emergency up` would ask from `current`, as a scale-up
+/// to it (`set to N`) that the table then decides like any other, with the
+/// rule's cooldown and the bounds; the reason says how
+/// (`...asks emergency up: double, 4 -> 8`). A pause is the table's to say,
+/// so it is not read here; a `to N` not above the capacity asks for no
+/// change, never a scale-down.
+fn emergency_up(
+    target: &Target,
+    state: &TargetState,
+    f: &RuleFiring,
+    current: u32,
+    by: Option<u32>,
+    to: Option<u32>,
+) -> RuleFiring {
+    let unpaused = TargetState {
+        paused_up: false,
+        ..state.clone()
+    };
+    let asked = crate::emergency::ask(
+        EmergencyOp::Up,
+        target,
+        &unpaused,
+        Some(current),
+        by,
+        to,
+        None,
+    );
+    let (desired, how) = match asked {
+        Ok(ask) => (ask.desired, ask.how),
+        Err(why) => (current, why),
+    };
+    RuleFiring {
+        direction: Direction::Up,
+        action: ScaleAction::Set(desired),
+        reason: format!("{}: {how}", f.reason),
+        ..f.clone()
+    }
+}
+
 /// The alert rows of the table, for a trigger of source `alert`: a firing
 /// alert whose rule holds something while it fires starts its hold in
 /// `next`; a resolved one ends it. `Some` when that is all the trigger
@@ -1536,6 +1589,9 @@ fn resize(
             format!("scale-up of {name} is paused by an operator"),
             next,
         );
+    }
+    if let Some(why) = alert_blocks(state, trigger, Direction::Up) {
+        return blocked(Outcome::Paused, why, next);
     }
     if ts < state.resize_cooldown_until {
         let left = remaining(state.resize_cooldown_until, ts);

@@ -219,6 +219,17 @@ pub enum ScaleAction {
     /// Hold off removing capacity while the rule's condition holds (an RDS
     /// replica set's `max_replica_lag`); changes nothing itself.
     HoldScaleDowns,
+    /// What the operator's `novactl emergency up` would ask (`--by N`,
+    /// `--to N`, else double), resolved by the arbiter at decision time
+    /// from the target's capacity ([`crate::emergency::ask`]); an alert
+    /// rule's `action: emergency up`. Unlike the operator's, it is not
+    /// forced: the rule's cooldown and the bounds apply.
+    EmergencyUp {
+        /// Add this many instances.
+        by: Option<u32>,
+        /// Go to this many instances (only if above the capacity).
+        to: Option<u32>,
+    },
     /// An action this version does not know (a newer writer's), by its tag
     /// (`{"scale_by": 3}` is `Unknown("scale_by")`); never acted on.
     Unknown(String),
@@ -233,9 +244,10 @@ impl ScaleAction {
             ScaleAction::Remove(n) => current.saturating_sub(n),
             ScaleAction::Set(n) => n,
             ScaleAction::Promote(_) => current.saturating_sub(1),
-            ScaleAction::NextTier | ScaleAction::HoldScaleDowns | ScaleAction::Unknown(_) => {
-                current
-            }
+            ScaleAction::NextTier
+            | ScaleAction::HoldScaleDowns
+            | ScaleAction::EmergencyUp { .. }
+            | ScaleAction::Unknown(_) => current,
         }
     }
 
@@ -248,6 +260,9 @@ impl ScaleAction {
             ScaleAction::NextTier => "upgrade to the next tier".to_string(),
             ScaleAction::Promote(replica) => format!("promote {replica} to a standalone instance"),
             ScaleAction::HoldScaleDowns => "hold off removing capacity".to_string(),
+            ScaleAction::EmergencyUp { by: Some(n), .. } => format!("emergency up by {n}"),
+            ScaleAction::EmergencyUp { to: Some(n), .. } => format!("emergency up to {n}"),
+            ScaleAction::EmergencyUp { .. } => "emergency up".to_string(),
             ScaleAction::Unknown(tag) => format!("{tag} (an action this version does not know)"),
         }
     }
@@ -277,9 +292,25 @@ impl Serialize for ScaleAction {
             ScaleAction::HoldScaleDowns => {
                 serializer.serialize_unit_variant("ScaleAction", 5, "hold_scale_downs")
             }
+            ScaleAction::EmergencyUp { by, to } => serializer.serialize_newtype_variant(
+                "ScaleAction",
+                6,
+                "emergency_up",
+                &EmergencyUpArgs { by: *by, to: *to },
+            ),
             ScaleAction::Unknown(tag) => serializer.serialize_str(tag),
         }
     }
+}
+
+/// The body of `{"emergency_up": {"by": n}}` (or `"to"`, or neither).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmergencyUpArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<u32>,
 }
 
 /// The actions this version writes (a reader also takes a newer version's
@@ -315,6 +346,15 @@ impl schemars::JsonSchema for ScaleAction {
                         "set": {
                             "type": "integer", "minimum": 0, "maximum": u32::MAX,
                             "description": "Set capacity to exactly this many instances (a \"set to\" rule, an operator or fallback request, or a target tracking rule's recommendation).",
+                        },
+                        "emergency_up": {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "properties": {
+                                "by": {"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Add this many instances."},
+                                "to": {"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Go to this many instances."},
+                            },
+                            "description": "What the operator's emergency up would ask (by, to, else double), resolved by the arbiter from the target's capacity; an alert rule's action, under its cooldown and bounds.",
                         },
                         "promote": {
                             "type": "string", "minLength": 1,
@@ -379,6 +419,10 @@ impl<'de> Deserialize<'de> for ScaleAction {
                     "next_tier" => {
                         map.next_value::<()>()?;
                         ScaleAction::NextTier
+                    }
+                    "emergency_up" => {
+                        let EmergencyUpArgs { by, to } = map.next_value()?;
+                        ScaleAction::EmergencyUp { by, to }
                     }
                     _ => {
                         map.next_value::<serde::de::IgnoredAny>()?;

@@ -159,6 +159,16 @@ fn actions_of_a_newer_version_decode_as_unknown_and_bad_ones_are_still_errors() 
     assert_eq!(read(json!({"remove": 1})).unwrap(), ScaleAction::Remove(1));
     assert_eq!(read(json!({"set": 10})).unwrap(), ScaleAction::Set(10));
     assert_eq!(read(json!("next_tier")).unwrap(), ScaleAction::NextTier);
+    // An alert rule's emergency up; an older reader takes it as unknown.
+    for (doc, by, to) in [
+        (json!({"emergency_up": {}}), None, None),
+        (json!({"emergency_up": {"by": 3}}), Some(3), None),
+        (json!({"emergency_up": {"to": 12}}), None, Some(12)),
+    ] {
+        let action = ScaleAction::EmergencyUp { by, to };
+        assert_eq!(read(doc.clone()).unwrap(), action, "{doc}");
+        assert_eq!(codec::encode(&action).unwrap(), pack(&doc), "{doc}");
+    }
     assert_eq!(
         read(json!({"scale_by_percent": 50})).unwrap(),
         ScaleAction::Unknown("scale_by_percent".into())
@@ -174,6 +184,8 @@ fn actions_of_a_newer_version_decode_as_unknown_and_bad_ones_are_still_errors() 
         json!("add"),
         json!({}),
         json!(3),
+        json!({"emergency_up": {"by": 2, "x": 1}}),
+        json!({"emergency_up": 2}),
     ] {
         assert!(read(bad.clone()).is_err(), "{bad}");
     }

@@ -127,12 +127,17 @@ impl Alertmanager {
                     // A pair on one machine settles at once; the default
                     // minute would only delay the first notification.
                     .arg("--cluster.settle-timeout=2s")
-                    .arg("--cluster.gossip-interval=50ms")
-                    .arg("--cluster.pushpull-interval=1s")
-                    // The second member waits this long for the first to
-                    // send before it sends itself: short, so both deliver
-                    // (as a pair does whose gossip lags), and the bridge
-                    // must de-duplicate.
+                    // The second member waits `peer-timeout` for the first
+                    // to send before it sends itself, and skips if the
+                    // first's notification log entry has reached it by
+                    // then. Short, and gossip and full syncs slow (the
+                    // join itself syncs at once), so that entry never
+                    // arrives in time and both deliver, as a pair whose
+                    // gossip lags does: the bridge must de-duplicate.
+                    // (With 50 ms gossip the entry sometimes won the race,
+                    // and the second member rightly sent nothing.)
+                    .arg("--cluster.gossip-interval=10s")
+                    .arg("--cluster.pushpull-interval=60s")
                     .arg("--cluster.peer-timeout=10ms");
                 for peer in peers {
                     command.arg(format!("--cluster.peer={peer}"));

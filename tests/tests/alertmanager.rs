@@ -3,7 +3,8 @@
 //! other end is counted (triggers in NOVA_TRIGGERS, decisions, capacity on
 //! the sim backend, audit records, dead letters). Plus direct requests for
 //! the refusals (401, 413, 400) and for NATS going away (503, then 200
-//! with nothing lost).
+//! with nothing lost); and the webhook over TLS, delivered by the real
+//! Alertmanager trusting a self-signed certificate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use nova_e2e::alertmanager::{self, Alertmanager, http, rfc3339};
 use nova_e2e::{AuditReader, NatsServer, Pipeline, WAIT, connect, stream_messages, within};
-use nova_ingest::webhook::{Auth, Bridge, WebhookConfig};
+use nova_ingest::webhook::{Auth, Bridge, TlsFiles, WebhookConfig};
 use nova_runtime::nats::{CAPACITY_BUCKET, DEAD_STREAM, TRIGGERS_STREAM};
 use nova_runtime::reload::LivePolicy;
 use nova_runtime::shutdown::{self, ShutdownTrigger};
@@ -26,13 +27,20 @@ use serde_json::json;
 
 /// `web` at 2 on the sim backend; the alert `HighLatency` of the web or api
 /// service (not of severity info) adds 2 and holds scale-downs while it
-/// fires; `q.scale_down` is the rule a test sends scale-downs of.
+/// fires; `HighErrors` asks what `novactl emergency up` would (double),
+/// under its rule's max of 3; `SlowQueries` moves `db` one step up its
+/// tier ladder; `q.scale_down` is the rule a test sends
+/// scale-downs of.
 const POLICY: &str = r#"
 targets:
   web:
     rules: [q]
     max: 20
     backend: { sim: { initial: 2 } }
+  db:
+    rules: [cpu]
+    max: 4
+    backend: { sim: { initial: 2, tier: c5.large } }
 horizontal_scaling_rules:
   q:
     scale_down: { condition: "queue_depth < 1 for 1 minute", action: "remove 1 instance", cooldown: 0 }
@@ -44,6 +52,21 @@ alert_rules:
     action: add 2 instances
     cooldown: 0
     while_firing: hold_scale_downs
+  surge:
+    target: web
+    alertname: HighErrors
+    action: emergency up
+    max_instances: 3
+  bigger:
+    target: db
+    alertname: SlowQueries
+    action: upgrade to the next tier
+vertical_scaling_rules:
+  resize:
+    cpu:
+      trigger: "cpu_credits < 20 for 5 minutes"
+      action: "upgrade to next CPU-optimized tier"
+      options: [{from: c5.large, to: c5.xlarge}]
 "#;
 
 const TOKEN: &str = "am-t0ken";
@@ -59,12 +82,24 @@ struct Served {
 }
 
 async fn bridge(nats_url: &str, auth: Auth, body_limit_bytes: usize) -> Served {
+    bridge_with(nats_url, auth, body_limit_bytes, None).await
+}
+
+/// A bridge as [`bridge`], over HTTPS when `tls` is given.
+async fn bridge_with(
+    nats_url: &str,
+    auth: Auth,
+    body_limit_bytes: usize,
+    tls: Option<TlsFiles>,
+) -> Served {
     let mut config = WebhookConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
     config.auth = auth;
     config.body_limit_bytes = body_limit_bytes;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    config.tls = tls;
     let bridge = Bridge::bind(config).await.expect("webhook binds");
     let url = format!(
-        "http://{}{}",
+        "{scheme}://{}{}",
         bridge.local_addr().expect("bound"),
         nova_ingest::webhook::PATH
     );
@@ -276,6 +311,207 @@ async fn an_alert_fires_repeats_and_resolves_through_a_real_alertmanager() {
     assert_eq!(statuses, [AlertStatus::Firing, AlertStatus::Resolved]);
     let dead: Vec<DeadLetter> = stream_messages(&w.client, DEAD_STREAM).await;
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+    w.pipeline.stop().await;
+}
+
+/// An alert rule's `emergency up`: the arbiter doubles the capacity it
+/// reads (2 -> 4), clamped at the rule's max of 3, not forced past it; the
+/// reason says it was the alert's emergency up.
+#[tokio::test]
+async fn an_alert_asks_emergency_up_and_the_arbiter_decides_it_within_bounds() {
+    let mut w = world().await;
+    let served = bridge(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20).await;
+    let am = Alertmanager::start(&alertmanager::config(&served.url, Some(TOKEN), "2s"), None).await;
+    am.post_alerts(&json!([{
+        "labels": { "alertname": "HighErrors", "service": "web" },
+        "startsAt": rfc3339(nova_runtime::now_ms() - 5_000),
+    }]))
+    .await;
+    let fired = w
+        .audit
+        .wait_for("the alert's trigger", |r| {
+            r.stage == Stage::Ingest && r.kind == AuditKind::Trigger && r.outcome == "fired"
+        })
+        .await;
+    assert_eq!(fired.rule.as_deref(), Some("surge"));
+    let id = fired.trigger_id.clone().expect("trigger id");
+    let decided = w
+        .audit
+        .wait_for("the emergency up's decision", decision_of(&id))
+        .await;
+    assert_eq!(
+        (decided.outcome.as_str(), decided.from, decided.to),
+        ("scale", Some(2), Some(3)),
+        "{}",
+        decided.reason
+    );
+    assert!(
+        decided
+            .reason
+            .contains("alert HighErrors firing (service=\"web\"; fingerprint"),
+        "{}",
+        decided.reason
+    );
+    assert!(
+        decided
+            .reason
+            .contains("rule surge asks emergency up: double, 2 -> 4"),
+        "{}",
+        decided.reason
+    );
+    wait_capacity(&w.client, "web", 3).await;
+    let triggers = alert_triggers(&w.client).await;
+    assert_eq!(triggers.len(), 1, "{triggers:?}");
+    assert_eq!(
+        triggers[0].firings[0].action,
+        ScaleAction::EmergencyUp { by: None, to: None },
+        "the trigger carries the ask; the arbiter resolves it"
+    );
+    w.pipeline.stop().await;
+}
+
+/// An alert rule's vertical step: `db` moves up its ladder, same count.
+#[tokio::test]
+async fn an_alert_moves_a_target_one_step_up_its_tier_ladder() {
+    let mut w = world().await;
+    let served = bridge(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20).await;
+    let am = Alertmanager::start(&alertmanager::config(&served.url, Some(TOKEN), "2s"), None).await;
+    am.post_alerts(&json!([{
+        "labels": { "alertname": "SlowQueries" },
+        "startsAt": rfc3339(nova_runtime::now_ms() - 5_000),
+    }]))
+    .await;
+    let fired = w
+        .audit
+        .wait_for("the alert's trigger", |r| {
+            r.stage == Stage::Ingest && r.kind == AuditKind::Trigger && r.outcome == "fired"
+        })
+        .await;
+    let id = fired.trigger_id.clone().expect("trigger id");
+    let decided = w
+        .audit
+        .wait_for("the vertical step's decision", decision_of(&id))
+        .await;
+    assert_eq!(decided.outcome, "scale", "{}", decided.reason);
+    assert!(
+        decided.reason.contains(
+            "rule bigger asks to upgrade to the next tier; resizing db from c5.large to c5.xlarge (2 instances)"
+        ),
+        "{}",
+        decided.reason
+    );
+    let js = async_nats::jetstream::new(w.client.clone());
+    let store = js.get_key_value(CAPACITY_BUCKET).await.expect("bucket");
+    let mut watch = store.watch_with_history("db").await.expect("watch");
+    within("db at c5.xlarge", WAIT, async {
+        while let Some(entry) = watch.next().await {
+            let record: CapacityRecord =
+                codec::decode(&entry.expect("entry").value, codec::Encoding::MsgPack)
+                    .expect("capacity record");
+            if record.tier.as_deref() == Some("c5.xlarge") && record.desired == 2 {
+                return;
+            }
+        }
+        panic!("the capacity watch ended");
+    })
+    .await;
+    w.pipeline.stop().await;
+}
+
+/// The webhook over TLS: a self-signed certificate made by the `openssl`
+/// CLI, which the real Alertmanager trusts (`tls_config.ca_file`) and
+/// delivers through; a plain-HTTP request to the TLS port is refused and
+/// stores nothing. Skipped where there is no `openssl`.
+#[tokio::test]
+async fn the_webhook_over_tls_takes_alertmanager_and_refuses_plain_http() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    match made {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("openssl failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => {
+            eprintln!("skipped: no openssl CLI ({e})");
+            return;
+        }
+    }
+    let mut w = world().await;
+    let tls = TlsFiles {
+        cert: cert.clone(),
+        key,
+    };
+    let served = bridge_with(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20, Some(tls)).await;
+    assert!(served.url.starts_with("https://"), "{}", served.url);
+
+    // Plain HTTP to the TLS port: no answer with a status, nothing stored.
+    let plain = served.url.replacen("https://", "http://", 1);
+    let answer = http(
+        "POST",
+        &plain,
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        payload("fp-plain"),
+    )
+    .await;
+    assert!(answer.is_err(), "plain HTTP to the TLS port: {answer:?}");
+
+    let config = format!(
+        r#"route:
+  receiver: nova
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: nova
+    webhook_configs:
+      - url: {url:?}
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials: {TOKEN:?}
+          tls_config:
+            ca_file: {ca:?}
+"#,
+        url = served.url,
+        ca = cert.display().to_string(),
+    );
+    let am = Alertmanager::start(&config, None).await;
+    am.post_alerts(&json!([alert("web", nova_runtime::now_ms() - 5_000, None)]))
+        .await;
+    let fired = w
+        .audit
+        .wait_for("the alert's trigger over TLS", |r| {
+            r.stage == Stage::Ingest && r.kind == AuditKind::Trigger && r.outcome == "fired"
+        })
+        .await;
+    let id = fired.trigger_id.clone().expect("trigger id");
+    let decided = w.audit.wait_for("its decision", decision_of(&id)).await;
+    assert_eq!(
+        (decided.outcome.as_str(), decided.to),
+        ("scale", Some(4)),
+        "{}",
+        decided.reason
+    );
+    let triggers = alert_triggers(&w.client).await;
+    assert_eq!(
+        triggers.len(),
+        1,
+        "only Alertmanager's, over TLS: {triggers:?}"
+    );
     w.pipeline.stop().await;
 }
 

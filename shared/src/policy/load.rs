@@ -435,6 +435,25 @@ impl Walker {
                             format!("target {target} already binds a rule of this name; rule names must be unique"),
                         );
                     }
+                    // A vertical step walks the target's one tier ladder.
+                    if let Some(t) = targets.get(&target)
+                        && rule.action == Some(ScaleAction::NextTier)
+                        && t.ladders.len() != 1
+                    {
+                        let why = if t.ladders.is_empty() {
+                            format!(
+                                "target {target} has no tier ladder (no vertical rule with options binds it); a vertical step needs one"
+                            )
+                        } else {
+                            let names: Vec<&str> = t.ladders.keys().map(String::as_str).collect();
+                            format!(
+                                "target {target} has {} tier ladders ({}); a vertical step needs exactly one",
+                                names.len(),
+                                names.join(", ")
+                            )
+                        };
+                        self.problem(&join(&join("alert_rules", &rule.name), "action"), why);
+                    }
                 }
                 if let Some(t) = targets.get_mut(&target) {
                     t.alert_rules = rules;

@@ -348,8 +348,16 @@ impl Target {
     }
 
     /// Where the vertical rule `rule` moves a target running `tier`.
+    /// An alert rule's vertical step (`action: upgrade to the next tier`)
+    /// moves along the target's one ladder.
     pub fn next_tier(&self, rule: &str, tier: &str) -> TierMove {
-        let Some(ladder) = self.ladders.get(rule) else {
+        let alert_ladder = || {
+            self.alert_rule(rule)
+                .filter(|r| r.action == Some(ScaleAction::NextTier))
+                .filter(|_| self.ladders.len() == 1)
+                .and_then(|_| self.ladders.values().next())
+        };
+        let Some(ladder) = self.ladders.get(rule).or_else(alert_ladder) else {
             return TierMove::OffLadder;
         };
         if let Some(step) = ladder.iter().find(|s| s.from == tier) {

@@ -105,7 +105,7 @@ impl Walker {
         let action = match map.get("action") {
             None => None,
             Some(v) => self.string(v, &join(&path, "action")).and_then(|text| {
-                parse_action(text)
+                parse_alert_action(text)
                     .map_err(|e| self.problem(&join(&path, "action"), e))
                     .ok()
             }),
@@ -141,7 +141,9 @@ impl Walker {
             return None;
         }
         let direction = match &action {
-            Some(ScaleAction::Add(_)) => Direction::Up,
+            Some(ScaleAction::Add(_) | ScaleAction::EmergencyUp { .. } | ScaleAction::NextTier) => {
+                Direction::Up
+            }
             Some(ScaleAction::Remove(_)) => Direction::Down,
             _ => Direction::None,
         };
@@ -157,6 +159,41 @@ impl Walker {
             max,
             while_firing,
         })
+    }
+}
+
+/// An alert rule's action: the horizontal rules' wording, `emergency up`
+/// (`by N`, `to N`), which the arbiter resolves from the target's capacity
+/// as `novactl emergency up` would, or a vertical step in the vertical
+/// rules' wording (`upgrade to the next tier`, `raise max_connections`):
+/// one step up the target's tier ladder.
+fn parse_alert_action(text: &str) -> Result<ScaleAction, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let number = |n: &str| {
+        n.parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("expected a whole number above 0, found {n:?} in {text:?}"))
+    };
+    match words.as_slice() {
+        ["emergency", "up"] => Ok(ScaleAction::EmergencyUp { by: None, to: None }),
+        ["emergency", "up", "by", n] => Ok(ScaleAction::EmergencyUp {
+            by: Some(number(n)?),
+            to: None,
+        }),
+        ["emergency", "up", "to", n] => Ok(ScaleAction::EmergencyUp {
+            by: None,
+            to: Some(number(n)?),
+        }),
+        [verb, ..] if ["upgrade", "raise"].contains(&verb.to_ascii_lowercase().as_str()) => {
+            Ok(ScaleAction::NextTier)
+        }
+        ["emergency", ..] => Err(format!(
+            "expected `emergency up`, `emergency up by <n>` or `emergency up to <n>`, found {text:?}"
+        )),
+        _ => parse_action(text).map_err(|e| {
+            format!("{e}, or `emergency up [by <n> | to <n>]`, or `upgrade to the next tier`")
+        }),
     }
 }
 
@@ -210,5 +247,67 @@ horizontal_scaling_rules:
             );
         }
         assert!(!error.contains("matchers[2]"), "{error}");
+    }
+
+    #[test]
+    fn alert_actions_parse_or_say_why_not() {
+        use crate::wire::ScaleAction::{self, *};
+        let ok: &[(&str, ScaleAction)] = &[
+            ("add 2 instances", Add(2)),
+            ("set to 6", Set(6)),
+            ("emergency up", EmergencyUp { by: None, to: None }),
+            (
+                "emergency  up by 3",
+                EmergencyUp {
+                    by: Some(3),
+                    to: None,
+                },
+            ),
+            (
+                "emergency up to 12",
+                EmergencyUp {
+                    by: None,
+                    to: Some(12),
+                },
+            ),
+            ("upgrade to the next tier", NextTier),
+            ("Raise max_connections", NextTier),
+        ];
+        for (text, want) in ok {
+            assert_eq!(super::parse_alert_action(text).as_ref(), Ok(want), "{text}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("emergency down", "expected `emergency up`"),
+            ("emergency up by 0", "above 0, found \"0\""),
+            ("emergency up to many", "found \"many\""),
+            ("emergency up by 2 to 4", "expected `emergency up`"),
+            ("grow a lot", "or `emergency up [by <n> | to <n>]`"),
+        ];
+        for (text, want) in bad {
+            let error = super::parse_alert_action(text).unwrap_err();
+            assert!(error.contains(want), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_emergency_up_rule_loads_as_a_scale_up() {
+        let yaml = format!(
+            "{HEAD}alert_rules:\n  errors:\n    target: web\n    alertname: HighErrors\n    action: emergency up by 3\n  bad:\n    target: web\n    alertname: X\n    action: emergency up by none\n"
+        );
+        let error = from_yaml(&yaml, "p.yaml").unwrap_err().to_string();
+        assert!(
+            error.contains("alert_rules.bad.action: expected a whole number above 0"),
+            "{error}"
+        );
+        let yaml = format!(
+            "{HEAD}alert_rules:\n  errors:\n    target: web\n    alertname: HighErrors\n    action: emergency up\n"
+        );
+        let policy = from_yaml(&yaml, "p.yaml").expect("valid");
+        let rule = policy.targets["web"].alert_rule("errors").expect("bound");
+        assert_eq!(rule.direction, crate::wire::Direction::Up);
+        assert_eq!(
+            rule.action,
+            Some(crate::wire::ScaleAction::EmergencyUp { by: None, to: None })
+        );
     }
 }
