@@ -776,6 +776,13 @@ pub struct CapacityRecord {
     /// taking effect; 0: none): the arbiter lifts the cooldowns it started.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_seq: u64,
+    /// The backend's own fencing token in the reading stored here, for a
+    /// backend that keeps one: the simulated fleet, whose state in NATS KV
+    /// carries the sequence of the command that last set it. ECS and RDS
+    /// keep none. A later reading with an older token came from a copy
+    /// that had not seen the last change, and is not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
     /// Fields of a newer version, kept as read and written back unchanged.
     #[serde(flatten)]
     #[cfg_attr(feature = "schema", schemars(skip))]

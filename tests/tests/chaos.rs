@@ -577,6 +577,14 @@ async fn nothing_is_lost_while_the_cluster_fails_over() {
         }
     }
 
+    // How often the simulated fleets' fencing token caught a reading from a
+    // stale copy of their state (each one refused, not stored).
+    let stale: usize = services
+        .iter()
+        .map(|s| s.lines_with("read from a stale copy").len())
+        .sum();
+    report.push(format!("fleet readings refused as stale: {stale}"));
+
     // Every service's log, for reading after a failure.
     let logs_dir = std::env::temp_dir().join("nova-chaos-logs");
     let _ = std::fs::create_dir_all(&logs_dir);

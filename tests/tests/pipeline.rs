@@ -2,15 +2,19 @@
 
 use std::sync::Arc;
 
+use nova_actuator::sim::SimState;
 use nova_e2e::{
     AuditReader, MotoServer, NatsServer, Pipeline, WAIT, control, ecs_desired, publish,
     stream_messages, within,
 };
-use nova_runtime::nats::{CAPACITY_BUCKET, COMMANDS_STREAM, RESULTS_STREAM};
+use nova_runtime::nats::{CAPACITY_BUCKET, COMMANDS_STREAM, RESULTS_STREAM, SIM_BUCKET};
 use nova_shared::codec;
 use nova_shared::policy::{Policy, from_yaml};
 use nova_shared::subjects;
-use nova_shared::wire::{ActionResult, AuditKind, AuditRecord, CapacityRecord, Command, Stage};
+use nova_shared::wire::{
+    ActionResult, AuditKind, AuditRecord, CAPACITY_VERB, CapacityAnswer, CapacityRecord, Command,
+    ControlRequest, ScaleRequest, Stage,
+};
 use serde_json::json;
 
 const CLUSTER: &str = "novacron-cluster";
@@ -1113,5 +1117,106 @@ horizontal_scaling_rules:
     let steps: Vec<(u32, u32)> = commands.iter().map(|c| (c.from, c.desired)).collect();
     assert_eq!(steps, [(4, 6)], "one command");
     wait_capacity(&client, "web", 6).await;
+    pipeline.stop().await;
+}
+
+/// Asks an actuator for `target`'s capacity (`nova.ctl.capacity`), as the
+/// arbiter does for a target it has never seen.
+async fn ask_capacity(client: &async_nats::Client, target: &str) -> CapacityAnswer {
+    let reply = within(
+        "an actuator's capacity answer",
+        WAIT,
+        client.request(
+            subjects::control(CAPACITY_VERB),
+            target.to_string().into_bytes().into(),
+        ),
+    )
+    .await
+    .expect("an actuator answers");
+    codec::decode(&reply.payload, codec::Encoding::MsgPack).expect("capacity answer")
+}
+
+/// Writes the simulated fleet's state of `target` as the next reader sees it.
+async fn put_sim_state(client: &async_nats::Client, target: &str, state: &SimState) {
+    let js = async_nats::jetstream::new(client.clone());
+    let store = js.get_key_value(SIM_BUCKET).await.expect("sim bucket");
+    let payload = codec::encode(state).expect("encode sim state");
+    within(
+        "the sim state written",
+        WAIT,
+        store.put(target, payload.into()),
+    )
+    .await
+    .expect("put sim state");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_reading_older_than_the_last_change_is_not_stored() {
+    // Issue 10's long chaos runs: after a two-node outage, an observation
+    // read the simulated fleet's state as it was five commands before, and
+    // stored it over the record of the last change; the arbiter's base went
+    // back and those five steps were asked again. The fleet's state now
+    // carries the sequence of the command that set it (a fencing token),
+    // and a reading with an older token than the one stored is refused.
+    let policy = r#"
+targets:
+  web: {rules: [cpu], max: 20, backend: {sim: {initial: 2, warmup_secs: 0}}}
+horizontal_scaling_rules:
+  cpu:
+    scale_up: {condition: "avg_cpu > 70%", action: "add 2 instances"}
+"#;
+    let policy = Arc::new(from_yaml(policy, "fence.yaml").expect("policy"));
+    let nats = NatsServer::start().await;
+    let client = nats.client().await;
+    let pipeline = Pipeline::start(&nats, policy).await;
+    wait_capacity(&client, "web", 2).await;
+    let request = ControlRequest::Scale(ScaleRequest {
+        target: "web".into(),
+        desired: 6,
+        reason: Some("fencing test".into()),
+        force: false,
+    });
+    let reply = control(&client, request).await;
+    assert!(reply.ok, "{}", reply.message);
+    let changed = wait_capacity_where(&client, "web", "web at 6 with its fence", |r| {
+        r.desired == 6 && r.applied_seq > 0
+    })
+    .await;
+    assert_eq!(changed.fence, Some(changed.applied_seq), "{changed:?}");
+
+    // A copy of the state that has not seen the change: what a follower, a
+    // deposed leader or a lost write answers.
+    let before_the_change = SimState {
+        desired: 2,
+        previous: 2,
+        changed_ms: nova_runtime::now_ms(),
+        tier: None,
+        seq: 0,
+    };
+    put_sim_state(&client, "web", &before_the_change).await;
+    match ask_capacity(&client, "web").await {
+        CapacityAnswer::Error(error) => assert!(
+            error.contains(
+                "read from a stale copy (it was last set by command 0, older than command"
+            ),
+            "{error}"
+        ),
+        CapacityAnswer::Capacity(record) => panic!("a stale reading was stored: {record:?}"),
+    }
+    let kept = wait_capacity_where(&client, "web", "the record kept", |_| true).await;
+    assert_eq!((kept.desired, kept.fence), (6, changed.fence), "{kept:?}");
+
+    // A change made outside the autoscaler keeps the token: it is read.
+    let outside = SimState {
+        desired: 7,
+        seq: changed.applied_seq,
+        ..before_the_change
+    };
+    put_sim_state(&client, "web", &outside).await;
+    match ask_capacity(&client, "web").await {
+        CapacityAnswer::Capacity(record) => assert_eq!(record.desired, 7, "{record:?}"),
+        CapacityAnswer::Error(error) => panic!("a current reading was refused: {error}"),
+    }
+    wait_capacity(&client, "web", 7).await;
     pipeline.stop().await;
 }

@@ -24,6 +24,24 @@ pub struct Observation {
     pub running: Option<u32>,
     /// Instance tier, for backends with tiers.
     pub tier: Option<String>,
+    /// The backend's own fencing token, for a backend that keeps one: the
+    /// sequence of the command that last changed the simulated fleet. ECS
+    /// and RDS keep their state outside NATS and report none.
+    pub fence: Option<u64>,
+}
+
+impl Observation {
+    /// Whether this reading is older than the one `stored` holds: its
+    /// fencing token is lower, so it was answered from a copy of the state
+    /// that had not seen the last change (a follower, a deposed leader, or
+    /// a write the broker lost). Such a reading is never stored: it would
+    /// send the arbiter's base back to a capacity the target no longer has.
+    pub fn predates(&self, stored: Option<&nova_shared::wire::CapacityRecord>) -> bool {
+        matches!(
+            (self.fence, stored.and_then(|r| r.fence)),
+            (Some(read), Some(kept)) if read < kept
+        )
+    }
 }
 
 /// What a change did, as the backend reports it.
@@ -139,6 +157,31 @@ pub(crate) fn deadline(target: &str, secs: u64) -> BackendError {
     )
 }
 
+/// `observation`, unless it predates the reading `stored` holds
+/// ([`Observation::predates`]): then an error the actuator treats as the
+/// broker's outage, so the command waits and reads again without using up
+/// an attempt. Counted either way it goes wrong.
+pub(crate) fn fresh(
+    target: &str,
+    kind: &'static str,
+    observation: Observation,
+    stored: Option<&nova_shared::wire::CapacityRecord>,
+) -> Result<Observation, BackendError> {
+    if !observation.predates(stored) {
+        return Ok(observation);
+    }
+    metrics::counter!(nova_runtime::telemetry::names::STALE_READS, "backend" => kind).increment(1);
+    Err(BackendError::new(
+        BackendErrorKind::Store(KvErrorKind::Unavailable),
+        format!(
+            "target {target}: the backend's state was read from a stale copy (it was last set by \
+             command {}, older than command {} already seen); read again",
+            observation.fence.unwrap_or_default(),
+            stored.and_then(|r| r.fence).unwrap_or_default()
+        ),
+    ))
+}
+
 /// The simulated fleet's state could not be read or written.
 pub(crate) fn store(error: KvError) -> BackendError {
     BackendError::with_source(
@@ -221,13 +264,15 @@ impl Backend {
     }
 
     /// Sets the desired capacity, and the instance tier when `tier` is
-    /// given, or promotes the replica `promote` (a replica set only);
-    /// returns what the backend reports before and after.
+    /// given, or promotes the replica `promote` (a replica set only), for
+    /// command `seq` (the simulated fleet's fencing token); returns what
+    /// the backend reports before and after.
     pub async fn apply(
         &self,
         desired: u32,
         tier: Option<&str>,
         promote: Option<&str>,
+        seq: u64,
     ) -> Result<Applied, BackendError> {
         let started = std::time::Instant::now();
         let result = match (self, tier, promote) {
@@ -238,7 +283,7 @@ impl Backend {
             )),
             (Backend::Ecs(ecs), tier, None) => ecs.apply(desired, tier).await,
             (Backend::Sim(sim), tier, None) => {
-                sim.apply(desired, tier, nova_runtime::now_ms()).await
+                sim.apply(desired, tier, seq, nova_runtime::now_ms()).await
             }
             (Backend::RdsReplicas(rds), Some(value), None) => rds.set_pool(value).await,
             (Backend::RdsReplicas(rds), None, None) => rds.set_desired(desired).await,
@@ -314,4 +359,77 @@ pub async fn build_all(
         backends.insert(target.name.clone(), backend);
     }
     backends
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nova_shared::wire::CapacityRecord;
+
+    #[test]
+    fn a_reading_predates_the_stored_one_only_when_both_have_tokens_and_its_is_lower() {
+        let reading = |fence| Observation {
+            desired: 3,
+            running: Some(3),
+            tier: None,
+            fence,
+        };
+        let stored = |fence| CapacityRecord {
+            fence,
+            ..CapacityRecord::default()
+        };
+        let cases = [
+            // (reading's token, stored token, predates)
+            (Some(4), Some(5), true),
+            (Some(0), Some(1), true),
+            (Some(5), Some(5), false),
+            (Some(6), Some(5), false),
+            // ECS and RDS keep no token: never refused.
+            (None, None, false),
+            (None, Some(5), false),
+            // A record written before tokens: the first reading sets one.
+            (Some(0), None, false),
+        ];
+        for (read, kept, predates) in cases {
+            assert_eq!(
+                reading(read).predates(Some(&stored(kept))),
+                predates,
+                "reading {read:?}, stored {kept:?}"
+            );
+        }
+        assert!(!reading(Some(0)).predates(None), "no record yet");
+    }
+
+    #[test]
+    fn a_stale_reading_is_the_brokers_error_naming_both_commands() {
+        let stored = CapacityRecord {
+            fence: Some(148),
+            ..CapacityRecord::default()
+        };
+        let reading = Observation {
+            desired: 145,
+            running: Some(145),
+            tier: None,
+            fence: Some(143),
+        };
+        let error = fresh("t06", "sim", reading.clone(), Some(&stored)).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            BackendErrorKind::Store(KvErrorKind::Unavailable)
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("last set by command 143, older than command 148"),
+            "{error}"
+        );
+        let current = Observation {
+            fence: Some(148),
+            ..reading
+        };
+        assert_eq!(
+            fresh("t06", "sim", current.clone(), Some(&stored)).unwrap(),
+            current
+        );
+    }
 }

@@ -398,6 +398,7 @@ impl EcsService {
             desired: state.desired,
             running: Some(state.running),
             tier,
+            fence: None,
         })
     }
 
@@ -558,6 +559,7 @@ impl EcsService {
                     Some(_) => tier.map(str::to_string),
                     None => before.tier.clone(),
                 },
+                fence: None,
             },
             // Without the service in the answer, read it back: a result
             // states what the backend reports, never what was asked.

@@ -20,7 +20,10 @@
 //! On start, and every `observe_every`, the actuator reads each target's
 //! capacity from its backend into KV `nova_capacity`, which the arbiter uses
 //! as the base for relative actions; a read that fails stores the backend's
-//! one-line error in the record (and logs it). It consumes stream
+//! one-line error in the record (and logs it). A reading older than the
+//! record's ([`backend::Observation::predates`]: the simulated fleet's
+//! fencing token went back, a stale copy of its state in KV answered) is
+//! never stored, so the arbiter's base cannot go back. It consumes stream
 //! `NOVA_COMMANDS` through the durable consumer `actuator`, shared by every
 //! replica, and per command:
 //! 1. claims the target's lease in its capacity record by compare-and-set
@@ -352,6 +355,7 @@ fn observed_record(
         observed_ms: nova_runtime::now_ms(),
         backend: kind.to_string(),
         error: None,
+        fence: obs.fence,
         ..previous.cloned().unwrap_or_default()
     }
 }
@@ -430,11 +434,19 @@ impl Actuator {
             // Never written back by a version that cannot fully read it.
             return Err(beyond_this_version(target, newer.v));
         }
-        let (record, failure) = match backend.observe().await {
+        let read = backend
+            .observe()
+            .await
+            .and_then(|obs| backend::fresh(target, backend.kind(), obs, previous));
+        let (record, failure) = match read {
             Ok(obs) => (
                 Some(observed_record(previous, target, backend.kind(), obs)),
                 None,
             ),
+            // The fleet's state in NATS unreachable, or read from a stale
+            // copy: not the backend's error, and the record (of a later
+            // reading or change) stays as it is.
+            Err(error) if is_broker_outage(&error) => return Err(error.to_string()),
             Err(error) => {
                 let failed = previous.map(|p| CapacityRecord {
                     error: Some(fault(&error)),
@@ -708,6 +720,7 @@ impl Actuator {
                 command.desired,
                 command.tier.as_deref(),
                 command.promote.as_deref(),
+                command.seq,
             ),
         )
         .await
@@ -845,12 +858,32 @@ impl Actuator {
         &self,
         backend: &Backend,
         command: &Command,
+        record: &CapacityRecord,
     ) -> Result<Step, StepError> {
         let kind = backend.kind();
         let attempts = self.max_attempts;
         let observed = tokio::time::timeout(self.deadline, backend.observe())
             .await
-            .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())));
+            .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())))
+            .and_then(|obs| backend::fresh(&command.target, kind, obs, Some(record)));
+        if let Err(error) = &observed
+            && is_broker_outage(error)
+        {
+            // What the fleet has cannot be known now (its state in NATS
+            // unreachable, or read from a stale copy): settle it later, on
+            // a reading that can be trusted, without using up an attempt.
+            metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
+            tracing::warn!(
+                decision = command.decision_id,
+                "cannot settle yet, will read again: {error}"
+            );
+            self.release(command, |r| CapacityRecord {
+                attempts: r.attempts.saturating_sub(1),
+                ..r.clone()
+            })
+            .await?;
+            return Ok(Step::Wait(BROKER_RETRY));
+        }
         let (status, response) = match &observed {
             Ok(obs)
                 if obs.desired == command.desired
@@ -968,7 +1001,7 @@ impl Actuator {
             Claim::Take { attempt } => attempt,
         };
         if attempt > self.max_attempts {
-            return self.settle_unfinished(backend, command).await;
+            return self.settle_unfinished(backend, command, &record).await;
         }
         let mut audit = self.record(
             command,
@@ -1078,7 +1111,11 @@ impl Actuator {
                 // Record what the backend really has, and mark the command
                 // as settled, so the arbiter's next base is the truth and not
                 // the capacity that never came.
-                let observed = backend.observe().await.ok();
+                let observed = backend
+                    .observe()
+                    .await
+                    .and_then(|obs| backend::fresh(&command.target, kind, obs, Some(&record)))
+                    .ok();
                 let stored = fault(&error);
                 self.release(command, |r| {
                     let base = match &observed {

@@ -75,6 +75,7 @@ impl Listing {
                     .count(),
             )),
             tier: None,
+            fence: None,
         }
     }
 }

@@ -39,6 +39,7 @@ impl InstanceState {
             desired: 1,
             running: Some(u32::from(self.status == "available")),
             tier: Some(self.class.clone()),
+            fence: None,
         }
     }
 }

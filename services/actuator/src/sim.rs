@@ -35,6 +35,12 @@ pub struct SimState {
     /// Instance tier, for fleets with tiers.
     #[serde(default)]
     pub tier: Option<String>,
+    /// Sequence of the command that last set this state (0: none yet), a
+    /// fencing token: the state lives in a replicated KV bucket, and a read
+    /// answered from a copy that missed the last change shows an older one
+    /// (see [`Observation::fence`]).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 impl SimState {
@@ -74,6 +80,7 @@ impl SimFleet {
             previous: self.spec.initial,
             changed_ms: now_ms,
             tier: self.spec.tier.clone(),
+            seq: 0,
         }
     }
 
@@ -94,14 +101,17 @@ impl SimFleet {
             desired: state.desired,
             running: Some(state.running(now_ms, self.spec.warmup_secs)),
             tier: state.tier,
+            fence: Some(state.seq),
         })
     }
 
-    /// Sets the desired capacity, and the tier when one is given.
+    /// Sets the desired capacity, and the tier when one is given, for
+    /// command `seq`, which becomes the state's fencing token.
     pub async fn apply(
         &self,
         desired: u32,
         tier: Option<&str>,
+        seq: u64,
         now_ms: i64,
     ) -> Result<Applied, BackendError> {
         if let Some(tier) = tier
@@ -117,6 +127,7 @@ impl SimFleet {
             desired: 0,
             running: None,
             tier: None,
+            fence: None,
         };
         let state = kv::modify(&self.states, &self.target, |s: Option<SimState>| {
             let s = s.unwrap_or_else(|| self.fresh(now_ms));
@@ -124,12 +135,14 @@ impl SimFleet {
                 desired: s.desired,
                 running: Some(s.running(now_ms, warmup)),
                 tier: s.tier.clone(),
+                fence: Some(s.seq),
             };
             SimState {
                 desired,
                 previous: s.running(now_ms, warmup),
                 changed_ms: now_ms,
                 tier: tier.map(str::to_string).or(s.tier),
+                seq,
             }
         })
         .await
@@ -149,6 +162,7 @@ impl SimFleet {
                 desired,
                 running: Some(running),
                 tier: state.tier,
+                fence: Some(seq),
             },
             response,
         })
@@ -283,6 +297,7 @@ mod tests {
             previous: 2,
             changed_ms: 1_000,
             tier: None,
+            seq: 0,
         };
         assert_eq!(up.running(1_000, 10), 2);
         assert_eq!(up.running(10_999, 10), 2);
@@ -292,6 +307,7 @@ mod tests {
             previous: 5,
             changed_ms: 1_000,
             tier: None,
+            seq: 0,
         };
         assert_eq!(down.running(1_000, 10), 2);
     }

@@ -131,7 +131,8 @@ impl Actuator {
         }
         let now = tokio::time::timeout(self.deadline, backend.observe())
             .await
-            .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())))?;
+            .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())))
+            .and_then(|obs| backend::fresh(&command.target, backend.kind(), obs, Some(record)))?;
         Ok(spec
             .applies(now.desired, command.desired)
             .then(|| Walk::new(now.desired, command.desired, spec.step, spec.delay_secs)))
@@ -286,9 +287,10 @@ impl Actuator {
         {
             return Err(lease_lost(&command.target));
         }
-        let applied = tokio::time::timeout(deadline, backend.apply(capacity, None, None))
-            .await
-            .unwrap_or_else(|_| Err(backend::deadline(&command.target, deadline.as_secs())))?;
+        let applied =
+            tokio::time::timeout(deadline, backend.apply(capacity, None, None, command.seq))
+                .await
+                .unwrap_or_else(|_| Err(backend::deadline(&command.target, deadline.as_secs())))?;
         self.settle(backend, command, deadline, applied).await
     }
 

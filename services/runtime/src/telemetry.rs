@@ -39,6 +39,9 @@ pub mod names {
     pub const AUDIT_RECORDS: &str = "nova_audit_records_total";
     /// KV compare-and-set conflicts, by `bucket`.
     pub const KV_CONFLICTS: &str = "nova_kv_conflicts_total";
+    /// Backend readings older than the one already stored (the simulated
+    /// fleet's fencing token went back), not stored; by `backend`.
+    pub const STALE_READS: &str = "nova_backend_stale_reads_total";
     /// Messages whose handling failed and will be retried, by `stage`.
     pub const RETRIES: &str = "nova_retries_total";
     /// Messages left for a newer version of their stage (a record of a
@@ -212,6 +215,12 @@ pub fn register(stages: &[Stage], targets: &[String]) {
             "KV compare-and-set conflicts",
             None,
             Labels::Later,
+        ),
+        (
+            names::STALE_READS,
+            "Backend readings older than the one stored, not stored",
+            Some(Stage::Actuator),
+            Labels::One("backend", strings(&["sim"])),
         ),
         (
             names::RETRIES,
