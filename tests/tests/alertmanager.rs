@@ -203,25 +203,23 @@ async fn world() -> World {
     }
 }
 
-/// What [`one_alert`] leaves running. Keep `served` bound (not `_`) for
-/// the whole test: dropping it stops the bridge.
-struct Delivered {
-    w: World,
+/// The bridge and the Alertmanager [`one_alert`] leaves running. Keep it
+/// bound (not `_`) for the whole test: dropping it stops both.
+struct Bridged {
     served: Served,
     am: Alertmanager,
-    /// Ingest's audit record of the first trigger it published.
-    fired: AuditRecord,
 }
 
 /// A [`world`] whose bridge (bearer [`TOKEN`]; over HTTPS with `tls`)
 /// takes the notifications of one Alertmanager (trusting `tls`'s
 /// certificate; sending a group again after `repeat_interval`), which is
-/// given `alerts`; returns once ingest has audited a fired trigger.
+/// given `alerts`; returns once ingest has audited a fired trigger, with
+/// that audit record.
 async fn one_alert(
     alerts: serde_json::Value,
     tls: Option<TlsFiles>,
     repeat_interval: &str,
-) -> Delivered {
+) -> (World, AuditRecord, Bridged) {
     let mut w = world().await;
     let ca = tls.as_ref().map(|t| t.cert.clone());
     let served = bridge_with(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20, tls).await;
@@ -234,12 +232,7 @@ async fn one_alert(
             r.stage == Stage::Ingest && r.kind == AuditKind::Trigger && r.outcome == "fired"
         })
         .await;
-    Delivered {
-        w,
-        served,
-        am,
-        fired,
-    }
+    (w, fired, Bridged { served, am })
 }
 
 /// Firing, a repeat, the hold it starts, and its resolution, all delivered
@@ -249,12 +242,7 @@ async fn an_alert_fires_repeats_and_resolves_through_a_real_alertmanager() {
     let started = nova_runtime::now_ms() - 5_000;
     // The db alert is in the same group (by alertname) and matches no rule.
     let alerts = json!([alert("web", started, None), alert("db", started, None)]);
-    let Delivered {
-        mut w,
-        served: _served,
-        am,
-        fired,
-    } = one_alert(alerts, None, "2s").await;
+    let (mut w, fired, bridged) = one_alert(alerts, None, "2s").await;
     assert_eq!(fired.rule.as_deref(), Some("latency"));
     assert!(
         fired.reason.contains("alert HighLatency firing"),
@@ -276,7 +264,7 @@ async fn an_alert_fires_repeats_and_resolves_through_a_real_alertmanager() {
 
     // Alertmanager sends the group again after repeat_interval: the same
     // notification, the same trigger id, stored once.
-    am.wait_notifications(2.0).await;
+    bridged.am.wait_notifications(2.0).await;
     let triggers = alert_triggers(&w.client).await;
     assert_eq!(
         triggers.len(),
@@ -300,7 +288,9 @@ async fn an_alert_fires_repeats_and_resolves_through_a_real_alertmanager() {
 
     // Resolved (endsAt in the past): the hold ends.
     let now = nova_runtime::now_ms();
-    am.post_alerts(&json!([alert("web", started, Some(now - 1_000))]))
+    bridged
+        .am
+        .post_alerts(&json!([alert("web", started, Some(now - 1_000))]))
         .await;
     let resolved = w
         .audit
@@ -354,12 +344,7 @@ async fn an_alert_asks_emergency_up_and_the_arbiter_decides_it_within_bounds() {
         "labels": { "alertname": "HighErrors", "service": "web" },
         "startsAt": rfc3339(nova_runtime::now_ms() - 5_000),
     }]);
-    let Delivered {
-        mut w,
-        served: _served,
-        am: _am,
-        fired,
-    } = one_alert(alerts, None, "2s").await;
+    let (mut w, fired, _bridged) = one_alert(alerts, None, "2s").await;
     assert_eq!(fired.rule.as_deref(), Some("surge"));
     let id = fired.trigger_id.clone().expect("trigger id");
     let decided = w
@@ -404,12 +389,7 @@ async fn an_alert_moves_a_target_one_step_up_its_tier_ladder() {
         "labels": { "alertname": "SlowQueries" },
         "startsAt": rfc3339(nova_runtime::now_ms() - 5_000),
     }]);
-    let Delivered {
-        mut w,
-        served: _served,
-        am: _am,
-        fired,
-    } = one_alert(alerts, None, "2s").await;
+    let (mut w, fired, _bridged) = one_alert(alerts, None, "2s").await;
     let id = fired.trigger_id.clone().expect("trigger id");
     let decided = w
         .audit
@@ -474,12 +454,8 @@ async fn the_webhook_over_tls_takes_alertmanager_and_refuses_plain_http() {
     }
     let tls = TlsFiles { cert, key };
     let alerts = json!([alert("web", nova_runtime::now_ms() - 5_000, None)]);
-    let Delivered {
-        mut w,
-        served,
-        am: _am,
-        fired,
-    } = one_alert(alerts, Some(tls), "1h").await;
+    let (mut w, fired, bridged) = one_alert(alerts, Some(tls), "1h").await;
+    let served = &bridged.served;
     assert!(served.url.starts_with("https://"), "{}", served.url);
 
     // Plain HTTP to the TLS port: no answer with a status, nothing stored
