@@ -1788,16 +1788,7 @@ horizontal_scaling_rules:
             "cpu.scale_up" => (Direction::Up, ScaleAction::Add(2)),
             _ => (Direction::Down, ScaleAction::Remove(1)),
         };
-        RuleFiring {
-            rule: rule.into(),
-            direction,
-            action,
-            observed: None,
-            threshold: None,
-            condition: String::new(),
-            held_secs: 0,
-            reason: String::new(),
-        }
+        RuleFiring::plain(rule, direction, action, "")
     }
 
     fn trigger(secs: i64, rules: &[&str]) -> Trigger {
@@ -2193,16 +2184,12 @@ horizontal_scaling_rules:
             ts: 1_000_000,
             target: "w".into(),
             source: TriggerSource::Operator,
-            firings: vec![RuleFiring {
-                rule: "operator".into(),
-                direction: Direction::None,
-                action: ScaleAction::Set(n),
-                observed: None,
-                threshold: None,
-                condition: String::new(),
-                held_secs: 0,
-                reason: format!("operator: set to {n}"),
-            }],
+            firings: vec![RuleFiring::plain(
+                "operator",
+                Direction::None,
+                ScaleAction::Set(n),
+                format!("operator: set to {n}"),
+            )],
             policy_revision: None,
             alert: None,
         };
@@ -2256,16 +2243,12 @@ horizontal_scaling_rules:
             ts: 1_000_000,
             target: "w".into(),
             source,
-            firings: vec![RuleFiring {
-                rule: rule.into(),
-                direction: Direction::Down,
-                action: ScaleAction::Promote("w-replica-3".into()),
-                observed: None,
-                threshold: None,
-                condition: String::new(),
-                held_secs: 0,
-                reason: "operator asked to promote w-replica-3".into(),
-            }],
+            firings: vec![RuleFiring::plain(
+                rule,
+                Direction::Down,
+                ScaleAction::Promote("w-replica-3".into()),
+                "operator asked to promote w-replica-3",
+            )],
             policy_revision: None,
             alert: None,
         };

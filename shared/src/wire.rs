@@ -508,6 +508,29 @@ pub struct RuleFiring {
     pub reason: String,
 }
 
+impl RuleFiring {
+    /// A firing that carries no measurement: no observed value, threshold
+    /// or condition, held for no time (an operator's request, a schedule's
+    /// or a test's).
+    pub fn plain(
+        rule: impl Into<String>,
+        direction: Direction,
+        action: ScaleAction,
+        reason: impl Into<String>,
+    ) -> Self {
+        RuleFiring {
+            rule: rule.into(),
+            direction,
+            action,
+            observed: None,
+            threshold: None,
+            condition: String::new(),
+            held_secs: 0,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Rules that fired for one target at one event time: `nova.triggers.<target>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -128,16 +128,8 @@ fn any_firing() -> impl Strategy<Value = RuleFiring> {
         Just(ScaleAction::NextTier),
     ];
     let directions = prop::sample::select(vec![Direction::Up, Direction::None, Direction::Down]);
-    (rules, actions, directions).prop_map(|(rule, action, direction)| RuleFiring {
-        rule: rule.into(),
-        direction,
-        action,
-        observed: None,
-        threshold: None,
-        condition: String::new(),
-        held_secs: 0,
-        reason: String::new(),
-    })
+    (rules, actions, directions)
+        .prop_map(|(rule, action, direction)| RuleFiring::plain(rule, direction, action, ""))
 }
 
 proptest! {
@@ -190,16 +182,7 @@ proptest! {
                 ts,
                 target: "w".into(),
                 source: TriggerSource::Rule,
-                firings: vec![RuleFiring {
-                    rule: "track".into(),
-                    direction,
-                    action: ScaleAction::Set(*asked),
-                    observed: None,
-                    threshold: None,
-                    condition: String::new(),
-                    held_secs: 0,
-                    reason: String::new(),
-                }],
+                firings: vec![RuleFiring::plain("track", direction, ScaleAction::Set(*asked), "")],
                 policy_revision: None, alert: None, };
             let verdict = decide(target, settings, &state, Some(&observed), &trigger);
             if let Some(command) = &verdict.command {

@@ -4,6 +4,7 @@
 //! webhook tests use (hyper, as the actuator's health checks).
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -76,15 +77,26 @@ pub struct Alertmanager {
 }
 
 /// Its routing: everything to the bridge at `webhook_url`, with
-/// `group_wait: 1s` and short intervals so a repeat comes within seconds.
-pub fn config(webhook_url: &str, token: Option<&str>, repeat_interval: &str) -> String {
-    let auth = token
-        .map(|t| {
-            format!(
-                "\n        http_config:\n          authorization:\n            credentials: {t:?}"
-            )
-        })
-        .unwrap_or_default();
+/// `group_wait: 1s` and short intervals so a repeat comes within seconds;
+/// with `token`, as a bearer token, and with `ca_file`, trusting that
+/// certificate for an HTTPS bridge.
+pub fn config(
+    webhook_url: &str,
+    token: Option<&str>,
+    ca_file: Option<&Path>,
+    repeat_interval: &str,
+) -> String {
+    let mut http_config = String::new();
+    if let Some(t) = token {
+        http_config += &format!("\n          authorization:\n            credentials: {t:?}");
+    }
+    if let Some(ca) = ca_file {
+        let ca = ca.display().to_string();
+        http_config += &format!("\n          tls_config:\n            ca_file: {ca:?}");
+    }
+    if !http_config.is_empty() {
+        http_config = format!("\n        http_config:{http_config}");
+    }
     format!(
         r#"route:
   receiver: nova
@@ -96,7 +108,7 @@ receivers:
   - name: nova
     webhook_configs:
       - url: {webhook_url:?}
-        send_resolved: true{auth}
+        send_resolved: true{http_config}
 "#
     )
 }

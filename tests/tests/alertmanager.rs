@@ -203,27 +203,46 @@ async fn world() -> World {
     }
 }
 
-/// Firing, a repeat, the hold it starts, and its resolution, all delivered
-/// by a real Alertmanager (bearer token in its `http_config`).
-#[tokio::test]
-async fn an_alert_fires_repeats_and_resolves_through_a_real_alertmanager() {
-    let mut w = world().await;
-    let served = bridge(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20).await;
-    let am = Alertmanager::start(&alertmanager::config(&served.url, Some(TOKEN), "2s"), None).await;
-    let started = nova_runtime::now_ms() - 5_000;
-    // The db alert is in the same group (by alertname) and matches no rule.
-    am.post_alerts(&json!([
-        alert("web", started, None),
-        alert("db", started, None)
-    ]))
-    .await;
+/// The bridge and the Alertmanager [`one_alert`] leaves running. Keep it
+/// bound (not `_`) for the whole test: dropping it stops both.
+struct Bridged {
+    served: Served,
+    am: Alertmanager,
+}
 
+/// A [`world`] whose bridge (bearer [`TOKEN`]; over HTTPS with `tls`)
+/// takes the notifications of one Alertmanager (trusting `tls`'s
+/// certificate; sending a group again after `repeat_interval`), which is
+/// given `alerts`; returns once ingest has audited a fired trigger, with
+/// that audit record.
+async fn one_alert(
+    alerts: serde_json::Value,
+    tls: Option<TlsFiles>,
+    repeat_interval: &str,
+) -> (World, AuditRecord, Bridged) {
+    let mut w = world().await;
+    let ca = tls.as_ref().map(|t| t.cert.clone());
+    let served = bridge_with(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20, tls).await;
+    let config = alertmanager::config(&served.url, Some(TOKEN), ca.as_deref(), repeat_interval);
+    let am = Alertmanager::start(&config, None).await;
+    am.post_alerts(&alerts).await;
     let fired = w
         .audit
         .wait_for("the alert's trigger", |r| {
             r.stage == Stage::Ingest && r.kind == AuditKind::Trigger && r.outcome == "fired"
         })
         .await;
+    (w, fired, Bridged { served, am })
+}
+
+/// Firing, a repeat, the hold it starts, and its resolution, all delivered
+/// by a real Alertmanager (bearer token in its `http_config`).
+#[tokio::test]
+async fn an_alert_fires_repeats_and_resolves_through_a_real_alertmanager() {
+    let started = nova_runtime::now_ms() - 5_000;
+    // The db alert is in the same group (by alertname) and matches no rule.
+    let alerts = json!([alert("web", started, None), alert("db", started, None)]);
+    let (mut w, fired, bridged) = one_alert(alerts, None, "2s").await;
     assert_eq!(fired.rule.as_deref(), Some("latency"));
     assert!(
         fired.reason.contains("alert HighLatency firing"),
@@ -245,7 +264,7 @@ async fn an_alert_fires_repeats_and_resolves_through_a_real_alertmanager() {
 
     // Alertmanager sends the group again after repeat_interval: the same
     // notification, the same trigger id, stored once.
-    am.wait_notifications(2.0).await;
+    bridged.am.wait_notifications(2.0).await;
     let triggers = alert_triggers(&w.client).await;
     assert_eq!(
         triggers.len(),
@@ -269,7 +288,9 @@ async fn an_alert_fires_repeats_and_resolves_through_a_real_alertmanager() {
 
     // Resolved (endsAt in the past): the hold ends.
     let now = nova_runtime::now_ms();
-    am.post_alerts(&json!([alert("web", started, Some(now - 1_000))]))
+    bridged
+        .am
+        .post_alerts(&json!([alert("web", started, Some(now - 1_000))]))
         .await;
     let resolved = w
         .audit
@@ -319,20 +340,11 @@ async fn an_alert_fires_repeats_and_resolves_through_a_real_alertmanager() {
 /// reason says it was the alert's emergency up.
 #[tokio::test]
 async fn an_alert_asks_emergency_up_and_the_arbiter_decides_it_within_bounds() {
-    let mut w = world().await;
-    let served = bridge(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20).await;
-    let am = Alertmanager::start(&alertmanager::config(&served.url, Some(TOKEN), "2s"), None).await;
-    am.post_alerts(&json!([{
+    let alerts = json!([{
         "labels": { "alertname": "HighErrors", "service": "web" },
         "startsAt": rfc3339(nova_runtime::now_ms() - 5_000),
-    }]))
-    .await;
-    let fired = w
-        .audit
-        .wait_for("the alert's trigger", |r| {
-            r.stage == Stage::Ingest && r.kind == AuditKind::Trigger && r.outcome == "fired"
-        })
-        .await;
+    }]);
+    let (mut w, fired, _bridged) = one_alert(alerts, None, "2s").await;
     assert_eq!(fired.rule.as_deref(), Some("surge"));
     let id = fired.trigger_id.clone().expect("trigger id");
     let decided = w
@@ -373,20 +385,11 @@ async fn an_alert_asks_emergency_up_and_the_arbiter_decides_it_within_bounds() {
 /// An alert rule's vertical step: `db` moves up its ladder, same count.
 #[tokio::test]
 async fn an_alert_moves_a_target_one_step_up_its_tier_ladder() {
-    let mut w = world().await;
-    let served = bridge(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20).await;
-    let am = Alertmanager::start(&alertmanager::config(&served.url, Some(TOKEN), "2s"), None).await;
-    am.post_alerts(&json!([{
+    let alerts = json!([{
         "labels": { "alertname": "SlowQueries" },
         "startsAt": rfc3339(nova_runtime::now_ms() - 5_000),
-    }]))
-    .await;
-    let fired = w
-        .audit
-        .wait_for("the alert's trigger", |r| {
-            r.stage == Stage::Ingest && r.kind == AuditKind::Trigger && r.outcome == "fired"
-        })
-        .await;
+    }]);
+    let (mut w, fired, _bridged) = one_alert(alerts, None, "2s").await;
     let id = fired.trigger_id.clone().expect("trigger id");
     let decided = w
         .audit
@@ -449,15 +452,14 @@ async fn the_webhook_over_tls_takes_alertmanager_and_refuses_plain_http() {
             return;
         }
     }
-    let mut w = world().await;
-    let tls = TlsFiles {
-        cert: cert.clone(),
-        key,
-    };
-    let served = bridge_with(&w.nats.url, Auth::Bearer(TOKEN.into()), 1 << 20, Some(tls)).await;
+    let tls = TlsFiles { cert, key };
+    let alerts = json!([alert("web", nova_runtime::now_ms() - 5_000, None)]);
+    let (mut w, fired, bridged) = one_alert(alerts, Some(tls), "1h").await;
+    let served = &bridged.served;
     assert!(served.url.starts_with("https://"), "{}", served.url);
 
-    // Plain HTTP to the TLS port: no answer with a status, nothing stored.
+    // Plain HTTP to the TLS port: no answer with a status, nothing stored
+    // (the count of triggers below).
     let plain = served.url.replacen("https://", "http://", 1);
     let answer = http(
         "POST",
@@ -468,36 +470,6 @@ async fn the_webhook_over_tls_takes_alertmanager_and_refuses_plain_http() {
     .await;
     assert!(answer.is_err(), "plain HTTP to the TLS port: {answer:?}");
 
-    let config = format!(
-        r#"route:
-  receiver: nova
-  group_by: [alertname]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: nova
-    webhook_configs:
-      - url: {url:?}
-        send_resolved: true
-        http_config:
-          authorization:
-            credentials: {TOKEN:?}
-          tls_config:
-            ca_file: {ca:?}
-"#,
-        url = served.url,
-        ca = cert.display().to_string(),
-    );
-    let am = Alertmanager::start(&config, None).await;
-    am.post_alerts(&json!([alert("web", nova_runtime::now_ms() - 5_000, None)]))
-        .await;
-    let fired = w
-        .audit
-        .wait_for("the alert's trigger over TLS", |r| {
-            r.stage == Stage::Ingest && r.kind == AuditKind::Trigger && r.outcome == "fired"
-        })
-        .await;
     let id = fired.trigger_id.clone().expect("trigger id");
     let decided = w.audit.wait_for("its decision", decision_of(&id)).await;
     assert_eq!(
@@ -521,7 +493,7 @@ receivers:
 async fn an_ha_pair_delivers_one_alert_twice_and_it_is_one_trigger() {
     let mut w = world().await;
     let served = bridge(&w.nats.url, Auth::None, 1 << 20).await;
-    let config = alertmanager::config(&served.url, None, "1h");
+    let config = alertmanager::config(&served.url, None, None, "1h");
     // A peer timeout this short makes the second member send before it
     // hears that the first did, as a partitioned pair would.
     let first = Alertmanager::start(&config, Some(&[])).await;

@@ -600,16 +600,7 @@ impl Arbiter {
             ts: nova_runtime::now_ms(),
             target: target.name.clone(),
             source: TriggerSource::Operator,
-            firings: vec![RuleFiring {
-                rule: rule.into(),
-                direction,
-                action,
-                observed: None,
-                threshold: None,
-                condition: String::new(),
-                held_secs: 0,
-                reason: reason.clone(),
-            }],
+            firings: vec![RuleFiring::plain(rule, direction, action, reason.clone())],
             // Another replica, on another revision, may take it: it defers
             // a target its policy lacks instead of refusing it.
             policy_revision: Some(revision.to_string()),

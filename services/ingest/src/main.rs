@@ -14,6 +14,13 @@ use nova_runtime::cli::{CommonArgs, serve};
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// The Alertmanager webhook's flags.
+#[derive(clap::Args)]
+struct WebhookArgs {
     /// Serve the Alertmanager webhook (POST /alertmanager) on this address, e.g. 0.0.0.0:9095.
     #[arg(long, env = "NOVA_WEBHOOK_ADDR")]
     webhook_addr: Option<SocketAddr>,
@@ -47,8 +54,9 @@ struct Args {
     webhook_body_limit: usize,
 }
 
-impl Args {
-    fn webhook(&self) -> Option<WebhookConfig> {
+impl WebhookArgs {
+    /// The webhook's settings; `None` without `--webhook-addr`.
+    fn config(&self) -> Option<WebhookConfig> {
         let addr = self.webhook_addr?;
         let auth = match (
             &self.webhook_token,
@@ -81,7 +89,7 @@ impl Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let webhook = args.webhook();
+    let webhook = args.webhook.config();
     serve("nova-ingest", &args.common, |policy, client, shutdown| {
         let mut config = nova_ingest::Config::new(policy);
         config.webhook = webhook;

@@ -70,14 +70,55 @@ pub fn parse_time(flag: &str, text: &str, now: OffsetDateTime) -> Result<OffsetD
     }
 }
 
-/// `--target`: one subject token (no `.`, `*`, `>` or spaces).
-pub fn check_target(target: &str) -> Result<(), Failure> {
-    if target.is_empty() || target.contains(['.', '*', '>', ' ', '\t']) {
+/// `--target`: one subject token (no `.`, `*`, `>` or spaces); none, for
+/// every target, is fine.
+pub fn check_target(target: Option<&str>) -> Result<(), Failure> {
+    if let Some(target) = target
+        && (target.is_empty() || target.contains(['.', '*', '>', ' ', '\t']))
+    {
         return Err(Failure::BadInput(format!(
             "--target {target:?} is not a target name: a name has no '.', '*', '>' or spaces"
         )));
     }
     Ok(())
+}
+
+/// The time range `audit query` and `audit stats` read: `--since` and
+/// `--until` as given, each read against the same `now`. An open start is
+/// the stream's first record; an open end is now (or, following, never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// From this time on.
+    pub since: Option<OffsetDateTime>,
+    /// Up to this time.
+    pub until: Option<OffsetDateTime>,
+}
+
+impl Range {
+    /// Reads `--since` and `--until` (see [`parse_time`]), `--since` first.
+    pub fn parse(
+        since: Option<&str>,
+        until: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Range, Failure> {
+        Ok(Range {
+            since: since.map(|t| parse_time("--since", t, now)).transpose()?,
+            until: until.map(|t| parse_time("--until", t, now)).transpose()?,
+        })
+    }
+
+    /// Both ends, as `audit stats` counts over them (an open start is the
+    /// Unix epoch, an open end `now`); a start after the end is refused.
+    pub fn closed(self, now: OffsetDateTime) -> Result<(OffsetDateTime, OffsetDateTime), Failure> {
+        let since = self.since.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let until = self.until.unwrap_or(now);
+        if since > until {
+            return Err(Failure::BadInput(
+                "--since is after --until: give a start before the end".into(),
+            ));
+        }
+        Ok((since, until))
+    }
 }
 
 /// `--stage`: one of the pipeline's stages.
@@ -558,9 +599,10 @@ mod tests {
                 }
             }
         }
-        assert!(check_target("web").is_ok());
+        assert!(check_target(Some("web")).is_ok());
+        assert!(check_target(None).is_ok(), "every target");
         for bad in ["a.b", "*", "", "a b"] {
-            assert!(check_target(bad).is_err(), "{bad:?}");
+            assert!(check_target(Some(bad)).is_err(), "{bad:?}");
         }
         assert!(parse_stage("arbiter").is_ok());
         assert!(
@@ -569,6 +611,83 @@ mod tests {
                 .to_string()
                 .contains("ingest")
         );
+    }
+
+    #[test]
+    fn a_range_reads_both_flags_against_one_now_and_stats_wants_it_in_order() {
+        let now = OffsetDateTime::parse("2026-12-01T12:00:00Z", &Rfc3339).unwrap();
+        let at = |t: &str| OffsetDateTime::parse(t, &Rfc3339).unwrap();
+        const EPOCH: &str = "1970-01-01T00:00:00Z";
+        const NOW: &str = "2026-12-01T12:00:00Z";
+        // --since, --until; then the range's ends and its closed form as
+        // stats reads it (or the error closing it), or the parse error.
+        type Ends<'a> = (Option<&'a str>, Option<&'a str>);
+        type Closed<'a> = Result<(&'a str, &'a str), &'a str>;
+        let cases: [(Option<&str>, Option<&str>, Result<(Ends, Closed), &str>); 7] = [
+            (None, None, Ok(((None, None), Ok((EPOCH, NOW))))),
+            (
+                Some("1h"),
+                Some("now"),
+                Ok((
+                    (Some("2026-12-01T11:00:00Z"), Some(NOW)),
+                    Ok(("2026-12-01T11:00:00Z", NOW)),
+                )),
+            ),
+            (
+                Some("2h"),
+                None,
+                Ok((
+                    (Some("2026-12-01T10:00:00Z"), None),
+                    Ok(("2026-12-01T10:00:00Z", NOW)),
+                )),
+            ),
+            (
+                None,
+                Some("2026-12-01T09:00:00Z"),
+                Ok((
+                    (None, Some("2026-12-01T09:00:00Z")),
+                    Ok((EPOCH, "2026-12-01T09:00:00Z")),
+                )),
+            ),
+            (
+                Some("1h"),
+                Some("2h"),
+                Ok((
+                    (Some("2026-12-01T11:00:00Z"), Some("2026-12-01T10:00:00Z")),
+                    Err("--since is after --until"),
+                )),
+            ),
+            // Both bad: --since is named, it is read first.
+            (
+                Some("yesterday"),
+                Some("2026-13-01T00:00:00Z"),
+                Err("--since \"yesterday\""),
+            ),
+            (Some("1h"), Some("later"), Err("--until \"later\"")),
+        ];
+        let bad_input = |error: Failure, why: &str| {
+            assert!(matches!(error, Failure::BadInput(_)), "{error:?}");
+            assert!(error.to_string().contains(why), "{error}");
+        };
+        for (since, until, want) in cases {
+            let got = Range::parse(since, until, now);
+            match want {
+                Ok(((want_since, want_until), closed)) => {
+                    let range = got.unwrap_or_else(|e| panic!("{since:?} {until:?}: {e}"));
+                    assert_eq!(range.since, want_since.map(at), "{since:?}");
+                    assert_eq!(range.until, want_until.map(at), "{until:?}");
+                    match closed {
+                        Ok((from, to)) => assert_eq!(
+                            range.closed(now).unwrap_or_else(|e| panic!("{e}")),
+                            (at(from), at(to)),
+                            "{since:?} {until:?}"
+                        ),
+                        Err(why) => bad_input(range.closed(now).unwrap_err(), why),
+                    }
+                }
+                Err(why) => bad_input(got.unwrap_err(), why),
+            }
+        }
     }
 
     #[test]

@@ -469,9 +469,7 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
                 },
         } => {
             let json = json || output == Output::Json;
-            if let Some(target) = &target {
-                audit::check_target(target)?;
-            }
+            audit::check_target(target.as_deref())?;
             tail(&nats_url, target.as_deref(), last, follow, json).await?
         }
         Command::Audit {
@@ -487,20 +485,16 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
                     follow,
                 },
         } => {
+            audit::check_target(target.as_deref())?;
+            let stage = stage.as_deref().map(audit::parse_stage).transpose()?;
             let now = time::OffsetDateTime::now_utc();
-            if let Some(target) = &target {
-                audit::check_target(target)?;
-            }
+            let range = audit::Range::parse(since.as_deref(), until.as_deref(), now)?;
             let filter = audit::Filter {
                 target,
-                stage: stage.as_deref().map(audit::parse_stage).transpose()?,
+                stage,
                 outcome,
-                since: since
-                    .map(|t| audit::parse_time("--since", &t, now))
-                    .transpose()?,
-                until: until
-                    .map(|t| audit::parse_time("--until", &t, now))
-                    .transpose()?,
+                since: range.since,
+                until: range.until,
             };
             let client = connect(&nats_url, "novactl-audit-query").await?;
             audit::query(&client, filter, Some(limit), follow, output).await?;
@@ -515,18 +509,11 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
                     flap_window,
                 },
         } => {
+            audit::check_target(target.as_deref())?;
             let now = time::OffsetDateTime::now_utc();
-            if let Some(target) = &target {
-                audit::check_target(target)?;
-            }
-            let since = audit::parse_time("--since", &since, now)?;
-            let until = audit::parse_time("--until", &until, now)?;
-            if since > until {
-                return Err(audit::Failure::BadInput(
-                    "--since is after --until: give a start before the end".into(),
-                )
-                .into());
-            }
+            let (since, until) =
+                audit::Range::parse(Some(since.as_str()), Some(until.as_str()), now)?
+                    .closed(now)?;
             let flap = nova_runtime::provision::parse_duration(&flap_window)
                 .map_err(|why| audit::Failure::BadInput(format!("--flap-window {why}")))?;
             let client = connect(&nats_url, "novactl-audit-stats").await?;
@@ -538,7 +525,7 @@ async fn run_cli() -> anyhow::Result<ExitCode> {
             decision,
             since,
         } => {
-            audit::check_target(&target)?;
+            audit::check_target(Some(&target))?;
             let since = audit::parse_time("--since", &since, time::OffsetDateTime::now_utc())?;
             let client = connect(&nats_url, "novactl-explain").await?;
             audit::explain(&client, &target, decision.as_deref(), since, output).await?;

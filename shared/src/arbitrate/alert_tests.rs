@@ -81,16 +81,7 @@ fn rule_trigger(id: &str, down: bool, ts: i64) -> Trigger {
         ts,
         target: "w".into(),
         source: TriggerSource::Rule,
-        firings: vec![RuleFiring {
-            rule: rule.into(),
-            direction,
-            action,
-            observed: None,
-            threshold: None,
-            condition: String::new(),
-            held_secs: 0,
-            reason: rule.into(),
-        }],
+        firings: vec![RuleFiring::plain(rule, direction, action, rule)],
         policy_revision: None,
         alert: None,
     }

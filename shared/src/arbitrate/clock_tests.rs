@@ -87,16 +87,7 @@ fn trigger(from: Asks, now_secs: i64, id: String) -> Trigger {
         ts,
         target: "w".into(),
         source,
-        firings: vec![RuleFiring {
-            rule: rule.into(),
-            direction,
-            action,
-            observed: None,
-            threshold: None,
-            condition: String::new(),
-            held_secs: 0,
-            reason: String::new(),
-        }],
+        firings: vec![RuleFiring::plain(rule, direction, action, "")],
         policy_revision: None,
         alert: None,
     }

@@ -38,16 +38,7 @@ fn policy() -> Policy {
 }
 
 fn firing(rule: &str, action: ScaleAction) -> RuleFiring {
-    RuleFiring {
-        rule: rule.into(),
-        direction: Direction::Up,
-        action,
-        observed: None,
-        threshold: None,
-        condition: String::new(),
-        held_secs: 0,
-        reason: String::new(),
-    }
+    RuleFiring::plain(rule, Direction::Up, action, "")
 }
 
 fn observed(target: &str, desired: u32, tier: Option<&str>) -> CapacityRecord {
