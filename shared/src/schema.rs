@@ -276,7 +276,7 @@ fn audit_stats_reply() -> SchemaFile {
                 1764366400000: give a start before the end"
             .into(),
     };
-    file::<StatsReply>(
+    let mut file = file::<StatsReply>(
         "audit-stats",
         "Audit stats",
         "The audit service's reply on nova.ctl.audit.stats: the runbook's section 8 figures \
@@ -295,7 +295,24 @@ fn audit_stats_reply() -> SchemaFile {
             }),
             StatsReply::Error(error),
         ],
-    )
+    );
+    // Which of the two a reply is follows from `error` (a client tells them
+    // apart the same way), so a bad reply is checked against the one it
+    // means to be and its errors name the field, where `anyOf` would
+    // report the closer miss of both.
+    let Some(Value::Array(mut either)) =
+        file.schema.as_object_mut().and_then(|m| m.remove("anyOf"))
+    else {
+        panic!("an untagged enum is an anyOf")
+    };
+    let (stats, error) = (either.remove(0), either.remove(0));
+    file.schema["if"] = json!({
+        "required": ["error"],
+        "description": "A reply with an error is an error reply.",
+    });
+    file.schema["then"] = error;
+    file.schema["else"] = stats;
+    file
 }
 
 /// The schema of a control request's `direction`: the strings `up` or
