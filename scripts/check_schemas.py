@@ -173,12 +173,12 @@ def check_files(schema_arg: str, files: list) -> int:
 EXPECTED = [
     "policy", "metric-sample", "sample-batch", "trigger", "command", "action-result",
     "audit-record", "dead-letter", "capacity-record", "audit-query", "control-request",
-    "control-reply",
+    "control-reply", "audit-stats-request", "audit-stats",
 ]
 
 UNKNOWN = {"x_future_field": {"nested": [1, "two", None]}}
 # Values whose objects are closed or typed maps, where an unknown key would be wrong.
-CLOSED_KEYS = {"action", "labels", "payload"}
+CLOSED_KEYS = {"action", "labels", "payload", "not_taken"}
 
 
 def with_unknown_fields(doc):
@@ -219,6 +219,11 @@ AUDIT = {"id": "a-1", "ts": 1, "stage": "arbiter", "target": "t", "kind": "decis
 DEAD = {"stage": "ingest", "subject": "nova.metrics.t.cpu", "reason": "r", "ts": 1, "payload": [1, 2, 255]}
 CAPACITY = {"target": "t", "desired": 3, "observed_ms": 1, "backend": "sim"}
 VERTICAL = {"rule": "instance_resize.cpu_intensive", "direction": "up", "action": "next_tier"}
+FIGURES = {"target": "web", "actions": 3, "successes": 3, "failures": 0, "success_rate": 1.0, "scale_ups": 2,
+           "scale_downs": 1, "capacity_moved": 5, "scaling_velocity_per_hour": 5.0, "flapping_episodes": 1,
+           "reversals": 2, "flapping_notes": 0, "max": 5, "time_at_max_secs": 12.5, "not_taken": {"at_max": 1}}
+STATS = {"from_ms": 1764366400000, "to_ms": 1764370000000, "flap_window_secs": 1800, "records": 14,
+         "targets": [FIGURES]}
 STATUS = {"target": "t", "min": 1, "max": 9, "paused_up": False, "paused_down": False, "dry_run": False,
           "up_cooldown_until": 0, "down_cooldown_until": 0,
           "capacity": {**CAPACITY, "tier": "c5.large"}}
@@ -282,6 +287,39 @@ def without(base, key):
 
 # (schema, label, document, should it be valid?)
 CASES = [
+    # audit stats requests: closed, times in unix ms since 1970
+    ("audit-stats-request", "empty: every target, the last hour", {}, True),
+    ("audit-stats-request", "every field", {"target": "web", "since_ms": 0, "until_ms": 1764370000000,
+                                            "flap_window_secs": 600}, True),
+    ("audit-stats-request", "nulls read as absent", {"target": None, "since_ms": None}, True),
+    ("audit-stats-request", "negative since_ms", {"since_ms": -1}, False),
+    ("audit-stats-request", "negative until_ms", {"until_ms": -3600000}, False),
+    ("audit-stats-request", "since_ms as text", {"since_ms": "1h"}, False),
+    ("audit-stats-request", "fractional since_ms", {"since_ms": 1.5}, False),
+    ("audit-stats-request", "negative flap window", {"flap_window_secs": -1}, False),
+    ("audit-stats-request", "flap window as a duration", {"flap_window_secs": "30m"}, False),
+    ("audit-stats-request", "unknown field (an audit query's limit)", {"target": "web", "limit": 10}, False),
+    ("audit-stats-request", "misspelt field", {"sinse_ms": 0}, False),
+    ("audit-stats-request", "target not a subject token", {"target": "web.a"}, False),
+    ("audit-stats-request", "an array", [{}], False),
+    # audit stats replies: the figures or {error}
+    ("audit-stats", "figures", STATS, True),
+    ("audit-stats", "no targets in the span", with_(STATS, records=0, targets=[]), True),
+    ("audit-stats", "max unknown", with_(STATS, targets=[with_(FIGURES, max=None, time_at_max_secs=0)]), True),
+    ("audit-stats", "an error", {"error": "not an audit stats request: unknown field `limit`"}, True),
+    ("audit-stats", "missing targets", without(STATS, "targets"), False),
+    ("audit-stats", "missing records", without(STATS, "records"), False),
+    ("audit-stats", "negative from_ms", with_(STATS, from_ms=-1), False),
+    ("audit-stats", "targets not a list", with_(STATS, targets=FIGURES), False),
+    ("audit-stats", "target missing actions", with_(STATS, targets=[without(FIGURES, "actions")]), False),
+    ("audit-stats", "success rate above 1", with_(STATS, targets=[with_(FIGURES, success_rate=1.5)]), False),
+    ("audit-stats", "negative capacity moved", with_(STATS, targets=[with_(FIGURES, capacity_moved=-2)]), False),
+    ("audit-stats", "negative time at max", with_(STATS, targets=[with_(FIGURES, time_at_max_secs=-1.0)]), False),
+    ("audit-stats", "fractional reversals", with_(STATS, targets=[with_(FIGURES, reversals=1.5)]), False),
+    ("audit-stats", "not_taken count as text", with_(STATS, targets=[with_(FIGURES, not_taken={"at_max": "1"})]), False),
+    ("audit-stats", "error not a string", {"error": {"reason": "bad"}}, False),
+    ("audit-stats", "empty map", {}, False),
+    ("audit-stats", "a list of records (the nova.ctl.audit reply)", [AUDIT], False),
     # metric samples: what ingest accepts, and what it dead-letters
     ("metric-sample", "bare number", {"value": 0.7}, True),
     ("metric-sample", "unit after a space", {"value": " 70 % "}, True),
@@ -593,7 +631,8 @@ def self_test() -> tuple:
         if not examples:
             problems.append(f"{name}: no examples")
         # The policy file and the control plane refuse unknown keys.
-        closed = name in ("policy.schema.json", "control-request.schema.json")
+        closed = name in ("policy.schema.json", "control-request.schema.json",
+                          "audit-stats-request.schema.json")
         for i, example in enumerate(examples):
             checks += 1
             problems += errors(validator, f"{name} example {i}", example)

@@ -39,18 +39,23 @@ pub const STATS_VERB: &str = "audit.stats";
 /// A request on `nova.ctl.audit.stats`. The reply is [`AuditStats`], or an
 /// `ErrorReply` (`{error}`) for a request that cannot be read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StatsRequest {
     /// Only this target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// Start of the span, unix ms (default: an hour before `until_ms`).
+    /// Start of the span, unix ms, not before 1970 (default: an hour before
+    /// `until_ms`, or 0 if that is earlier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub since_ms: Option<i64>,
-    /// End of the span, unix ms (default: now).
+    /// End of the span, unix ms, not before 1970 (default: now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub until_ms: Option<i64>,
-    /// The flap window, seconds (default [`DEFAULT_FLAP_WINDOW_SECS`]).
+    /// The flap window, seconds (default 1800, the policy default of
+    /// `flapping.window_secs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flap_window_secs: Option<u64>,
 }
@@ -58,8 +63,20 @@ pub struct StatsRequest {
 /// What a request asks for, with the defaults filled in against `now_ms`;
 /// an error names what is wrong.
 pub fn resolve(request: &StatsRequest, now_ms: i64) -> Result<Span, String> {
+    for (name, value) in [
+        ("since_ms", request.since_ms),
+        ("until_ms", request.until_ms),
+    ] {
+        if let Some(ms) = value.filter(|ms| *ms < 0) {
+            return Err(format!(
+                "{name} {ms} is before 1970: give unix milliseconds, 0 or more"
+            ));
+        }
+    }
     let to_ms = request.until_ms.unwrap_or(now_ms);
-    let from_ms = request.since_ms.unwrap_or(to_ms - 3_600_000);
+    let from_ms = request
+        .since_ms
+        .unwrap_or_else(|| to_ms.saturating_sub(3_600_000).max(0));
     if from_ms > to_ms {
         return Err(format!(
             "since_ms {from_ms} is after until_ms {to_ms}: give a start before the end"
@@ -79,10 +96,13 @@ pub struct Span {
 
 /// The figures of every target with a record in the span.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditStats {
     /// Start of the span, unix ms.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub from_ms: i64,
-    /// End of the span, unix ms.
+    /// End of the span, unix ms (not before `from_ms`).
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub to_ms: i64,
     /// The flap window used, seconds.
     pub flap_window_secs: u64,
@@ -94,6 +114,7 @@ pub struct AuditStats {
 
 /// One target's figures (see the module doc for each definition).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TargetStats {
     /// The target.
     pub target: String,
@@ -104,6 +125,7 @@ pub struct TargetStats {
     /// Actions that failed or were rolled back.
     pub failures: u32,
     /// successes / actions, 1.0 without actions.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 1)))]
     pub success_rate: f64,
     /// Successful actions that added capacity.
     pub scale_ups: u32,
@@ -112,6 +134,7 @@ pub struct TargetStats {
     /// Sum of |to - from| of successful actions.
     pub capacity_moved: u64,
     /// capacity_moved per hour of the span.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub scaling_velocity_per_hour: f64,
     /// Runs of direction reversals within the flap window.
     pub flapping_episodes: u32,
@@ -122,6 +145,7 @@ pub struct TargetStats {
     /// The maximum as the records show it.
     pub max: Option<u32>,
     /// Seconds at or above `max`.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub time_at_max_secs: f64,
     /// Decisions not taken, by outcome.
     pub not_taken: BTreeMap<String, u32>,
@@ -328,6 +352,7 @@ mod tests {
     use crate::wire::Stage;
 
     const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
 
     fn decision(ts: i64, outcome: &str, id: &str, from: u32, to: u32) -> AuditRecord {
         let mut r = AuditRecord::new(
@@ -505,21 +530,32 @@ mod tests {
 
     #[test]
     fn a_request_resolves_against_the_clock() {
-        let now = 10 * 3_600_000;
-        let span = resolve(&StatsRequest::default(), now).unwrap();
-        assert_eq!(
-            span,
-            Span {
-                from_ms: now - 3_600_000,
-                to_ms: now
-            }
-        );
-        let backwards = StatsRequest {
-            since_ms: Some(now),
-            until_ms: Some(now - 1),
+        let now = 10 * HOUR;
+        let ask = |since_ms, until_ms| StatsRequest {
+            since_ms,
+            until_ms,
             ..Default::default()
         };
-        assert!(resolve(&backwards, now).unwrap_err().contains("after"));
+        let ok = |from_ms, to_ms| Ok(Span { from_ms, to_ms });
+        // (request, what it resolves to, or a word of its error)
+        let cases: [(StatsRequest, Result<Span, &str>); 8] = [
+            (StatsRequest::default(), ok(now - HOUR, now)),
+            (ask(Some(HOUR), None), ok(HOUR, now)),
+            (ask(None, Some(3 * HOUR)), ok(2 * HOUR, 3 * HOUR)),
+            (ask(Some(0), Some(0)), ok(0, 0)),
+            // An hour before a time in 1970's first hour is 1970's start.
+            (ask(None, Some(60_000)), ok(0, 60_000)),
+            (ask(Some(now), Some(now - 1)), Err("after")),
+            (ask(Some(-1), None), Err("since_ms -1 is before 1970")),
+            (ask(None, Some(-5)), Err("until_ms -5 is before 1970")),
+        ];
+        for (request, want) in cases {
+            match (resolve(&request, now), want) {
+                (Ok(span), Ok(want)) => assert_eq!(span, want, "{request:?}"),
+                (Err(error), Err(word)) => assert!(error.contains(word), "{request:?}: {error}"),
+                (got, want) => panic!("{request:?}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     mod props {

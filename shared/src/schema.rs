@@ -26,11 +26,12 @@ use schemars::{JsonSchema, Schema, json_schema};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::audit_stats::{AuditStats, StatsRequest, TargetStats};
 use crate::wire::{
     ActionResult, AuditKind, AuditQuery, AuditRecord, CapacityRecord, Command, ControlReply,
-    ControlRequest, DeadLetter, Direction, DirectionRequest, Extra, Lease, MetricSampleIn, Outcome,
-    PlanProgress, ResultStatus, RuleFiring, Sample, SampleBatch, SampleValue, ScaleAction,
-    ScaleRequest, Stage, TargetStatus, Trigger, TriggerSource, Version,
+    ControlRequest, DeadLetter, Direction, DirectionRequest, ErrorReply, Extra, Lease,
+    MetricSampleIn, Outcome, PlanProgress, ResultStatus, RuleFiring, Sample, SampleBatch,
+    SampleValue, ScaleAction, ScaleRequest, Stage, TargetStatus, Trigger, TriggerSource, Version,
 };
 
 /// Where every schema's `$id` starts.
@@ -39,9 +40,13 @@ pub const ID_BASE: &str = "https://novacron.dev/schemas/";
 /// Target and metric names: subject tokens.
 const TOKEN: &str = "^[A-Za-z0-9_-]+$";
 
-/// Said of the control request, the one closed message.
+/// Said of the control request, a closed message.
 const CLOSED: &str = "The arbiter refuses a field its verb does not take, so additional \
                       properties are not allowed.";
+
+/// Said of the audit stats request, the other closed message.
+const CLOSED_STATS: &str = "The audit service refuses a field the request does not have (the \
+                            reply is then an error), so additional properties are not allowed.";
 
 /// Said of every message: readers tolerate unknown fields.
 const OPEN: &str = "Readers ignore fields they do not know, so additional properties are allowed.";
@@ -182,7 +187,132 @@ pub fn files() -> Vec<SchemaFile> {
                 }],
             }],
         ),
+        audit_stats_request(),
+        audit_stats_reply(),
     ]
+}
+
+/// The audit stats request: closed, like the type (`deny_unknown_fields`,
+/// which schemars reads as `additionalProperties: false`).
+fn audit_stats_request() -> SchemaFile {
+    let mut file = file::<StatsRequest>(
+        "audit-stats-request",
+        "Audit stats request",
+        "Request to the audit service on nova.ctl.audit.stats (request/reply), from operators' \
+         tools: which span and target the runbook's section 8 figures are wanted for. An empty \
+         payload asks for every target over the last hour with a flap window of 1800 s. The \
+         reply is audit-stats.schema.json. Rust: nova_shared::audit_stats::StatsRequest.",
+        &[
+            StatsRequest::default(),
+            StatsRequest {
+                target: Some("worker".into()),
+                since_ms: Some(1_764_366_400_000),
+                until_ms: Some(1_764_370_000_000),
+                flap_window_secs: Some(600),
+            },
+        ],
+    );
+    file.schema["description"] = json!(
+        file.schema["description"]
+            .as_str()
+            .expect("a description")
+            .replace(OPEN, CLOSED_STATS)
+    );
+    assert_eq!(
+        file.schema["additionalProperties"],
+        json!(false),
+        "StatsRequest denies unknown fields"
+    );
+    file
+}
+
+/// What the audit service answers on `nova.ctl.audit.stats`: the figures,
+/// or `{error}` for a request it cannot read. Only the schema needs the two
+/// as one type; a client decodes one or the other.
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+enum StatsReply {
+    /// The figures of every target with a record in the span.
+    Stats(AuditStats),
+    /// The request could not be read (not a stats request, an unknown
+    /// field, a start after the end, a time before 1970); it was also
+    /// dead-lettered on nova.dead.audit.
+    Error(ErrorReply),
+}
+
+fn audit_stats_reply() -> SchemaFile {
+    let worker = TargetStats {
+        target: "worker".into(),
+        actions: 4,
+        successes: 3,
+        failures: 1,
+        success_rate: 0.75,
+        scale_ups: 2,
+        scale_downs: 1,
+        capacity_moved: 9,
+        scaling_velocity_per_hour: 9.0,
+        flapping_episodes: 1,
+        reversals: 1,
+        flapping_notes: 0,
+        max: Some(15),
+        time_at_max_secs: 420.0,
+        not_taken: [("cooldown".to_string(), 2), ("at_max".to_string(), 1)].into(),
+    };
+    let quiet = TargetStats {
+        target: "api".into(),
+        success_rate: 1.0,
+        not_taken: [("no_change".to_string(), 1)].into(),
+        ..TargetStats::default()
+    };
+    let stats = AuditStats {
+        from_ms: 1_764_366_400_000,
+        to_ms: 1_764_370_000_000,
+        flap_window_secs: 1800,
+        records: 23,
+        targets: vec![quiet, worker],
+    };
+    let error = ErrorReply {
+        error: "not an audit stats request: since_ms 1764370000000 is after until_ms \
+                1764366400000: give a start before the end"
+            .into(),
+    };
+    let mut file = file::<StatsReply>(
+        "audit-stats",
+        "Audit stats",
+        "The audit service's reply on nova.ctl.audit.stats: the runbook's section 8 figures \
+         (README: audit stats) per target with a record in the span, by name, over the records \
+         the service keeps; or {error} for a request it cannot read. novactl audit stats \
+         --output json prints the same figures. Rust: nova_shared::audit_stats::AuditStats, \
+         or nova_shared::wire::ErrorReply.",
+        &[
+            StatsReply::Stats(stats),
+            StatsReply::Stats(AuditStats {
+                from_ms: 1_764_366_400_000,
+                to_ms: 1_764_370_000_000,
+                flap_window_secs: 1800,
+                records: 0,
+                targets: vec![],
+            }),
+            StatsReply::Error(error),
+        ],
+    );
+    // Which of the two a reply is follows from `error` (a client tells them
+    // apart the same way), so a bad reply is checked against the one it
+    // means to be and its errors name the field, where `anyOf` would
+    // report the closer miss of both.
+    let Some(Value::Array(mut either)) =
+        file.schema.as_object_mut().and_then(|m| m.remove("anyOf"))
+    else {
+        panic!("an untagged enum is an anyOf")
+    };
+    let (stats, error) = (either.remove(0), either.remove(0));
+    file.schema["if"] = json!({
+        "required": ["error"],
+        "description": "A reply with an error is an error reply.",
+    });
+    file.schema["then"] = error;
+    file.schema["else"] = stats;
+    file
 }
 
 /// The schema of a control request's `direction`: the strings `up` or
@@ -323,6 +453,8 @@ fn finish(
         "audit-query" => "audit-query.schema.json",
         "control-request" => "control-request.schema.json",
         "control-reply" => "control-reply.schema.json",
+        "audit-stats-request" => "audit-stats-request.schema.json",
+        "audit-stats" => "audit-stats.schema.json",
         other => panic!("no schema file for {other}"),
     };
     let mut out = Map::new();

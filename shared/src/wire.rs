@@ -1072,6 +1072,7 @@ pub struct AuditQuery {
 /// The answer to a request that could not be read, where a good request
 /// gets a list (`nova.ctl.audit`): a map, so a client tells the two apart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorReply {
     /// What is wrong with the request.
     pub error: String,

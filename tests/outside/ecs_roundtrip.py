@@ -8,10 +8,12 @@ contract in the README (nats-py, msgpack, boto3, jsonschema).
 `setup` creates the runbook's ECS services at 5 tasks; `check` waits for the
 five stages to answer their pings, publishes queue-depth samples for target
 `worker` (and one malformed payload), follows the audit stream until the
-command's result, checks that ECS now wants 10 tasks, and checks every real
-message it can see (samples, triggers, commands, results, audit records, dead
-letters, capacity records) against its schema in schemas/. It ends with a
-line "N passed, N failed".
+command's result, checks that ECS now wants 10 tasks, asks the audit service
+for worker's figures on nova.ctl.audit.stats (and sends it one request it must
+refuse), and checks every real message it can see (samples, triggers,
+commands, results, audit records, dead letters, capacity records, the stats
+requests and replies) against its schema in schemas/. It ends with a line
+"N passed, N failed".
 """
 
 import argparse
@@ -98,6 +100,7 @@ async def check(nats_url: str, moto: str) -> int:
         print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}")
 
     client = ecs(moto)
+    started_ms = int(time.time() * 1000)
     schema = json.loads((ROOT / "schemas/audit-record.schema.json").read_text())
     nc = await nats.connect(nats_url)
     deadline = time.monotonic() + 60
@@ -135,8 +138,37 @@ async def check(nats_url: str, moto: str) -> int:
     expect("ECS service now wants 10", desired(client, "novacron-worker") == 10,
            f"desiredCount is {desired(client, 'novacron-worker')}")
 
+    # nova.ctl.audit.stats, as an operator's tool asks it: worker's figures
+    # once the audit service has read the result (it reads the stream on its
+    # own consumer), and a request it must refuse.
+    stats_request = {"target": "worker", "since_ms": started_ms}
+    stats, reply = None, None
+    stats_deadline = time.monotonic() + 30
+    while time.monotonic() < stats_deadline:
+        reply = msgpack.unpackb((await nc.request(
+            "nova.ctl.audit.stats", msgpack.packb(stats_request), timeout=5)).data)
+        if any(t.get("successes", 0) >= 1 for t in reply.get("targets", [])):
+            stats = reply
+            break
+        await asyncio.sleep(0.2)
+    worker = (stats or {}).get("targets", [{}])[0]
+    expect("nova.ctl.audit.stats counts worker's scale-up 5 -> 10",
+           worker.get("target") == "worker" and worker.get("scale_ups", 0) >= 1
+           and worker.get("capacity_moved", 0) >= 5, str(reply))
+    refused_request = {"target": "worker", "limit": 5}
+    refused = msgpack.unpackb((await nc.request(
+        "nova.ctl.audit.stats", msgpack.packb(refused_request), timeout=5)).data)
+    expect("a stats request with an unknown field gets {error} naming it",
+           "limit" in str(refused.get("error", "")), str(refused))
+    request_schema = jsonschema.Draft202012Validator(
+        json.loads((ROOT / "schemas/audit-stats-request.schema.json").read_text()))
+    expect("schemas/audit-stats-request.schema.json refuses the request the service refused",
+           not request_schema.is_valid(refused_request))
+
     # Every kind of message, as any reader would see it, against its schema.
     seen = {
+        "audit-stats-request": [stats_request],
+        "audit-stats": [m for m in (stats, refused) if m is not None],
         "metric-sample": published,
         "sample-batch": [msgpack.unpackb((await batches.next_msg(timeout=5)).data)],
         "trigger": await stream_contents(js, "nova.triggers.worker"),

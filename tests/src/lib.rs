@@ -138,6 +138,39 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Checks documents against `schemas/<schema>` with
+/// `scripts/check_schemas.py`, the repo's own validator: `Err` holds what it
+/// printed (one line per error).
+pub fn schema_check(schema: &str, documents: &[serde_json::Value]) -> Result<(), String> {
+    let root = workspace_root();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("documents.jsonl");
+    let lines: Vec<String> = documents.iter().map(|d| d.to_string()).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write documents");
+    let out = std::process::Command::new(tool("python", "NOVA_PYTHON"))
+        .arg(root.join("scripts/check_schemas.py"))
+        .arg(root.join("schemas").join(schema))
+        .arg(&file)
+        .output()
+        .expect("check_schemas.py runs");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Panics unless every document matches `schemas/<schema>` ([`schema_check`]).
+pub fn check_against_schema(schema: &str, documents: &[serde_json::Value]) {
+    if let Err(printed) = schema_check(schema, documents) {
+        panic!("{schema}: {printed}");
+    }
+}
+
 /// Finds an external tool: `$env_var`, then `.venv/bin/<name>`, then `PATH`.
 pub fn tool(name: &str, env_var: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env_var) {

@@ -4,7 +4,9 @@
 //! the maximum), then
 //!
 //! - the audit service's `nova.ctl.audit.stats` answers the runbook's
-//!   section 8 figures for them, and `{error}` for a bad request;
+//!   section 8 figures for them, and `{error}` for a bad request; the
+//!   request as encoded and every reply match `schemas/audit-stats*.json`,
+//!   and the request schema refuses the bad requests it can tell;
 //! - `novactl audit stats --output json` (the real binary, reading the
 //!   stream itself) gives the same figures;
 //! - `novactl audit query` filters by target, stage, outcome and time, as
@@ -17,7 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nova_e2e::process::binary;
-use nova_e2e::{AuditReader, NatsServer, Pipeline, WAIT, control, publish, within};
+use nova_e2e::{
+    AuditReader, NatsServer, Pipeline, WAIT, check_against_schema, control, publish, schema_check,
+    within,
+};
 use nova_shared::audit_stats::{AuditStats, STATS_VERB, StatsRequest, TargetStats};
 use nova_shared::codec::{self, Encoding};
 use nova_shared::policy::from_yaml;
@@ -83,8 +88,12 @@ fn succeeded_to(to: u32) -> impl Fn(&AuditRecord) -> bool {
     move |r| r.kind == AuditKind::Result && r.outcome == "succeeded" && r.to == Some(to)
 }
 
-/// The figures of `web`, as the audit service answers them.
-async fn service_stats(client: &async_nats::Client, request: &StatsRequest) -> AuditStats {
+/// The figures of `web`, as the audit service answers them, and the reply
+/// as sent (the decoded MessagePack map).
+async fn service_stats(
+    client: &async_nats::Client,
+    request: &StatsRequest,
+) -> (AuditStats, serde_json::Value) {
     let payload = codec::encode(request).expect("encode");
     let reply = within(
         "an answer on nova.ctl.audit.stats",
@@ -93,7 +102,10 @@ async fn service_stats(client: &async_nats::Client, request: &StatsRequest) -> A
     )
     .await
     .expect("answered");
-    codec::decode(&reply.payload, Encoding::MsgPack).expect("audit stats")
+    (
+        codec::decode(&reply.payload, Encoding::MsgPack).expect("audit stats"),
+        codec::decode(&reply.payload, Encoding::MsgPack).expect("a map"),
+    )
 }
 
 fn assert_figures(s: &TargetStats) {
@@ -144,15 +156,15 @@ async fn audit_stats_query_and_explain_read_real_decisions() {
         until_ms: Some(t1),
         flap_window_secs: None,
     };
-    let served = within("the service to count the at_max record", WAIT, async {
+    let (served, sent) = within("the service to count the at_max record", WAIT, async {
         loop {
-            let stats = service_stats(&client, &request).await;
+            let (stats, sent) = service_stats(&client, &request).await;
             if stats
                 .targets
                 .first()
                 .is_some_and(|t| t.not_taken.contains_key("at_max"))
             {
-                return stats;
+                return (stats, sent);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -160,11 +172,19 @@ async fn audit_stats_query_and_explain_read_real_decisions() {
     .await;
     assert_eq!(served.targets.len(), 1);
     assert_figures(&served.targets[0]);
-    // A bad request gets `{error}`, never silence.
+    // The exchange as it went over the wire, against its schemas: the
+    // request as this code encodes it, and the service's reply.
+    let asked: serde_json::Value =
+        codec::decode(&codec::encode(&request).unwrap(), Encoding::MsgPack).unwrap();
+    check_against_schema("audit-stats-request.schema.json", &[asked]);
+    let mut replies = vec![sent];
+    // A bad request gets `{error}`, never silence; the request schema
+    // refuses each of them too.
     for bad in [
         r#"{"since_ms": "yesterday"}"#,
         r#"{"bogus": 1}"#,
         r#"{"since_ms": 5, "until_ms": 1}"#,
+        r#"{"since_ms": -1}"#,
     ] {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Content-Type", codec::CONTENT_TYPE_JSON);
@@ -181,7 +201,17 @@ async fn audit_stats_query_and_explain_read_real_decisions() {
             "{bad}: {}",
             error.error
         );
+        replies.push(codec::decode(&reply.payload, Encoding::MsgPack).expect("a map"));
+        // The one the schema cannot refuse: a start after the end.
+        if !bad.contains("until_ms") {
+            let asked: serde_json::Value = serde_json::from_str(bad).unwrap();
+            assert!(
+                schema_check("audit-stats-request.schema.json", &[asked]).is_err(),
+                "the request schema accepted {bad}, which the service refused"
+            );
+        }
     }
+    check_against_schema("audit-stats.schema.json", &replies);
 
     // novactl audit stats: the same figures from its own read of the stream.
     let (since, until) = (rfc3339(t0), rfc3339(t1));

@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nova_e2e::{
-    AuditReader, MotoServer, NatsServer, Pipeline, WAIT, control, stream_messages, within,
+    AuditReader, MotoServer, NatsServer, Pipeline, WAIT, check_against_schema, control,
+    stream_messages, within,
 };
 use nova_runtime::nats::{AUDIT_STREAM, CAPACITY_BUCKET, RESULTS_STREAM};
 use nova_shared::policy::from_yaml;
@@ -218,29 +219,6 @@ fn trail(records: &[AuditRecord]) -> Vec<(String, String)> {
         .iter()
         .map(|r| (r.outcome.clone(), r.reason.clone()))
         .collect()
-}
-
-/// Checks documents against a generated schema with
-/// `scripts/check_schemas.py`, the repo's own validator.
-fn check_against_schema(schema: &str, documents: &[serde_json::Value]) {
-    let root = nova_e2e::workspace_root();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("documents.jsonl");
-    let lines: Vec<String> = documents.iter().map(|d| d.to_string()).collect();
-    std::fs::write(&file, lines.join("\n") + "\n").expect("write documents");
-    let python = nova_e2e::tool("python", "NOVA_PYTHON");
-    let out = std::process::Command::new(python)
-        .arg(root.join("scripts/check_schemas.py"))
-        .arg(root.join("schemas").join(schema))
-        .arg(&file)
-        .output()
-        .expect("check_schemas.py runs");
-    assert!(
-        out.status.success(),
-        "{schema}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Whether `record` carries the failing gate's value and threshold.
