@@ -95,16 +95,23 @@ pub struct Range {
 }
 
 impl Range {
-    /// Reads `--since` and `--until` (see [`parse_time`]), `--since` first.
+    /// Reads `--since` and `--until` (see [`parse_time`]), `--since` first;
+    /// a start after the end is refused.
     pub fn parse(
         since: Option<&str>,
         until: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Range, Failure> {
-        Ok(Range {
+        let range = Range {
             since: since.map(|t| parse_time("--since", t, now)).transpose()?,
             until: until.map(|t| parse_time("--until", t, now)).transpose()?,
-        })
+        };
+        if let (Some(since), Some(until)) = (range.since, range.until)
+            && since > until
+        {
+            return Err(after_the_end());
+        }
+        Ok(range)
     }
 
     /// Both ends, as `audit stats` counts over them (an open start is the
@@ -113,12 +120,14 @@ impl Range {
         let since = self.since.unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let until = self.until.unwrap_or(now);
         if since > until {
-            return Err(Failure::BadInput(
-                "--since is after --until: give a start before the end".into(),
-            ));
+            return Err(after_the_end());
         }
         Ok((since, until))
     }
+}
+
+fn after_the_end() -> Failure {
+    Failure::BadInput("--since is after --until: give a start before the end".into())
 }
 
 /// `--stage`: one of the pipeline's stages.
@@ -623,7 +632,7 @@ mod tests {
         // stats reads it (or the error closing it), or the parse error.
         type Ends<'a> = (Option<&'a str>, Option<&'a str>);
         type Closed<'a> = Result<(&'a str, &'a str), &'a str>;
-        let cases: [(Option<&str>, Option<&str>, Result<(Ends, Closed), &str>); 7] = [
+        let cases: [(Option<&str>, Option<&str>, Result<(Ends, Closed), &str>); 8] = [
             (None, None, Ok(((None, None), Ok((EPOCH, NOW))))),
             (
                 Some("1h"),
@@ -649,11 +658,13 @@ mod tests {
                     Ok((EPOCH, "2026-12-01T09:00:00Z")),
                 )),
             ),
+            (Some("1h"), Some("2h"), Err("--since is after --until")),
+            // An open end is now: a start in the future is after it.
             (
-                Some("1h"),
-                Some("2h"),
+                Some("2027-01-01T00:00:00Z"),
+                None,
                 Ok((
-                    (Some("2026-12-01T11:00:00Z"), Some("2026-12-01T10:00:00Z")),
+                    (Some("2027-01-01T00:00:00Z"), None),
                     Err("--since is after --until"),
                 )),
             ),
