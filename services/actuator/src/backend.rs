@@ -157,27 +157,48 @@ pub(crate) fn deadline(target: &str, secs: u64) -> BackendError {
     )
 }
 
+/// How long readings older than the stored one are refused before they are
+/// taken as the backend's state. A copy that has not seen the last write
+/// catches up within a leader election (seconds); one still behind after
+/// this has lost the write (an acknowledged write lost in a crash, as
+/// Jepsen found for NATS), and refusing it for longer would hold the
+/// target's commands forever on a state that will never come.
+pub const STALE_PATIENCE_MS: i64 = 30_000;
+
 /// `observation`, unless it predates the reading `stored` holds
-/// ([`Observation::predates`]): then an error the actuator treats as the
-/// broker's outage, so the command waits and reads again without using up
-/// an attempt. Counted either way it goes wrong.
+/// ([`Observation::predates`]) and that reading is less than
+/// [`STALE_PATIENCE_MS`] old at `now_ms`: then an error the actuator treats
+/// as the broker's outage, so the command waits and reads again without
+/// using up an attempt. Counted either way it goes wrong; a stale reading
+/// taken after the patience is logged as the lost write it is.
 pub(crate) fn fresh(
     target: &str,
     kind: &'static str,
     observation: Observation,
     stored: Option<&nova_shared::wire::CapacityRecord>,
+    now_ms: i64,
 ) -> Result<Observation, BackendError> {
     if !observation.predates(stored) {
         return Ok(observation);
     }
     metrics::counter!(nova_runtime::telemetry::names::STALE_READS, "backend" => kind).increment(1);
+    let read = observation.fence.unwrap_or_default();
+    let kept = stored.and_then(|r| r.fence).unwrap_or_default();
+    let kept_for = stored.map_or(0, |r| now_ms.saturating_sub(r.observed_ms));
+    if kept_for >= STALE_PATIENCE_MS {
+        tracing::warn!(
+            target,
+            "the backend's state is still the one set by command {read}, {} s after command \
+             {kept} was read back: the broker lost that write, so the state is taken as it is",
+            kept_for / 1000
+        );
+        return Ok(observation);
+    }
     Err(BackendError::new(
         BackendErrorKind::Store(KvErrorKind::Unavailable),
         format!(
             "target {target}: the backend's state was read from a stale copy (it was last set by \
-             command {}, older than command {} already seen); read again",
-            observation.fence.unwrap_or_default(),
-            stored.and_then(|r| r.fence).unwrap_or_default()
+             command {read}, older than command {kept} already seen); read again"
         ),
     ))
 }
@@ -400,10 +421,14 @@ mod tests {
         assert!(!reading(Some(0)).predates(None), "no record yet");
     }
 
+    /// A wall-clock time for the stale-reading tables, unix ms.
+    const NOW: i64 = 1_800_000_000_000;
+
     #[test]
     fn a_stale_reading_is_the_brokers_error_naming_both_commands() {
         let stored = CapacityRecord {
             fence: Some(148),
+            observed_ms: NOW - 1_000,
             ..CapacityRecord::default()
         };
         let reading = Observation {
@@ -412,7 +437,7 @@ mod tests {
             tier: None,
             fence: Some(143),
         };
-        let error = fresh("t06", "sim", reading.clone(), Some(&stored)).unwrap_err();
+        let error = fresh("t06", "sim", reading.clone(), Some(&stored), NOW).unwrap_err();
         assert_eq!(
             error.kind(),
             BackendErrorKind::Store(KvErrorKind::Unavailable)
@@ -428,8 +453,39 @@ mod tests {
             ..reading
         };
         assert_eq!(
-            fresh("t06", "sim", current.clone(), Some(&stored)).unwrap(),
+            fresh("t06", "sim", current.clone(), Some(&stored), NOW).unwrap(),
             current
         );
+    }
+
+    #[test]
+    fn a_reading_stale_for_longer_than_the_patience_is_taken_as_a_lost_write() {
+        // (stored reading's age, whether the older reading is taken)
+        let cases = [
+            (0, false),
+            (STALE_PATIENCE_MS - 1, false),
+            (STALE_PATIENCE_MS, true),
+            (10 * STALE_PATIENCE_MS, true),
+            // A stored reading from the future (clocks apart) is young.
+            (-5_000, false),
+        ];
+        for (age_ms, taken) in cases {
+            let stored = CapacityRecord {
+                fence: Some(148),
+                observed_ms: NOW - age_ms,
+                ..CapacityRecord::default()
+            };
+            let reading = Observation {
+                desired: 145,
+                running: Some(145),
+                tier: None,
+                fence: Some(143),
+            };
+            let got = fresh("t06", "sim", reading.clone(), Some(&stored), NOW);
+            assert_eq!(got.is_ok(), taken, "stored {age_ms} ms ago: {got:?}");
+            if taken {
+                assert_eq!(got.unwrap(), reading);
+            }
+        }
     }
 }

@@ -23,7 +23,9 @@
 //! one-line error in the record (and logs it). A reading older than the
 //! record's ([`backend::Observation::predates`]: the simulated fleet's
 //! fencing token went back, a stale copy of its state in KV answered) is
-//! never stored, so the arbiter's base cannot go back. It consumes stream
+//! not stored until it has stayed older for `backend::STALE_PATIENCE_MS`
+//! (then the cluster lost the write, and the reading is the truth), so the
+//! arbiter's base does not go back. It consumes stream
 //! `NOVA_COMMANDS` through the durable consumer `actuator`, shared by every
 //! replica, and per command:
 //! 1. claims the target's lease in its capacity record by compare-and-set
@@ -434,10 +436,15 @@ impl Actuator {
             // Never written back by a version that cannot fully read it.
             return Err(beyond_this_version(target, newer.v));
         }
-        let read = backend
-            .observe()
-            .await
-            .and_then(|obs| backend::fresh(target, backend.kind(), obs, previous));
+        let read = backend.observe().await.and_then(|obs| {
+            backend::fresh(
+                target,
+                backend.kind(),
+                obs,
+                previous,
+                nova_runtime::now_ms(),
+            )
+        });
         let (record, failure) = match read {
             Ok(obs) => (
                 Some(observed_record(previous, target, backend.kind(), obs)),
@@ -865,7 +872,15 @@ impl Actuator {
         let observed = tokio::time::timeout(self.deadline, backend.observe())
             .await
             .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())))
-            .and_then(|obs| backend::fresh(&command.target, kind, obs, Some(record)));
+            .and_then(|obs| {
+                backend::fresh(
+                    &command.target,
+                    kind,
+                    obs,
+                    Some(record),
+                    nova_runtime::now_ms(),
+                )
+            });
         if let Err(error) = &observed
             && is_broker_outage(error)
         {
@@ -1114,7 +1129,15 @@ impl Actuator {
                 let observed = backend
                     .observe()
                     .await
-                    .and_then(|obs| backend::fresh(&command.target, kind, obs, Some(&record)))
+                    .and_then(|obs| {
+                        backend::fresh(
+                            &command.target,
+                            kind,
+                            obs,
+                            Some(&record),
+                            nova_runtime::now_ms(),
+                        )
+                    })
                     .ok();
                 let stored = fault(&error);
                 self.release(command, |r| {

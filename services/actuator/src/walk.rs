@@ -132,7 +132,15 @@ impl Actuator {
         let now = tokio::time::timeout(self.deadline, backend.observe())
             .await
             .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())))
-            .and_then(|obs| backend::fresh(&command.target, backend.kind(), obs, Some(record)))?;
+            .and_then(|obs| {
+                backend::fresh(
+                    &command.target,
+                    backend.kind(),
+                    obs,
+                    Some(record),
+                    nova_runtime::now_ms(),
+                )
+            })?;
         Ok(spec
             .applies(now.desired, command.desired)
             .then(|| Walk::new(now.desired, command.desired, spec.step, spec.delay_secs)))
