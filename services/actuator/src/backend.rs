@@ -424,19 +424,29 @@ mod tests {
     /// A wall-clock time for the stale-reading tables, unix ms.
     const NOW: i64 = 1_800_000_000_000;
 
-    #[test]
-    fn a_stale_reading_is_the_brokers_error_naming_both_commands() {
-        let stored = CapacityRecord {
+    /// A record of a reading set by command 148, made `age_ms` before NOW.
+    fn stored_148(age_ms: i64) -> CapacityRecord {
+        CapacityRecord {
             fence: Some(148),
-            observed_ms: NOW - 1_000,
+            observed_ms: NOW - age_ms,
             ..CapacityRecord::default()
-        };
-        let reading = Observation {
+        }
+    }
+
+    /// A reading of the state command 143 set.
+    fn read_143() -> Observation {
+        Observation {
             desired: 145,
             running: Some(145),
             tier: None,
             fence: Some(143),
-        };
+        }
+    }
+
+    #[test]
+    fn a_stale_reading_is_the_brokers_error_naming_both_commands() {
+        let stored = stored_148(1_000);
+        let reading = read_143();
         let error = fresh("t06", "sim", reading.clone(), Some(&stored), NOW).unwrap_err();
         assert_eq!(
             error.kind(),
@@ -470,18 +480,14 @@ mod tests {
             (-5_000, false),
         ];
         for (age_ms, taken) in cases {
-            let stored = CapacityRecord {
-                fence: Some(148),
-                observed_ms: NOW - age_ms,
-                ..CapacityRecord::default()
-            };
-            let reading = Observation {
-                desired: 145,
-                running: Some(145),
-                tier: None,
-                fence: Some(143),
-            };
-            let got = fresh("t06", "sim", reading.clone(), Some(&stored), NOW);
+            let reading = read_143();
+            let got = fresh(
+                "t06",
+                "sim",
+                reading.clone(),
+                Some(&stored_148(age_ms)),
+                NOW,
+            );
             assert_eq!(got.is_ok(), taken, "stored {age_ms} ms ago: {got:?}");
             if taken {
                 assert_eq!(got.unwrap(), reading);

@@ -861,6 +861,26 @@ impl Actuator {
     /// of them may have reached the backend, so what the backend has now
     /// decides the result: the change in effect is `succeeded`, anything
     /// else `failed`, and the record takes what was read.
+    /// Gives the attempt back and has the command delivered again after
+    /// [`BROKER_RETRY`]: the broker's outage (or a stale copy of the fleet's
+    /// state) is not the backend failing, so it uses up none of the
+    /// command's attempts.
+    async fn wait_out_the_broker(
+        &self,
+        command: &Command,
+        what: &str,
+        error: &BackendError,
+    ) -> Result<Step, StepError> {
+        metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
+        tracing::warn!(decision = command.decision_id, "{what}: {error}");
+        self.release(command, |r| CapacityRecord {
+            attempts: r.attempts.saturating_sub(1),
+            ..r.clone()
+        })
+        .await?;
+        Ok(Step::Wait(BROKER_RETRY))
+    }
+
     async fn settle_unfinished(
         &self,
         backend: &Backend,
@@ -887,17 +907,9 @@ impl Actuator {
             // What the fleet has cannot be known now (its state in NATS
             // unreachable, or read from a stale copy): settle it later, on
             // a reading that can be trusted, without using up an attempt.
-            metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
-            tracing::warn!(
-                decision = command.decision_id,
-                "cannot settle yet, will read again: {error}"
-            );
-            self.release(command, |r| CapacityRecord {
-                attempts: r.attempts.saturating_sub(1),
-                ..r.clone()
-            })
-            .await?;
-            return Ok(Step::Wait(BROKER_RETRY));
+            return self
+                .wait_out_the_broker(command, "cannot settle yet, will read again", error)
+                .await;
         }
         let (status, response) = match &observed {
             Ok(obs)
@@ -1070,17 +1082,8 @@ impl Actuator {
                 // so it does not use up one of the command's attempts (the
                 // cluster chaos test saw commands fail "after 3 attempts"
                 // that way). The call is absolute, so repeating it is safe.
-                metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
-                tracing::warn!(
-                    decision = command.decision_id,
-                    "backend state unreachable, will retry: {error}"
-                );
-                self.release(command, |r| CapacityRecord {
-                    attempts: r.attempts.saturating_sub(1),
-                    ..r.clone()
-                })
-                .await?;
-                Ok(Step::Wait(BROKER_RETRY))
+                self.wait_out_the_broker(command, "backend state unreachable, will retry", &error)
+                    .await
             }
             Err(error) if error.is_retryable() && attempt < self.max_attempts => {
                 metrics::counter!(names::RETRIES, "stage" => "actuator").increment(1);
