@@ -354,36 +354,44 @@ mod tests {
     const MIN: i64 = 60_000;
     const HOUR: i64 = 60 * MIN;
 
-    fn decision(ts: i64, outcome: &str, id: &str, from: u32, to: u32) -> AuditRecord {
-        let mut r = AuditRecord::new(
-            format!("a-{id}-{outcome}"),
-            ts,
-            Stage::Arbiter,
-            "web",
-            AuditKind::Decision,
-            outcome,
-            String::new(),
-        );
+    /// A record of decision `id` moving `from -> to`, as `stage` writes it.
+    fn moved(
+        stage: Stage,
+        kind: AuditKind,
+        audit_id: String,
+        ts: i64,
+        outcome: &str,
+        (id, from, to): (&str, u32, u32),
+    ) -> AuditRecord {
+        let mut r = AuditRecord::new(audit_id, ts, stage, "web", kind, outcome, String::new());
         r.from = Some(from);
         r.to = Some(to);
         r.decision_id = Some(id.into());
         r
     }
 
-    fn result(ts: i64, status: &str, id: &str, from: u32, to: u32) -> AuditRecord {
-        let mut r = AuditRecord::new(
-            format!("a-{id}-result"),
+    fn decision(ts: i64, outcome: &str, id: &str, from: u32, to: u32) -> AuditRecord {
+        let audit_id = format!("a-{id}-{outcome}");
+        moved(
+            Stage::Arbiter,
+            AuditKind::Decision,
+            audit_id,
             ts,
+            outcome,
+            (id, from, to),
+        )
+    }
+
+    fn result(ts: i64, status: &str, id: &str, from: u32, to: u32) -> AuditRecord {
+        let audit_id = format!("a-{id}-result");
+        moved(
             Stage::Actuator,
-            "web",
             AuditKind::Result,
+            audit_id,
+            ts,
             status,
-            String::new(),
-        );
-        r.from = Some(from);
-        r.to = Some(to);
-        r.decision_id = Some(id.into());
-        r
+            (id, from, to),
+        )
     }
 
     /// A decided and applied scale `from -> to` at `ts`.
