@@ -171,7 +171,7 @@ pub const STALE_PATIENCE_MS: i64 = 30_000;
 /// as the broker's outage, so the command waits and reads again without
 /// using up an attempt. Counted either way it goes wrong; a stale reading
 /// taken after the patience is logged as the lost write it is.
-pub(crate) fn fresh(
+fn fresh(
     target: &str,
     kind: &'static str,
     observation: Observation,
@@ -282,6 +282,23 @@ impl Backend {
             Backend::RdsReplicas(rds) => rds.observe().await,
             Backend::RdsInstance(rds) => rds.observe().await,
         }
+    }
+
+    /// [`Backend::observe`], unless the reading predates the one `stored`
+    /// holds (see [`fresh`]).
+    pub async fn observe_fresh(
+        &self,
+        target: &str,
+        stored: Option<&nova_shared::wire::CapacityRecord>,
+    ) -> Result<Observation, BackendError> {
+        let observation = self.observe().await?;
+        fresh(
+            target,
+            self.kind(),
+            observation,
+            stored,
+            nova_runtime::now_ms(),
+        )
     }
 
     /// Sets the desired capacity, and the instance tier when `tier` is

@@ -436,15 +436,7 @@ impl Actuator {
             // Never written back by a version that cannot fully read it.
             return Err(beyond_this_version(target, newer.v));
         }
-        let read = backend.observe().await.and_then(|obs| {
-            backend::fresh(
-                target,
-                backend.kind(),
-                obs,
-                previous,
-                nova_runtime::now_ms(),
-            )
-        });
+        let read = backend.observe_fresh(target, previous).await;
         let (record, failure) = match read {
             Ok(obs) => (
                 Some(observed_record(previous, target, backend.kind(), obs)),
@@ -856,11 +848,6 @@ impl Actuator {
         Ok(held)
     }
 
-    /// Settles a command whose every attempt ended without an outcome
-    /// (its actuator died, or lost the lease, before recording one). One
-    /// of them may have reached the backend, so what the backend has now
-    /// decides the result: the change in effect is `succeeded`, anything
-    /// else `failed`, and the record takes what was read.
     /// Gives the attempt back and has the command delivered again after
     /// [`BROKER_RETRY`]: the broker's outage (or a stale copy of the fleet's
     /// state) is not the backend failing, so it uses up none of the
@@ -881,6 +868,11 @@ impl Actuator {
         Ok(Step::Wait(BROKER_RETRY))
     }
 
+    /// Settles a command whose every attempt ended without an outcome
+    /// (its actuator died, or lost the lease, before recording one). One
+    /// of them may have reached the backend, so what the backend has now
+    /// decides the result: the change in effect is `succeeded`, anything
+    /// else `failed`, and the record takes what was read.
     async fn settle_unfinished(
         &self,
         backend: &Backend,
@@ -889,18 +881,12 @@ impl Actuator {
     ) -> Result<Step, StepError> {
         let kind = backend.kind();
         let attempts = self.max_attempts;
-        let observed = tokio::time::timeout(self.deadline, backend.observe())
-            .await
-            .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())))
-            .and_then(|obs| {
-                backend::fresh(
-                    &command.target,
-                    kind,
-                    obs,
-                    Some(record),
-                    nova_runtime::now_ms(),
-                )
-            });
+        let observed = tokio::time::timeout(
+            self.deadline,
+            backend.observe_fresh(&command.target, Some(record)),
+        )
+        .await
+        .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())));
         if let Err(error) = &observed
             && is_broker_outage(error)
         {
@@ -1130,17 +1116,8 @@ impl Actuator {
                 // as settled, so the arbiter's next base is the truth and not
                 // the capacity that never came.
                 let observed = backend
-                    .observe()
+                    .observe_fresh(&command.target, Some(&record))
                     .await
-                    .and_then(|obs| {
-                        backend::fresh(
-                            &command.target,
-                            kind,
-                            obs,
-                            Some(&record),
-                            nova_runtime::now_ms(),
-                        )
-                    })
                     .ok();
                 let stored = fault(&error);
                 self.release(command, |r| {

@@ -129,18 +129,12 @@ impl Actuator {
             let walk = Walk::new(plan.from, command.desired, spec.step, spec.delay_secs);
             return Ok(Some(walk.resume(plan.step as usize)));
         }
-        let now = tokio::time::timeout(self.deadline, backend.observe())
-            .await
-            .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())))
-            .and_then(|obs| {
-                backend::fresh(
-                    &command.target,
-                    backend.kind(),
-                    obs,
-                    Some(record),
-                    nova_runtime::now_ms(),
-                )
-            })?;
+        let now = tokio::time::timeout(
+            self.deadline,
+            backend.observe_fresh(&command.target, Some(record)),
+        )
+        .await
+        .unwrap_or_else(|_| Err(backend::deadline(&command.target, self.deadline.as_secs())))?;
         Ok(spec
             .applies(now.desired, command.desired)
             .then(|| Walk::new(now.desired, command.desired, spec.step, spec.delay_secs)))
